@@ -1,0 +1,1 @@
+"""Build, train, export and evaluate the dual-head model (needs the `build` extra: torch)."""
