@@ -1,0 +1,310 @@
+"""``router-svc model build``: data, training, calibration, ONNX export, parity, summary.
+
+Everything the router needs lands in one folder (by default the Triton model version folder):
+``model.onnx``, ``tokenizer.json`` and ``build_report.json`` (every measured figure).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from router_svc.labels import CATEGORIES, PII_TAGS
+
+DEFAULT_OUT = Path("model_repository/semantic_router/1")
+DEFAULT_DATA = Path("../shared/data")
+
+
+class BuildError(Exception):
+    """A user-facing build failure (missing data, missing torch, bad backbone)."""
+
+
+@dataclass
+class BuildOptions:
+    backbone: str = "all-MiniLM-L6-v2"
+    out_dir: Path = DEFAULT_OUT
+    data_dir: Path = DEFAULT_DATA
+    head_layers: int = 2
+    epochs: int = 3
+    generated_pii: int = 4000
+    offtopic: int = 800
+    max_length: int = 128
+    seed: int = 0
+    threshold: float = 0.6
+    quantize: bool = False
+    optimize: bool = True
+
+
+@dataclass
+class StepTimer:
+    steps: dict[str, float] = field(default_factory=dict)
+
+    def run(self, name: str, fn, *args, **kwargs):
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold cyan]▶ {name}[/]")
+        t = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.steps[name] = time.perf_counter() - t
+        return out
+
+
+def require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise BuildError(
+            "the model build needs torch and transformers, which the router itself does not: "
+            "pip install 'router-svc[build]' (torch==2.13.0 takes the CPU build)"
+        ) from e
+
+
+def _data_file(opts: BuildOptions, rel: str) -> Path:
+    p = opts.data_dir / rel
+    if not p.is_file():
+        raise BuildError(f"training data {p} not found: pass --data-dir pointing at shared/data")
+    return p
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def sts_spearman(embed, pairs) -> float:
+    """Spearman of cosine similarity against gold scores (embeddings are L2-normalised)."""
+    ea = embed([p.a for p in pairs])
+    eb = embed([p.b for p in pairs])
+    return spearman((ea * eb).sum(1), np.array([p.score for p in pairs]))
+
+
+def build(opts: BuildOptions) -> dict:
+    require_torch()
+    import torch
+
+    from export import data as D
+    from export.backbone import BackboneError, load_backbone
+    from export.modeling import DualHeadModel
+    from export.onnx_export import export_onnx, optimize_onnx, parity, quantize_int8
+    from export.train import (
+        UNIFORM,
+        Example,
+        TrainConfig,
+        cache_features,
+        expected_calibration_error,
+        fit_temperature,
+        predict_cached,
+        seed_everything,
+        train,
+    )
+    from router_svc.pairs import load_pairs
+    from router_svc.tokenization import TextTokenizer
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    seed_everything(opts.seed)
+    timer = StepTimer()
+    report: dict = {"options": {k: str(v) for k, v in asdict(opts).items()}}
+
+    try:
+        bb = timer.run("load backbone", load_backbone, opts.backbone)
+    except BackboneError as e:
+        raise BuildError(str(e)) from e
+    tok = TextTokenizer(bb.tokenizer_json)
+    model = DualHeadModel(bb.model, len(CATEGORIES), len(PII_TAGS), opts.head_layers)
+
+    # ---- data
+    mmlu, mmlu_rep = D.load_mmlu(_data_file(opts, "mmlu_pro/questions.jsonl"))
+    mmlu_train, mmlu_val = D.split_mmlu(mmlu, val_fraction=0.1, seed=opts.seed)
+    pres, pres_rep = D.load_presidio(_data_file(opts, "pii/synth_dataset_v2.json"))
+    pres_train, pres_test = D.split_presidio(pres, test_fraction=0.25, seed=opts.seed)
+    generated = D.generate_pii(opts.generated_pii, opts.seed)
+    off_train = D.offtopic_prompts(opts.offtopic, opts.seed)
+    off_test = D.offtopic_prompts(300, opts.seed + 1000)
+    sts = load_pairs(_data_file(opts, "paraphrase/glue_STS-B_original_sts-test.tsv")).pairs
+    report["data"] = {
+        "mmlu": {"train": len(mmlu_train), "val": len(mmlu_val), **asdict(mmlu_rep)},
+        "presidio": {"train": len(pres_train), "test": len(pres_test), **asdict(pres_rep)},
+        "generated_pii": len(generated),
+        "pii_types_in_training": D.summarise_types(pres_train + generated),
+        "offtopic": {"train": len(off_train), "test": len(off_test)},
+        "sts_pairs": len(sts),
+    }
+    cat_index = {c: i for i, c in enumerate(CATEGORIES)}
+
+    def cat_examples(items) -> list[Example]:
+        wins = tok.truncated([e.text for e in items], opts.max_length)
+        return [Example(ids=w.ids, category=cat_index[e.category]) for w, e in zip(wins, items,
+                                                                                    strict=True)]
+
+    def pii_examples(items) -> list[Example]:
+        out = []
+        wins = tok.truncated([e.text for e in items], opts.max_length)
+        for w, e in zip(wins, items, strict=True):
+            tags = D.align_bio(e.text, e.spans, w.offsets)
+            out.append(Example(ids=w.ids, category=UNIFORM, tags=tags))
+        return out
+
+    train_ex = (cat_examples(mmlu_train) + pii_examples(pres_train + generated)
+                + [Example(ids=w.ids, category=UNIFORM)
+                   for w in tok.truncated(off_train, opts.max_length)])
+    val_ex = cat_examples(mmlu_val)
+    off_ex = [Example(ids=w.ids) for w in tok.truncated(off_test, opts.max_length)]
+    pii_test_ex = pii_examples(pres_test)
+
+    # ---- frozen features, then training of the head branch
+    model.eval()
+    with torch.no_grad():
+        emb_before = sts_spearman(lambda t: embed_texts(model, tok, t), sts)
+    report["sts_spearman_before"] = emb_before
+    c_train = timer.run("encode (frozen layers)", cache_features, model, train_ex)
+    c_val = cache_features(model, val_ex, desc="encoding val")
+    c_off = cache_features(model, off_ex, desc="encoding off-topic")
+    c_pii = cache_features(model, pii_test_ex, desc="encoding pii test")
+    cfg = TrainConfig(epochs=opts.epochs, seed=opts.seed)
+    log = timer.run("train", train, model, c_train, cfg)
+    report["train"] = {"steps": len(log.losses), "final_loss": float(np.mean(log.losses[-50:])),
+                       "seconds": log.seconds, "config": asdict(cfg)}
+
+    # ---- calibration and validation
+    val_logits, _ = predict_cached(model, c_val)
+    y = np.array([e.category for e in val_ex])
+    temperature = fit_temperature(val_logits, y)
+    model.temperature.fill_(temperature)
+    report["category"] = category_report(val_logits, y, temperature, opts.threshold,
+                                         predict_cached(model, c_off)[0],
+                                         expected_calibration_error)
+    _, pii_logits = predict_cached(model, c_pii)
+    report["pii_token_f1_val"] = token_f1(pii_logits, [e.tags for e in pii_test_ex])
+
+    with torch.no_grad():
+        emb_after = sts_spearman(lambda t: embed_texts(model, tok, t), sts)
+    report["sts_spearman_after"] = emb_after
+
+    # ---- export
+    out = opts.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path = out / "model.onnx"
+    raw_path = out / "model.raw.onnx.tmp"
+    timer.run("export onnx", export_onnx, model, raw_path)
+    shutil.copyfile(bb.tokenizer_json, out / "tokenizer.json")
+    probe = [e.text for e in mmlu_val[:6]] + [e.text for e in pres_test[:6]] + off_test[:4]
+    if opts.optimize:
+        timer.run("optimise onnx", optimize_onnx, raw_path, onnx_path)
+        raw_path.unlink(missing_ok=True)
+    else:
+        raw_path.replace(onnx_path)
+    par = timer.run("parity check", parity, model, onnx_path, out / "tokenizer.json", probe)
+    report["parity"] = asdict(par)
+    if not par.ok:
+        raise BuildError(f"ONNX parity check failed: {par}")
+    if opts.quantize:
+        q = out / "model.int8.onnx"
+        timer.run("quantise int8", quantize_int8, onnx_path, q)
+        report["int8"] = str(q)
+    report["labels"] = {"categories": list(CATEGORIES), "pii_tags": list(PII_TAGS)}
+    report["embedding_dim"] = int(model.category_head[1].in_features)
+    report["steps_seconds"] = timer.steps
+    report["backbone"] = bb.source
+    (out / "build_report.json").write_text(json.dumps(report, indent=2, default=str))
+    print_summary(report)
+    return report
+
+
+def embed_texts(model, tok, texts: list[str], batch: int = 64) -> np.ndarray:
+    import torch
+
+    from export.train import pad_ids
+
+    wins = tok.truncated(texts, 128)
+    order = np.argsort([len(w.ids) for w in wins])
+    out = np.zeros((len(texts), model.category_head[1].in_features), np.float32)
+    for s in range(0, len(order), batch):
+        idx = order[s:s + batch]
+        ids, mask = pad_ids([wins[i].ids for i in idx])
+        h = model.shared_forward(ids, mask)
+        out[idx] = model.embedding_from_shared(h, mask).numpy()
+    del torch
+    return out
+
+
+def category_report(logits: np.ndarray, y: np.ndarray, temperature: float, threshold: float,
+                    off_logits: np.ndarray, ece_fn) -> dict:
+    def softmax(z):
+        z = z - z.max(1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(1, keepdims=True)
+
+    p_raw, p = softmax(logits), softmax(logits / temperature)
+    pred = p.argmax(1)
+    f1s = []
+    for c in range(len(CATEGORIES)):
+        tp = ((pred == c) & (y == c)).sum()
+        prec = tp / max(1, (pred == c).sum())
+        rec = tp / max(1, (y == c).sum())
+        f1s.append(0.0 if tp == 0 else 2 * prec * rec / (prec + rec))
+    conf = p.max(1)
+    off_conf = softmax(off_logits / temperature).max(1)
+    above = conf >= threshold
+    return {
+        "accuracy": float((pred == y).mean()),
+        "macro_f1": float(np.mean(f1s)),
+        "temperature": temperature,
+        "ece_before": ece_fn(p_raw, y),
+        "ece_after": ece_fn(p, y),
+        "threshold": threshold,
+        "val_share_above_threshold": float(above.mean()),
+        "val_accuracy_above_threshold": float((pred[above] == y[above]).mean()) if above.any()
+        else 0.0,
+        "offtopic_share_below_threshold": float((off_conf < threshold).mean()),
+        "offtopic_median_confidence": float(np.median(off_conf)),
+    }
+
+
+def token_f1(pii_logits: list[np.ndarray], tags: list[list[int]]) -> float:
+    """Token-level micro F1 over non-O tags (a quick check; entity-level F1 is `eval pii`)."""
+    tp = fp = fn = 0
+    for lg, t in zip(pii_logits, tags, strict=True):
+        t = np.array(t)
+        keep = t != -100
+        pred = lg.argmax(-1)[keep]
+        gold = t[keep]
+        tp += int(((pred == gold) & (gold != 0)).sum())
+        fp += int(((pred != gold) & (pred != 0)).sum())
+        fn += int(((pred != gold) & (gold != 0)).sum())
+    return 2 * tp / max(1, 2 * tp + fp + fn)
+
+
+def print_summary(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cat = report["category"]
+    t = Table(title="router-svc model build")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    rows = [
+        ("backbone", report["backbone"]),
+        ("category accuracy (MMLU-Pro val)", f"{cat['accuracy']:.3f}"),
+        ("category macro-F1", f"{cat['macro_f1']:.3f}"),
+        ("temperature", f"{cat['temperature']:.3f}"),
+        ("ECE before → after", f"{cat['ece_before']:.3f} → {cat['ece_after']:.3f}"),
+        (f"off-topic below {cat['threshold']}", f"{cat['offtopic_share_below_threshold']:.1%}"),
+        (f"val above {cat['threshold']} (accuracy there)",
+         f"{cat['val_share_above_threshold']:.1%} ({cat['val_accuracy_above_threshold']:.3f})"),
+        ("PII token F1 (held-out templates)", f"{report['pii_token_f1_val']:.3f}"),
+        ("STS-B Spearman before → after",
+         f"{report['sts_spearman_before']:.4f} → {report['sts_spearman_after']:.4f}"),
+        ("ONNX parity max |diff|", f"{report['parity']['max_abs_diff']:.2e}"),
+        ("ONNX argmax identical", str(report["parity"]["argmax_identical"])),
+    ]
+    rows += [(f"time: {k}", f"{v:.0f} s") for k, v in report["steps_seconds"].items()]
+    for r in rows:
+        t.add_row(*r)
+    Console().print(t)

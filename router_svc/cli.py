@@ -1,0 +1,134 @@
+"""The ``router-svc`` command line. Each subcommand imports what it needs lazily, so the
+router's own commands never pay for (or require) torch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from router_svc.labels import MODEL_NAME
+
+
+def _add_triton_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--triton-url",
+        help="gRPC address of a running Triton (host:port); "
+        "without it the embedded CPU Triton is started with --model-dir",
+    )
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path("model_repository/semantic_router/1"),
+        help="folder with model.onnx and tokenizer.json (default: %(default)s)",
+    )
+    p.add_argument("--model-name", default=MODEL_NAME)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="router-svc", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="Triton + model (built if missing) + demo backends + router")
+    up.add_argument("--config", type=Path, help="router config (default: the example config)")
+    up.add_argument("--port", type=int, default=8801)
+    up.add_argument("--model-dir", type=Path, default=Path("model_repository/semantic_router/1"))
+    up.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+
+    serve = sub.add_parser("serve", help="run the router against a running Triton")
+    serve.add_argument("--config", type=Path, required=True)
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("config", type=Path)
+
+    model = sub.add_parser("model", help="model build")
+    msub = model.add_subparsers(dest="model_command", required=True)
+    b = msub.add_parser("build", help="train, calibrate and export the dual-head model")
+    b.add_argument(
+        "--backbone",
+        default="all-MiniLM-L6-v2",
+        help="DistilBERT folder or hub id, or all-MiniLM-L6-v2 (default, offline)",
+    )
+    b.add_argument("--out", type=Path, default=Path("model_repository/semantic_router/1"))
+    b.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    b.add_argument("--epochs", type=int, default=3)
+    b.add_argument("--head-layers", type=int, default=2)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--quantize", action="store_true", help="also write an int8 model.int8.onnx")
+
+    ev = sub.add_parser("eval", help="evaluate the served model")
+    esub = ev.add_subparsers(dest="eval_command", required=True)
+    ec = esub.add_parser("category", help="accuracy, macro-F1, confusion matrix, calibration")
+    ec.add_argument("--data", type=Path, required=True)
+    ec.add_argument("--threshold", type=float, default=0.6)
+    ec.add_argument("--out", type=Path, default=Path("eval_out"))
+    _add_triton_args(ec)
+    ep = esub.add_parser("pii", help="entity-level precision/recall/F1 per type")
+    ep.add_argument("--data", type=Path, required=True)
+    ep.add_argument("--threshold", type=float, default=0.5)
+    ep.add_argument("--presidio", action="store_true", help="also run Microsoft Presidio")
+    ep.add_argument("--out", type=Path, default=Path("eval_out"))
+    _add_triton_args(ep)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        # User mistakes (bad config, missing files) get one clear line, not a traceback.
+        from router_svc.errors import user_error_types
+
+        if isinstance(e, user_error_types()):
+            print(f"router-svc: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "model":
+        from export.build import BuildOptions, build
+
+        build(
+            BuildOptions(
+                backbone=args.backbone,
+                out_dir=args.out,
+                data_dir=args.data_dir,
+                epochs=args.epochs,
+                head_layers=args.head_layers,
+                seed=args.seed,
+                quantize=args.quantize,
+            )
+        )
+        return 0
+    if args.command == "eval":
+        from export import evaluate
+
+        return evaluate.main(args)
+    if args.command == "check-config":
+        from router_svc.config import load_config
+
+        cfg = load_config(args.config)
+        for w in cfg.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        print(
+            f"{args.config}: OK ({len(cfg.categories)} categories, "
+            f"{len(cfg.model_config)} models, default_model {cfg.default_model})"
+        )
+        return 0
+    if args.command == "serve":
+        from router_svc.app import serve
+
+        return serve(args.config)
+    if args.command == "up":
+        from router_svc.embedded import up
+
+        return up(args)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,587 @@
+"""Backend calls: one pooled session, timeouts, SSE pass-through, usage, error relaying.
+
+The caller has already chosen the backend and set ``body["model"]``; the proxy rewrites
+nothing in the body except ``stream_options.include_usage`` on streaming calls (so usage
+can be counted), and strips the extra usage-only chunk again if the client did not ask.
+
+Non-streaming::
+
+    result = await proxy.post_json(target, "/chat/completions", body, request.headers)
+
+Streaming (errors before the first byte raise from ``async with``, so the caller can still
+answer with a proper status; errors later raise from the iteration)::
+
+    async with proxy.stream(target, "/chat/completions", body, request.headers,
+                            client_wants_usage=False) as upstream:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        async for event in upstream:          # bytes: one complete SSE event
+            await response.write(event)
+    upstream.result.usage, upstream.result.ttft_s
+
+Leaving the ``async with`` early (client hung up, handler cancelled, exception) closes the
+upstream connection at once, so the backend stops generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_TEXT = 500
+
+# Client headers passed to every backend. Everything else is dropped (allowlist), which
+# also keeps out hop-by-hop headers, Host, Content-Length, Cookie and stray credentials.
+FORWARDED_HEADERS: tuple[str, ...] = (
+    "Accept",
+    "X-Request-Id",
+    "OpenAI-Beta",
+    "Traceparent",
+    "Tracestate",
+)
+# Tied to the client's credential: forwarded only with the client's Authorization.
+FORWARDED_WITH_CLIENT_AUTH: tuple[str, ...] = ("OpenAI-Organization", "OpenAI-Project")
+
+# Upstream failure reasons (``UpstreamError.reason``); metrics.ERROR_REASONS lists them too.
+BACKEND_UNREACHABLE = "backend_unreachable"
+BACKEND_TIMEOUT = "backend_timeout"
+BACKEND_ERROR = "backend_error"
+BACKEND_BAD_RESPONSE = "backend_bad_response"
+BACKEND_STREAM_ABORTED = "backend_stream_aborted"
+
+
+class UpstreamError(Exception):
+    """A backend call failed. ``body`` is an OpenAI error object: ``{"error": {...}}``.
+
+    The message names the backend model, never its URL or API key.
+    """
+
+    def __init__(self, status: int, body: dict[str, Any], reason: str = BACKEND_ERROR) -> None:
+        self.status = status
+        self.body = body
+        self.reason = reason
+        super().__init__(f"{status} {reason}: {body.get('error', {}).get('message', '')}")
+
+
+@dataclass(frozen=True)
+class BackendTarget:
+    """Where one model is served. ``base_url`` includes the API prefix, e.g. ``.../v1``.
+
+    Authorization sent: ``Bearer <api_key>`` if set; else the client's own Authorization
+    when ``forward_client_auth``; else none. Never both.
+    """
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+    forward_client_auth: bool = False
+
+    def url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@dataclass
+class ProxyResult:
+    status: int
+    body: dict[str, Any]
+    usage: Usage | None
+    backend_latency_s: float
+
+
+@dataclass
+class StreamResult:
+    """Filled in while a stream runs; final once the iteration ends."""
+
+    status: int = 0
+    usage: Usage | None = None
+    ttft_s: float | None = None  # request sent → first event carrying generated output
+    backend_latency_s: float | None = None  # request sent → stream ended (or failed)
+    events: int = 0  # events passed to the caller
+    stripped_usage_chunk: bool = False
+    completed: bool = False  # saw ``data: [DONE]``
+    error: UpstreamError | None = None
+
+
+# ---------------------------------------------------------------------------- pure helpers
+
+
+def extract_usage(body: Any) -> Usage | None:
+    """``Usage`` from an OpenAI response or chunk, or None when absent or malformed."""
+    if not isinstance(body, dict):
+        return None
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens", 0)
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    total = usage.get("total_tokens")
+    if not isinstance(total, int):
+        total = prompt + completion
+    return Usage(prompt, completion, total)
+
+
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
+
+
+def parse_sse_events(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """Split ``buffer`` into complete SSE events (each with its blank-line terminator,
+    so joining them gives the input back) and the incomplete remainder."""
+    events: list[bytes] = []
+    start = 0
+    while (match := _EVENT_END.search(buffer, start)) is not None:
+        events.append(buffer[start : match.end()])
+        start = match.end()
+    return events, buffer[start:]
+
+
+def sse_data(event: bytes) -> bytes | None:
+    """The joined ``data:`` field of one event, or None when it has none (comments...)."""
+    lines = [line.rstrip(b"\r") for line in event.split(b"\n")]
+    data = [line[5:].removeprefix(b" ") for line in lines if line.startswith(b"data:")]
+    return b"\n".join(data) if data else None
+
+
+def sse_error_event(error: UpstreamError) -> bytes:
+    """An SSE event carrying the OpenAI error body, for failures after the headers went."""
+    return b"data: " + json.dumps(error.body).encode() + b"\n\n"
+
+
+def _error_type(status: int) -> str:
+    """As ``errors.BackendError``: the client's fault below 500, the server's from 500."""
+    return "invalid_request_error" if 400 <= status < 500 else "server_error"
+
+
+def openai_error(
+    status: int, message: str, err_type: str | None = None, code: Any = None
+) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "type": err_type or _error_type(status),
+            "param": None,
+            "code": code,
+        }
+    }
+
+
+def _truncate(text: str, limit: int = MAX_ERROR_TEXT) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def normalise_error_body(status: int, raw: bytes, model: str) -> dict[str, Any]:
+    """A backend's error answer in OpenAI format, whatever it looked like.
+
+    Understands OpenAI ``{"error": {...}}``, Ollama ``{"error": "..."}``, vLLM
+    ``{"object": "error", "message": ...}`` and FastAPI ``{"detail": ...}``; anything else
+    (including non-JSON) is wrapped, truncated, into the message.
+    """
+    text = raw.decode("utf-8", errors="replace").strip()
+    try:
+        parsed: Any = json.loads(text)
+    except ValueError:
+        parsed = None
+    message: Any = None
+    err_type: Any = None
+    code: Any = None
+    param: Any = None
+    if isinstance(parsed, dict):
+        err = parsed.get("error")
+        if isinstance(err, dict):
+            message, err_type = err.get("message"), err.get("type")
+            code, param = err.get("code"), err.get("param")
+        elif isinstance(err, str):
+            message = err
+        elif "message" in parsed:
+            message, err_type, code = parsed.get("message"), parsed.get("type"), parsed.get("code")
+        elif "detail" in parsed:
+            detail = parsed["detail"]
+            message = detail if isinstance(detail, str) else json.dumps(detail)
+    if not isinstance(message, str) or not message:
+        shown = _truncate(text) if text else "(empty body)"
+        message = f"backend for model '{model}' answered HTTP {status}: {shown}"
+    body = openai_error(
+        status,
+        _truncate(message),
+        err_type if isinstance(err_type, str) and err_type else None,
+        code if isinstance(code, str | int) else None,
+    )
+    if isinstance(param, str):
+        body["error"]["param"] = param
+    return body
+
+
+def _scrub(body: dict[str, Any], target: BackendTarget) -> dict[str, Any]:
+    """Remove the backend URL and API key should the backend have echoed them."""
+    err = body["error"]
+    message: str = err["message"]
+    if target.api_key:
+        message = message.replace(target.api_key, "***")
+    message = message.replace(target.base_url.rstrip("/"), "<backend>")
+    err["message"] = message
+    return body
+
+
+def _backend_headers(
+    target: BackendTarget, client_headers: Mapping[str, str] | None, request_id: str | None
+) -> dict[str, str]:
+    client: dict[str, str] = {}
+    if client_headers:
+        lowered = {k.lower(): v for k, v in client_headers.items()}
+        names = FORWARDED_HEADERS
+        if target.forward_client_auth and not target.api_key:
+            names = names + FORWARDED_WITH_CLIENT_AUTH
+        for name in names:
+            if (value := lowered.get(name.lower())) is not None:
+                client[name] = value
+        if target.forward_client_auth and not target.api_key:
+            auth = lowered.get("authorization")
+            if auth:
+                client["Authorization"] = auth
+    if target.api_key:
+        client["Authorization"] = f"Bearer {target.api_key}"
+    if request_id:
+        client["X-Request-Id"] = request_id
+    return client
+
+
+def _connect_error(target: BackendTarget, exc: BaseException) -> UpstreamError:
+    if isinstance(exc, TimeoutError):
+        return UpstreamError(
+            504,
+            openai_error(
+                504,
+                f"backend for model '{target.model}' timed out",
+                "server_error",
+                "backend_timeout",
+            ),
+            BACKEND_TIMEOUT,
+        )
+    return UpstreamError(
+        502,
+        openai_error(
+            502,
+            f"backend for model '{target.model}' is unreachable",
+            "server_error",
+            "backend_unreachable",
+        ),
+        BACKEND_UNREACHABLE,
+    )
+
+
+def _stream_error(target: BackendTarget, exc: BaseException) -> UpstreamError:
+    if isinstance(exc, TimeoutError):
+        return UpstreamError(
+            504,
+            openai_error(
+                504,
+                f"backend for model '{target.model}' stalled mid-stream",
+                "server_error",
+                "backend_timeout",
+            ),
+            BACKEND_TIMEOUT,
+        )
+    return UpstreamError(
+        502,
+        openai_error(
+            502,
+            f"backend for model '{target.model}' closed the stream early",
+            "server_error",
+            "backend_stream_aborted",
+        ),
+        BACKEND_STREAM_ABORTED,
+    )
+
+
+# ---------------------------------------------------------------------------- the client
+
+
+class Proxy:
+    """Backend HTTP client. One per app, sharing one pooled ``aiohttp.ClientSession``."""
+
+    def __init__(self, session: aiohttp.ClientSession, *, owns_session: bool = False) -> None:
+        self.session = session
+        self._owns_session = owns_session
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        limit: int = 100,
+        limit_per_host: int = 0,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 120.0,
+    ) -> Proxy:
+        """Build the pooled session. Call inside a running loop (e.g. a ``cleanup_ctx``).
+
+        ``read_timeout_s`` bounds each wait for backend bytes: the time to the response
+        headers and every gap between streamed chunks, not the whole generation.
+        """
+        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host)
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout_s, sock_read=read_timeout_s
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+        )
+        return cls(session, owns_session=True)
+
+    async def close(self) -> None:
+        if self._owns_session:
+            await self.session.close()
+
+    async def __aenter__(self) -> Proxy:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def post_json(
+        self,
+        target: BackendTarget,
+        path: str,
+        body: dict[str, Any],
+        client_headers: Mapping[str, str] | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> ProxyResult:
+        """One non-streaming call. Non-2xx and transport failures raise ``UpstreamError``."""
+        headers = _backend_headers(target, client_headers, request_id)
+        start = time.perf_counter()
+        try:
+            async with self.session.post(target.url(path), json=body, headers=headers) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("backend %s failed: %r", target.model, exc)
+            raise _connect_error(target, exc) from None
+        latency = time.perf_counter() - start
+        if not 200 <= status < 300:
+            raise UpstreamError(
+                status, _scrub(normalise_error_body(status, raw, target.model), target)
+            )
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise UpstreamError(
+                502,
+                openai_error(
+                    502,
+                    f"backend for model '{target.model}' returned a non-JSON answer",
+                    "server_error",
+                    "backend_bad_response",
+                ),
+                BACKEND_BAD_RESPONSE,
+            )
+        return ProxyResult(status, parsed, extract_usage(parsed), latency)
+
+    def stream(
+        self,
+        target: BackendTarget,
+        path: str,
+        body: dict[str, Any],
+        client_headers: Mapping[str, str] | None = None,
+        client_wants_usage: bool = False,
+        *,
+        request_id: str | None = None,
+    ) -> UpstreamStream:
+        """A streaming call; use as ``async with ... as upstream: async for event in upstream``.
+
+        Asks the backend for usage (``stream_options.include_usage``) on a copy of ``body``;
+        the usage-only chunk is passed on only if ``client_wants_usage``.
+        """
+        sent = dict(body)
+        options = sent.get("stream_options")
+        sent["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+        headers = _backend_headers(target, client_headers, request_id)
+        return UpstreamStream(self.session, target, path, sent, headers, client_wants_usage)
+
+
+class UpstreamStream:
+    """One streamed backend answer: events as they arrive, ``result`` filled in as it runs."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        target: BackendTarget,
+        path: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        client_wants_usage: bool,
+    ) -> None:
+        self._session = session
+        self.target = target
+        self._path = path
+        self._body = body
+        self._headers = headers
+        self._client_wants_usage = client_wants_usage
+        self._response: aiohttp.ClientResponse | None = None
+        self._start = 0.0
+        self._iterated = False
+        self.result = StreamResult()
+
+    @property
+    def content_type(self) -> str:
+        return self._response.headers.get("Content-Type", "") if self._response else ""
+
+    async def start(self) -> None:
+        """Send the request and check the status; raises ``UpstreamError`` on failure."""
+        target = self.target
+        self._start = time.perf_counter()
+        try:
+            resp = await self._session.post(
+                target.url(self._path), json=self._body, headers=self._headers
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("backend %s failed: %r", target.model, exc)
+            raise self._fail(_connect_error(target, exc)) from None
+        self._response = resp
+        self.result.status = resp.status
+        try:
+            if not 200 <= resp.status < 300:
+                raw = await resp.read()
+                body = _scrub(normalise_error_body(resp.status, raw, target.model), target)
+                raise self._fail(UpstreamError(resp.status, body))
+            if not resp.content_type.startswith("text/event-stream"):
+                raise self._fail(
+                    UpstreamError(
+                        502,
+                        openai_error(
+                            502,
+                            f"backend for model '{target.model}' did not answer with a stream",
+                            "server_error",
+                            "backend_bad_response",
+                        ),
+                        BACKEND_BAD_RESPONSE,
+                    )
+                )
+        except UpstreamError:
+            resp.close()
+            raise
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            resp.close()
+            raise self._fail(_connect_error(target, exc)) from None
+        except BaseException:
+            resp.close()
+            raise
+
+    def _fail(self, error: UpstreamError) -> UpstreamError:
+        self.result.error = error
+        self.result.backend_latency_s = time.perf_counter() - self._start
+        return error
+
+    async def aclose(self) -> None:
+        """Release the connection: back to the pool if the stream ended, else closed."""
+        resp, self._response = self._response, None
+        if resp is None:
+            return
+        if self.result.completed and resp.content.at_eof():
+            resp.release()
+        else:
+            resp.close()
+
+    async def __aenter__(self) -> UpstreamStream:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._response is None:
+            raise RuntimeError("UpstreamStream: use 'async with' (or await start()) first")
+        if self._iterated:
+            raise RuntimeError("UpstreamStream can be iterated once")
+        self._iterated = True
+        return self._events(self._response)
+
+    async def _events(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        buffer = b""
+        try:
+            async for data in resp.content.iter_any():
+                events, buffer = parse_sse_events(buffer + data)
+                for event in events:
+                    if self._keep(event):
+                        self.result.events += 1
+                        yield event
+            if buffer.strip() and self._keep(buffer):  # a last event without its blank line
+                self.result.events += 1
+                yield buffer
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("backend %s stream failed: %r", self.target.model, exc)
+            raise self._fail(_stream_error(self.target, exc)) from None
+        except (asyncio.CancelledError, GeneratorExit):
+            resp.close()  # the client went away: stop the backend now
+            raise
+        self.result.backend_latency_s = time.perf_counter() - self._start
+
+    def _keep(self, event: bytes) -> bool:
+        """Record usage / [DONE] / first token; False for a usage chunk to strip."""
+        data = sse_data(event)
+        if data is None:
+            return True
+        if data.strip() == b"[DONE]":
+            self.result.completed = True
+            return True
+        needs_ttft = self.result.ttft_s is None
+        if not needs_ttft and b'"usage"' not in data:
+            return True  # the common case: no JSON parsing per chunk
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            return True
+        if not isinstance(chunk, dict):
+            return True
+        choices = chunk.get("choices")
+        if needs_ttft and isinstance(choices, list) and any(_has_output(c) for c in choices):
+            self.result.ttft_s = time.perf_counter() - self._start
+        usage = extract_usage(chunk)
+        if usage is not None:
+            self.result.usage = usage
+            if choices == [] and not self._client_wants_usage:
+                self.result.stripped_usage_chunk = True
+                return False
+        return True
+
+
+def _has_output(choice: Any) -> bool:
+    if not isinstance(choice, dict):
+        return False
+    delta = choice.get("delta")
+    if isinstance(delta, dict) and (
+        delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content")
+    ):
+        return True
+    return bool(choice.get("text"))
