@@ -1,0 +1,327 @@
+"""``router-svc eval category|pii``: measure the model as Triton serves it, through the router's
+own classifier path (tokeniser, batcher, decoding), so the figures are the product's figures."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from router_svc.classifier import Classification, Classifier
+
+Span = tuple[str, int, int]  # (type, start, end)
+
+
+@dataclass
+class PRF:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def match_spans(gold: list[Span], pred: list[Span], per_type: dict[str, PRF],
+                strip: str | None = None) -> None:
+    """Entity-level exact matching by type and character offsets (after optional stripping
+    of surrounding characters in ``strip`` from both sides, for a lenient variant)."""
+
+    def norm(s: list[Span]) -> Counter:
+        return Counter(s)
+
+    g, p = norm(gold), norm(pred)
+    for key in set(g) | set(p):
+        t = key[0]
+        prf = per_type.setdefault(t, PRF())
+        both = min(g[key], p[key])
+        prf.tp += both
+        prf.fp += p[key] - both
+        prf.fn += g[key] - both
+
+
+def micro(per_type: dict[str, PRF], types: set[str] | None = None) -> PRF:
+    out = PRF()
+    for t, v in per_type.items():
+        if types is None or t in types:
+            out.tp += v.tp
+            out.fp += v.fp
+            out.fn += v.fn
+    return out
+
+
+@contextlib.asynccontextmanager
+async def served_classifier(args: argparse.Namespace, pii_threshold: float = 0.5,
+                            max_batch: int = 32) -> AsyncIterator[Classifier]:
+    """A classifier over a given Triton, or over an embedded one started for the evaluation."""
+    from router_svc.batcher import Batcher
+    from router_svc.tokenization import TextTokenizer
+    from router_svc.triton_client import TritonClient
+    from router_svc.triton_launcher import TritonServer
+
+    async with contextlib.AsyncExitStack() as stack:
+        url = args.triton_url
+        if not url:
+            server = TritonServer(model_dir=args.model_dir)
+            stack.enter_context(server)
+            url = server.grpc_url
+        client = TritonClient(url, args.model_name, timeout_s=60.0)
+        stack.push_async_callback(client.close)
+        info = await client.load_model_info()
+
+        async def infer(ids, mask):
+            out = await client.infer(ids, mask)
+            return out.category_logits, out.pii_logits, out.embedding
+
+        batcher = Batcher(infer, max_batch_size=max_batch, max_wait_s=0.005, max_queue=100_000)
+        await batcher.start()
+        stack.push_async_callback(batcher.stop)
+        tok = TextTokenizer(args.model_dir / "tokenizer.json")
+        yield Classifier(tok, batcher, list(info.categories), list(info.pii_tags),
+                         pii_threshold=pii_threshold, window=min(256, info.max_sequence_length))
+
+
+async def classify_all(clf: Classifier, items: list[tuple[str, list[str]]],
+                       desc: str, concurrency: int = 64) -> list[Classification]:
+    sem = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(items), desc=desc, unit="text")
+
+    async def one(cat_text: str, segs: list[str]) -> Classification:
+        async with sem:
+            r = await clf.classify(cat_text, segs)
+            bar.update(1)
+            return r
+
+    try:
+        return await asyncio.gather(*(one(c, s) for c, s in items))
+    finally:
+        bar.close()
+
+
+def softmax_conf_table(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> list[dict]:
+    edges = np.linspace(0, 1, bins + 1)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (conf > lo) & (conf <= hi)
+        if sel.any():
+            rows.append({"bin": f"{lo:.1f}-{hi:.1f}", "n": int(sel.sum()),
+                         "confidence": float(conf[sel].mean()),
+                         "accuracy": float(correct[sel].mean())})
+    return rows
+
+
+async def eval_category(args: argparse.Namespace) -> str:
+    from export.data import load_mmlu, offtopic_prompts
+
+    examples, rep = load_mmlu(args.data)
+    off = offtopic_prompts(300, seed=4242)
+    async with served_classifier(args) as clf:
+        cats = clf.categories
+        t = time.perf_counter()
+        res = await classify_all(clf, [(e.text, []) for e in examples], "category")
+        secs = time.perf_counter() - t
+        off_res = await classify_all(clf, [(o, []) for o in off], "off-topic")
+    idx = {c: i for i, c in enumerate(cats)}
+    y = np.array([idx[e.category] for e in examples])
+    pred = np.array([idx[r.category] for r in res])
+    conf = np.array([r.confidence for r in res])
+    n = len(cats)
+    cm = np.zeros((n, n), dtype=int)
+    for a, b in zip(y, pred, strict=True):
+        cm[a, b] += 1
+    f1 = []
+    for c in range(n):
+        tp = cm[c, c]
+        p = tp / max(1, cm[:, c].sum())
+        r = tp / max(1, cm[c].sum())
+        f1.append(0.0 if tp == 0 else 2 * p * r / (p + r))
+    acc = float((y == pred).mean())
+    correct = y == pred
+    ece = sum(abs(correct[s].mean() - conf[s].mean()) * s.mean()
+              for lo in np.linspace(0, 0.9, 10) if (s := (conf > lo) & (conf <= lo + 0.1)).any())
+    off_conf = np.array([r.confidence for r in off_res])
+    th = args.threshold
+    summary = {
+        "rows": len(examples), "skipped_rows": rep.skipped, "accuracy": acc,
+        "macro_f1": float(np.mean(f1)), "ece": float(ece), "threshold": th,
+        "share_above_threshold": float((conf >= th).mean()),
+        "accuracy_above_threshold": float(correct[conf >= th].mean()) if (conf >= th).any() else 0,
+        "offtopic_below_threshold": float((off_conf < th).mean()),
+        "per_category_f1": dict(zip(cats, map(float, f1), strict=True)),
+        "calibration": softmax_conf_table(conf, correct),
+        "texts_per_second": len(examples) / secs,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "category.json").write_text(json.dumps(summary, indent=2))
+    _plot_confusion(cm, cats, args.out / "category_confusion.png")
+    _print_category(summary)
+    return (f"accuracy={acc:.3f} macro_f1={np.mean(f1):.3f} ece={ece:.3f} "
+            f"offtopic_below_{th}={summary['offtopic_below_threshold']:.3f}")
+
+
+def _plot_confusion(cm: np.ndarray, labels: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    norm = cm / np.maximum(1, cm.sum(1, keepdims=True))
+    fig, ax = plt.subplots(figsize=(9, 8))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Category confusion (row-normalised colour, counts)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _print_category(s: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="category evaluation (through Triton)")
+    t.add_column("category")
+    t.add_column("F1", justify="right")
+    for c, f in s["per_category_f1"].items():
+        t.add_row(c, f"{f:.3f}")
+    t.add_row("[b]accuracy[/]", f"{s['accuracy']:.3f}")
+    t.add_row("[b]macro-F1[/]", f"{s['macro_f1']:.3f}")
+    t.add_row("ECE", f"{s['ece']:.3f}")
+    t.add_row(f"share ≥ {s['threshold']} (accuracy there)",
+              f"{s['share_above_threshold']:.1%} ({s['accuracy_above_threshold']:.3f})")
+    t.add_row(f"off-topic < {s['threshold']}", f"{s['offtopic_below_threshold']:.1%}")
+    Console().print(t)
+
+
+PRESIDIO_MAP = {"LOCATION": "GPE", "URL": "DOMAIN_NAME"}
+
+
+def run_presidio(texts: list[str]) -> tuple[list[list[Span]], float]:
+    """Microsoft Presidio with spaCy en_core_web_sm; returns spans and seconds per text."""
+    try:
+        from presidio_analyzer import AnalyzerEngine
+        from presidio_analyzer.nlp_engine import NlpEngineProvider
+    except ImportError as e:
+        raise SystemExit("--presidio needs: pip install 'router-svc[eval]'") from e
+    provider = NlpEngineProvider(nlp_configuration={
+        "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": "en_core_web_sm"}]})
+    engine = AnalyzerEngine(nlp_engine=provider.create_engine())
+    out = []
+    t = time.perf_counter()
+    for text in tqdm(texts, desc="presidio", unit="text"):
+        res = engine.analyze(text=text, language="en")
+        out.append([(PRESIDIO_MAP.get(r.entity_type, r.entity_type), r.start, r.end) for r in res
+                    if r.score >= 0.5])
+    return out, (time.perf_counter() - t) / max(1, len(texts))
+
+
+async def eval_pii(args: argparse.Namespace) -> str:
+    from export.data import load_presidio
+
+    examples, rep = load_presidio(args.data)
+    texts = [e.text for e in examples]
+    gold = [[(s.type, s.start, s.end) for s in e.spans] for e in examples]
+    async with served_classifier(args, pii_threshold=args.threshold) as clf:
+        t = time.perf_counter()
+        res = await classify_all(clf, [(x, [x]) for x in texts], "pii")
+        ours_s = (time.perf_counter() - t) / max(1, len(texts))
+    pred = [[(e.type, e.start, e.end) for e in r.pii[0]] for r in res]
+    per_type: dict[str, PRF] = {}
+    for g, p in zip(gold, pred, strict=True):
+        match_spans(g, p, per_type)
+    m = micro(per_type)
+    summary: dict = {
+        "rows": len(examples), "skipped_rows": rep.skipped,
+        "micro": {"precision": m.precision, "recall": m.recall, "f1": m.f1},
+        "per_type": {t: {"precision": v.precision, "recall": v.recall, "f1": v.f1,
+                         "support": v.tp + v.fn} for t, v in sorted(per_type.items())},
+        "seconds_per_text_ours_concurrent": ours_s,
+    }
+    if args.presidio:
+        ppred, psec = run_presidio(texts)
+        pt: dict[str, PRF] = {}
+        for g, p in zip(gold, ppred, strict=True):
+            match_spans(g, p, pt)
+        pm = micro(pt)
+        supported = {"PERSON", "GPE", "DATE_TIME", "NRP", "EMAIL_ADDRESS", "PHONE_NUMBER",
+                     "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN", "US_DRIVER_LICENSE",
+                     "DOMAIN_NAME"}
+        ours_sup, pres_sup = micro(per_type, supported), micro(pt, supported)
+        # Sequential time per prompt for ours too, for a like-for-like latency comparison.
+        async with served_classifier(args, pii_threshold=args.threshold) as clf:
+            t = time.perf_counter()
+            for x in tqdm(texts[:300], desc="ours sequential", unit="text"):
+                await clf.classify(x, [x])
+            seq_s = (time.perf_counter() - t) / min(300, len(texts))
+        summary["presidio"] = {
+            "micro": {"precision": pm.precision, "recall": pm.recall, "f1": pm.f1},
+            "micro_on_types_presidio_supports": {"ours": ours_sup.f1, "presidio": pres_sup.f1},
+            "seconds_per_text": psec, "ours_seconds_per_text_sequential": seq_s,
+            "per_type": {t: v.f1 for t, v in sorted(pt.items())},
+        }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "pii.json").write_text(json.dumps(summary, indent=2))
+    _print_pii(summary)
+    line = f"precision={m.precision:.3f} recall={m.recall:.3f} f1={m.f1:.3f}"
+    if "presidio" in summary:
+        line += f" presidio_f1={summary['presidio']['micro']['f1']:.3f}"
+    return line
+
+
+def _print_pii(s: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="PII evaluation (entity level, exact type+offsets, through Triton)")
+    for c in ("type", "precision", "recall", "F1", "support", "presidio F1"):
+        t.add_column(c, justify="right" if c != "type" else "left")
+    pres = s.get("presidio", {}).get("per_type", {})
+    for typ, v in s["per_type"].items():
+        t.add_row(typ, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}",
+                  str(v["support"]), f"{pres[typ]:.3f}" if typ in pres else "-")
+    m = s["micro"]
+    pm = s.get("presidio", {}).get("micro", {})
+    t.add_row("[b]micro[/]", f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", "",
+              f"{pm['f1']:.3f}" if pm else "-")
+    Console().print(t)
+    if "presidio" in s:
+        p = s["presidio"]
+        Console().print(
+            f"time per prompt, sequential: ours {p['ours_seconds_per_text_sequential']*1e3:.1f} ms"
+            f" vs presidio {p['seconds_per_text']*1e3:.1f} ms; F1 on the types Presidio "
+            f"supports: ours {p['micro_on_types_presidio_supports']['ours']:.3f} vs presidio "
+            f"{p['micro_on_types_presidio_supports']['presidio']:.3f}")
+
+
+def main(args: argparse.Namespace) -> int:
+    fn = {"category": eval_category, "pii": eval_pii}[args.eval_command]
+    line = asyncio.run(fn(args))
+    print(line)
+    return 0

@@ -1,0 +1,1 @@
+"""router-svc: a Triton-backed LLM semantic router."""

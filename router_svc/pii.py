@@ -1,0 +1,187 @@
+"""PII entities from the token-classification head: BIO decoding, windows, redaction.
+
+Pure functions over numpy arrays and character offsets (as the ``tokenizers`` library gives
+them: ``(start, end)`` into the original text, ``(0, 0)`` for special and padding tokens), so
+the same code serves the router, the evaluation and the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PiiEntity:
+    type: str  # e.g. "EMAIL_ADDRESS" (the tag without its B-/I- prefix)
+    start: int  # character span in the original text, end exclusive
+    end: int
+    text: str  # text[start:end]
+    score: float  # mean probability of the chosen tags of the entity's tokens
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax (subtracting the max keeps ``exp`` from overflowing)."""
+    x = np.asarray(logits)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    z = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return z / np.sum(z, axis=axis, keepdims=True)
+
+
+def _words(offsets: Sequence[tuple[int, int]], real: list[int]) -> dict[int, list[int]]:
+    """Token index -> the tokens of its word: a maximal run of tokens whose offsets touch.
+
+    Offsets are all the router has of a token (no "##" strings), and a WordPiece continuation
+    always starts where the previous token ended, so touching offsets find them. Punctuation
+    inside an e-mail address or a card number also touches, which keeps such values whole.
+    """
+    word_of: dict[int, list[int]] = {}
+    word: list[int] = []
+    prev_end = -1
+    for k in real:
+        start, end = offsets[k]
+        if start != prev_end:
+            word = []
+        word.append(k)
+        word_of[k] = word  # the same list object for every token of the word
+        prev_end = end
+    return word_of
+
+
+def _has_alnum(text: str, span: tuple[int, int]) -> bool:
+    return any(ch.isalnum() for ch in text[span[0] : span[1]])
+
+
+def decode_bio(
+    tag_probs: np.ndarray,
+    offsets: Sequence[tuple[int, int]],
+    tags: Sequence[str],
+    text: str,
+    threshold: float,
+) -> list[PiiEntity]:
+    """Entities from per-token tag probabilities ``[seq, len(tags)]`` of one text (or window).
+
+    - The tag of a token is its argmax. ``B-X`` starts an entity; ``I-X`` continues the entity
+      of type X directly before it, otherwise it starts one (lenient, as seqeval decodes).
+    - Tokens with an empty span (``(0, 0)``: CLS, SEP, padding) are skipped; rows of
+      ``tag_probs`` past ``len(offsets)`` are ignored.
+    - A span grows to cover the whole words of its first and last token, so a name tagged on
+      its first sub-word is redacted entirely; punctuation-only tokens that the growth would
+      add at either edge ("Smith." -> "Smith") are left out.
+    - The score is the mean probability of the chosen tags over the tagged tokens (not the
+      tokens added by word growth: their tags say nothing about this entity).
+    - Entities scoring below ``threshold`` are dropped; same-type overlaps are merged.
+    """
+    probs = np.asarray(tag_probs)
+    n = len(offsets)
+    if probs.ndim != 2 or probs.shape[1] != len(tags) or probs.shape[0] < n:
+        raise ValueError(
+            f"tag_probs shape {probs.shape} does not fit {n} offsets and {len(tags)} tags"
+        )
+    if n == 0:
+        return []
+    best = probs[:n].argmax(axis=1)
+    best_p = probs[np.arange(n), best]
+    real = [k for k in range(n) if offsets[k][1] > offsets[k][0]]
+    word_of = _words(offsets, real)
+
+    runs: list[tuple[str, list[int]]] = []
+    current: tuple[str, list[int]] | None = None
+    for k in real:
+        tag = tags[int(best[k])]
+        prefix, _, kind = tag.partition("-")
+        if prefix not in ("B", "I") or not kind:
+            current = None  # "O" (or a tag this scheme does not know) ends any entity
+            continue
+        if prefix == "I" and current is not None and current[0] == kind:
+            current[1].append(k)
+        else:
+            current = (kind, [k])
+            runs.append(current)
+
+    found: list[PiiEntity] = []
+    for kind, toks in runs:
+        score = float(np.mean(best_p[toks]))
+        if score < threshold:
+            continue
+        first, last = toks[0], toks[-1]
+        lead = [k for k in word_of[first] if k < first]
+        trail = [k for k in word_of[last] if k > last]
+        while lead and not _has_alnum(text, offsets[lead[0]]):
+            lead.pop(0)
+        while trail and not _has_alnum(text, offsets[trail[-1]]):
+            trail.pop()
+        start = offsets[lead[0] if lead else first][0]
+        end = offsets[trail[-1] if trail else last][1]
+        found.append(PiiEntity(kind, start, end, text[start:end], score))
+    # Two runs of one word (a B- on each sub-word) grow to the same span: report it once.
+    return _merge_overlaps(found)
+
+
+def _merge_overlaps(entities: Iterable[PiiEntity]) -> list[PiiEntity]:
+    """Merge overlapping spans of the same type (union span, max score), sorted by start."""
+    out: list[PiiEntity] = []
+    for e in sorted(entities, key=lambda e: (e.type, e.start, e.end)):
+        cur = out[-1] if out else None
+        if cur is not None and cur.type == e.type and e.start < cur.end:
+            if e.end > cur.end:
+                # Both texts are slices of one original, so the union is their concatenation.
+                text, end = cur.text + e.text[cur.end - e.start :], e.end
+            else:
+                text, end = cur.text, cur.end
+            out[-1] = PiiEntity(cur.type, cur.start, end, text, max(cur.score, e.score))
+        else:
+            out.append(e)
+    return sorted(out, key=lambda e: (e.start, e.end, e.type))
+
+
+def merge_windows(entities_per_window: Iterable[Iterable[PiiEntity]]) -> list[PiiEntity]:
+    """One list from overlapping windows: an entity seen by two windows is kept once.
+
+    Offsets must be relative to the whole text (token windows keep the tokenizer's offsets).
+    """
+    return _merge_overlaps(e for window in entities_per_window for e in window)
+
+
+def window_spans(n_tokens: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """Token ranges ``[start, end)`` of overlapping windows that cover ``n_tokens``.
+
+    Windows start every ``stride`` tokens; the last is aligned to end at ``n_tokens`` (a full
+    window rather than a short tail, so the tail gets as much context as the rest).
+    """
+    if window < 1 or stride < 1 or stride > window:
+        raise ValueError(f"need 1 <= stride <= window, got window={window}, stride={stride}")
+    if n_tokens <= 0:
+        return []
+    if n_tokens <= window:
+        return [(0, n_tokens)]
+    spans = [(s, s + window) for s in range(0, n_tokens - window, stride)]
+    spans.append((n_tokens - window, n_tokens))
+    return spans
+
+
+def redact(text: str, entities: Iterable[PiiEntity]) -> str:
+    """Replace each entity span with ``<TYPE>``.
+
+    Overlapping spans become one placeholder over their union, named after the highest-scoring
+    entity among them, so no fragment of either survives. Replacing right to left keeps the
+    offsets of the spans still to do valid.
+    """
+    clusters: list[list] = []  # [start, end, entity naming the placeholder]
+    for e in sorted(entities, key=lambda e: (e.start, -e.end)):
+        start, end = max(0, e.start), min(len(text), e.end)
+        if start >= end:
+            continue
+        if clusters and start < clusters[-1][1]:
+            c = clusters[-1]
+            c[1] = max(c[1], end)
+            if e.score > c[2].score:
+                c[2] = e
+        else:
+            clusters.append([start, end, e])
+    for start, end, e in reversed(clusters):
+        text = f"{text[:start]}<{e.type}>{text[end:]}"
+    return text

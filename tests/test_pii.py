@@ -1,0 +1,283 @@
+"""BIO decoding, word growth, thresholds, windows over long texts, redaction."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from router_svc.labels import PII_TAGS
+from router_svc.pii import (
+    PiiEntity,
+    decode_bio,
+    merge_windows,
+    redact,
+    softmax,
+    window_spans,
+)
+
+TAGS = list(PII_TAGS)
+SPECIAL = (0, 0)
+
+
+def offsets_of(text: str, pieces: list[str]) -> list[tuple[int, int]]:
+    """Character spans of ``pieces`` found left to right in ``text`` (a stand-in tokenizer)."""
+    out, pos = [], 0
+    for p in pieces:
+        start = text.index(p, pos)
+        out.append((start, start + len(p)))
+        pos = start + len(p)
+    return out
+
+
+def probs_for(tags: list[str], p: float | list[float] = 0.9) -> np.ndarray:
+    """One row per token: ``p`` on the given tag, the rest spread evenly over the others."""
+    ps = [p] * len(tags) if isinstance(p, float) else p
+    rows = np.full((len(tags), len(TAGS)), 0.0)
+    for i, (t, q) in enumerate(zip(tags, ps, strict=True)):
+        rows[i, :] = (1 - q) / (len(TAGS) - 1)
+        rows[i, TAGS.index(t)] = q
+    return rows
+
+
+def decode(text: str, pieces: list[str], tags: list[str], p=0.9, threshold=0.5, special=True):
+    offs = offsets_of(text, pieces)
+    if special:  # [CLS] ... [SEP], tagged as if they were PII: they must be skipped
+        offs = [SPECIAL, *offs, SPECIAL]
+        tags = ["B-PERSON", *tags, "I-PERSON"]
+        p = p if isinstance(p, float) else [0.99, *p, 0.99]
+    return decode_bio(probs_for(tags, p), offs, TAGS, text, threshold)
+
+
+def spans(ents: list[PiiEntity]) -> list[tuple[str, str]]:
+    return [(e.type, e.text) for e in ents]
+
+
+# --------------------------------------------------------------------------- BIO decoding
+
+
+def test_b_then_i_is_one_entity_and_special_tokens_are_skipped() -> None:
+    text = "My name is John Smith and I live here"
+    pieces = text.split()
+    tags = ["O", "O", "O", "B-PERSON", "I-PERSON", "O", "O", "O", "O"]
+    ents = decode(text, pieces, tags, p=[0.9, 0.9, 0.9, 0.8, 0.6, 0.9, 0.9, 0.9, 0.9])
+    assert len(ents) == 1
+    e = ents[0]
+    assert (e.type, e.start, e.end, e.text) == ("PERSON", 11, 21, "John Smith")
+    assert text[e.start : e.end] == e.text
+    assert e.score == pytest.approx(0.7)  # mean of 0.8 and 0.6
+
+
+def test_lenient_i_without_b_starts_an_entity() -> None:
+    text = "mail alice@example.org now"
+    ents = decode(text, ["mail", "alice@example.org", "now"], ["O", "I-EMAIL_ADDRESS", "O"])
+    assert spans(ents) == [("EMAIL_ADDRESS", "alice@example.org")]
+
+
+def test_i_of_another_type_starts_a_new_entity() -> None:
+    text = "Bob Acme"
+    ents = decode(text, ["Bob", "Acme"], ["B-PERSON", "I-ORGANIZATION"])
+    assert spans(ents) == [("PERSON", "Bob"), ("ORGANIZATION", "Acme")]
+
+
+def test_i_after_o_starts_a_new_entity_and_b_b_is_two() -> None:
+    text = "Ann and Bob Cy"
+    ents = decode(text, ["Ann", "and", "Bob", "Cy"], ["I-PERSON", "O", "B-PERSON", "B-PERSON"])
+    assert spans(ents) == [("PERSON", "Ann"), ("PERSON", "Bob"), ("PERSON", "Cy")]
+
+
+def test_argmax_picks_the_tag() -> None:
+    text = "Paris"
+    row = np.full((1, len(TAGS)), 0.01)
+    row[0, TAGS.index("B-GPE")] = 0.55
+    row[0, TAGS.index("B-PERSON")] = 0.35
+    [e] = decode_bio(row, [(0, 5)], TAGS, text, 0.5)
+    assert e.type == "GPE" and e.score == pytest.approx(0.55)
+
+
+# --------------------------------------------------------------------------- words
+
+
+def test_subword_tagged_on_first_piece_covers_the_word() -> None:
+    text = "ask Johnson today"
+    # WordPiece: "johnson" -> "john", "##son" (offsets touch)
+    ents = decode(text, ["ask", "John", "son", "today"], ["O", "B-PERSON", "O", "O"])
+    assert spans(ents) == [("PERSON", "Johnson")]
+
+
+def test_subword_tagged_on_last_piece_grows_left() -> None:
+    text = "ask Johnson today"
+    ents = decode(text, ["ask", "John", "son", "today"], ["O", "O", "I-PERSON", "O"])
+    assert spans(ents) == [("PERSON", "Johnson")]
+
+
+def test_each_subword_b_tagged_is_one_entity() -> None:
+    text = "ask Johnson today"
+    ents = decode(text, ["ask", "John", "son", "today"], ["O", "B-PERSON", "B-PERSON", "O"])
+    assert spans(ents) == [("PERSON", "Johnson")]
+
+
+def test_email_split_on_punctuation_is_kept_whole() -> None:
+    text = "write to john.doe@example.com today"
+    pieces = ["write", "to", "john", ".", "doe", "@", "example", ".", "com", "today"]
+    tags = ["O", "O", "B-EMAIL_ADDRESS"] + ["O"] * 7
+    assert spans(decode(text, pieces, tags)) == [("EMAIL_ADDRESS", "john.doe@example.com")]
+
+
+def test_growth_leaves_edge_punctuation_out() -> None:
+    text = "I am (Smith), really."
+    pieces = ["I", "am", "(", "Smith", ")", ",", "really", "."]
+    tags = ["O", "O", "O", "B-PERSON", "O", "O", "O", "O"]
+    [e] = decode(text, pieces, tags)
+    assert e.text == "Smith" and text[e.start : e.end] == "Smith"
+    # ... but punctuation the model itself tagged stays
+    tags = ["O", "O", "B-PERSON", "I-PERSON", "I-PERSON", "O", "O", "O"]
+    assert spans(decode(text, pieces, tags)) == [("PERSON", "(Smith)")]
+
+
+def test_score_ignores_tokens_added_by_growth() -> None:
+    text = "ask Johnson today"
+    ents = decode(
+        text, ["ask", "John", "son", "today"], ["O", "B-PERSON", "O", "O"], p=[0.9, 0.8, 0.99, 0.9]
+    )
+    assert ents[0].score == pytest.approx(0.8)
+
+
+# --------------------------------------------------------------------------- threshold, shape
+
+
+def test_threshold_keeps_equal_and_drops_lower() -> None:
+    text = "Ann Bob"
+    ents = decode(text, ["Ann", "Bob"], ["B-PERSON", "B-PERSON"], p=[0.7, 0.69], threshold=0.7)
+    assert spans(ents) == [("PERSON", "Ann")]
+
+
+def test_padding_rows_are_ignored_and_bad_shapes_raise() -> None:
+    text = "Ann"
+    probs = probs_for(["B-PERSON", "B-PERSON", "B-PERSON"])  # 1 token + 2 padding rows
+    assert spans(decode_bio(probs, [(0, 3)], TAGS, text, 0.5)) == [("PERSON", "Ann")]
+    assert decode_bio(probs, [], TAGS, text, 0.5) == []
+    with pytest.raises(ValueError):
+        decode_bio(probs, [(0, 3)] * 4, TAGS, text, 0.5)
+    with pytest.raises(ValueError):
+        decode_bio(probs[:, :5], [(0, 3)], TAGS, text, 0.5)
+
+
+def test_all_o_gives_nothing() -> None:
+    assert decode("nothing here", ["nothing", "here"], ["O", "O"]) == []
+
+
+# --------------------------------------------------------------------------- windows
+
+
+@pytest.mark.parametrize("n", [0, 1, 255, 256, 257, 448, 449, 1000, 5000])
+@pytest.mark.parametrize(("window", "stride"), [(256, 192), (256, 256), (64, 1), (10, 7)])
+def test_window_spans_cover_everything(n: int, window: int, stride: int) -> None:
+    ws = window_spans(n, window, stride)
+    if n == 0:
+        assert ws == []
+        return
+    assert ws[0][0] == 0 and ws[-1][1] == n
+    assert all(0 <= s < e <= n and e - s <= window for s, e in ws)
+    assert all(b[0] <= a[1] for a, b in itertools.pairwise(ws))  # no gaps
+    assert all(b[0] > a[0] for a, b in itertools.pairwise(ws))  # progress
+    covered = np.zeros(n, bool)
+    for s, e in ws:
+        covered[s:e] = True
+    assert covered.all()
+
+
+def test_window_spans_rejects_gaps() -> None:
+    with pytest.raises(ValueError):
+        window_spans(100, 10, 11)
+    with pytest.raises(ValueError):
+        window_spans(100, 0, 0)
+
+
+def test_long_text_pii_near_the_end_found_once_after_merging() -> None:
+    n = 5000
+    words = [f"w{i}" for i in range(n)]
+    # PII inside the overlap of the last two windows, and one straddling a window edge
+    words[4800], words[4801] = "Ada", "Lovelace"
+    words[4862:4866] = ["4111", "1111", "1111", "1111"]
+    text = " ".join(words)
+    offsets = offsets_of(text, words)
+    tags = ["O"] * n
+    tags[4800:4802] = ["B-PERSON", "I-PERSON"]
+    tags[4862:4866] = ["B-CREDIT_CARD"] + ["I-CREDIT_CARD"] * 3
+    probs = probs_for(tags, 0.95)
+
+    windows = window_spans(n, 256, 192)
+    assert windows[-2:] == [(4608, 4864), (4744, 5000)]
+    per_window = [decode_bio(probs[s:e], offsets[s:e], TAGS, text, 0.5) for s, e in windows]
+    assert sum(len(w) for w in per_window) == 4  # PERSON twice, the card (part + whole)
+
+    merged = merge_windows(per_window)
+    assert spans(merged) == [("PERSON", "Ada Lovelace"), ("CREDIT_CARD", "4111 1111 1111 1111")]
+    assert all(text[e.start : e.end] == e.text for e in merged)
+
+
+def test_merge_windows_keeps_max_score_and_types_apart() -> None:
+    text = "Ada Lovelace works at Acme"
+    a = PiiEntity("PERSON", 0, 3, "Ada", 0.8)
+    b = PiiEntity("PERSON", 0, 12, "Ada Lovelace", 0.9)
+    c = PiiEntity("ORGANIZATION", 4, 12, "Lovelace", 0.75)
+    d = PiiEntity("ORGANIZATION", 22, 26, "Acme", 0.7)
+    merged = merge_windows([[a, d], [b, c], []])
+    assert merged == [
+        PiiEntity("PERSON", 0, 12, "Ada Lovelace", 0.9),
+        PiiEntity("ORGANIZATION", 4, 12, "Lovelace", 0.75),
+        d,
+    ]
+    assert merged[0].text == text[0:12]
+    # overlapping partial spans become their union with the text stitched together
+    x = PiiEntity("PERSON", 0, 8, text[0:8], 0.6)
+    y = PiiEntity("PERSON", 4, 12, text[4:12], 0.7)
+    assert merge_windows([[x], [y]]) == [PiiEntity("PERSON", 0, 12, "Ada Lovelace", 0.7)]
+
+
+# --------------------------------------------------------------------------- redaction
+
+
+def test_redact_replaces_right_to_left() -> None:
+    text = "Mail ann@x.io or call 555-0100."
+    ents = [
+        PiiEntity("EMAIL_ADDRESS", 5, 13, "ann@x.io", 0.9),
+        PiiEntity("PHONE_NUMBER", 22, 30, "555-0100", 0.9),
+    ]
+    assert redact(text, ents) == "Mail <EMAIL_ADDRESS> or call <PHONE_NUMBER>."
+    assert redact(text, reversed(ents)) == "Mail <EMAIL_ADDRESS> or call <PHONE_NUMBER>."
+    assert redact(text, []) == text
+
+
+def test_redact_overlapping_spans_leave_no_fragment() -> None:
+    text = "Contact John Smith Acme Corp today"
+    person = PiiEntity("PERSON", 8, 18, "John Smith", 0.8)
+    org = PiiEntity("ORGANIZATION", 13, 28, "Smith Acme Corp", 0.9)
+    assert redact(text, [person, org]) == "Contact <ORGANIZATION> today"
+    nested = PiiEntity("PERSON", 13, 18, "Smith", 0.95)
+    assert redact(text, [org, nested]) == "Contact John <PERSON> today"
+    touching = [PiiEntity("PERSON", 8, 12, "John", 0.9), PiiEntity("PERSON", 12, 18, " Smith", 0.9)]
+    assert redact(text, touching) == "Contact <PERSON><PERSON> Acme Corp today"
+
+
+def test_redact_keeps_unicode_around_spans() -> None:
+    text = "👋 مرحبا Ann 🇫🇷"
+    start = text.index("Ann")
+    assert (
+        redact(text, [PiiEntity("PERSON", start, start + 3, "Ann", 0.9)]) == "👋 مرحبا <PERSON> 🇫🇷"
+    )
+
+
+# --------------------------------------------------------------------------- softmax
+
+
+def test_softmax_is_stable_and_normalised() -> None:
+    logits = np.array([[1000.0, 1000.0, -1000.0], [0.0, 1.0, 2.0]], dtype=np.float32)
+    p = softmax(logits, axis=-1)
+    assert p.dtype == np.float32
+    assert np.all(np.isfinite(p)) and np.allclose(p.sum(axis=-1), 1.0)
+    assert np.allclose(p[0], [0.5, 0.5, 0.0], atol=1e-6)
+    assert np.allclose(softmax(logits.T, axis=0), p.T)
+    assert np.allclose(softmax(np.array([1, 1])), [0.5, 0.5])
