@@ -1,4 +1,4 @@
-"""Load a DistilBERT backbone: a DistilBERT checkpoint (path or hub id) or all-MiniLM-L6-v2 mapped in.
+"""Load a DistilBERT backbone: a checkpoint (path or hub id) or all-MiniLM-L6-v2 mapped in.
 
 all-MiniLM-L6-v2 is a 6-layer BERT. Its weights map one-to-one into ``DistilBertModel`` once the
 (single used) token-type embedding is folded into the position embeddings and the pooler is dropped.
@@ -45,7 +45,8 @@ def bert_to_distilbert_state(bert: dict, n_layers: int) -> dict:
     def g(name: str):
         return bert[prefix + name]
 
-    pos = g("embeddings.position_embeddings.weight") + g("embeddings.token_type_embeddings.weight")[0]
+    token_type0 = g("embeddings.token_type_embeddings.weight")[0]
+    pos = g("embeddings.position_embeddings.weight") + token_type0
     out = {
         "embeddings.word_embeddings.weight": g("embeddings.word_embeddings.weight"),
         "embeddings.position_embeddings.weight": pos,
@@ -102,8 +103,8 @@ def load_distilbert(name_or_path: str) -> Backbone:
     from transformers import AutoTokenizer, DistilBertModel
 
     local = Path(name_or_path)
-    if not local.exists() and (os.environ.get("HF_HUB_OFFLINE") == "1" or "/" in name_or_path
-                               and name_or_path.startswith((".", "/"))):
+    if not local.exists() and (os.environ.get("HF_HUB_OFFLINE") == "1" or ("/" in name_or_path
+                               and name_or_path.startswith((".", "/")))):
         raise BackboneError(f"backbone {name_or_path!r}: no such folder (and the hub is offline)")
     try:
         model = DistilBertModel.from_pretrained(name_or_path)

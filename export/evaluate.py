@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections import Counter
@@ -120,7 +121,7 @@ async def classify_all(clf: Classifier, items: list[tuple[str, list[str]]],
 def softmax_conf_table(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> list[dict]:
     edges = np.linspace(0, 1, bins + 1)
     rows = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         sel = (conf > lo) & (conf <= hi)
         if sel.any():
             rows.append({"bin": f"{lo:.1f}-{hi:.1f}", "n": int(sel.sum()),
@@ -230,8 +231,9 @@ def run_presidio(texts: list[str]) -> tuple[list[list[Span]], float]:
         from presidio_analyzer.nlp_engine import NlpEngineProvider
     except ImportError as e:
         raise SystemExit("--presidio needs: pip install 'router-svc[eval]'") from e
+    spacy_model = {"lang_code": "en", "model_name": "en_core_web_sm"}
     provider = NlpEngineProvider(nlp_configuration={
-        "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": "en_core_web_sm"}]})
+        "nlp_engine_name": "spacy", "models": [spacy_model]})
     engine = AnalyzerEngine(nlp_engine=provider.create_engine())
     out = []
     t = time.perf_counter()
@@ -308,8 +310,8 @@ def _print_pii(s: dict) -> None:
                   str(v["support"]), f"{pres[typ]:.3f}" if typ in pres else "-")
     m = s["micro"]
     pm = s.get("presidio", {}).get("micro", {})
-    t.add_row("[b]micro[/]", f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", "",
-              f"{pm['f1']:.3f}" if pm else "-")
+    t.add_row("[b]micro[/]", f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
+              "", f"{pm['f1']:.3f}" if pm else "-")
     Console().print(t)
     if "presidio" in s:
         p = s["presidio"]

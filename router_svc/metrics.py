@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
 from router_svc.labels import CATEGORIES, PII_TYPES
+from router_svc.selection import REASONS
 
 OTHER = "other"
 PREFIX = "router_"
@@ -68,22 +69,14 @@ BATCH_TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 
 
 # ---------------------------------------------------------------------------- label sets
 
-ENDPOINTS = frozenset({"chat_completions", "completions", "models", "metrics", "health"})
+ENDPOINTS = frozenset(
+    {"chat_completions", "completions", "models", "metrics", "health", "classify", "ready"}
+)
 TOKEN_KINDS = frozenset({"prompt", "completion"})
 PII_ACTIONS = frozenset({"redact", "reject", "allow", "route"})
 CACHE_RESULTS = frozenset({"hit", "miss"})
-# Why a model was chosen. selection.py's reason codes should be a subset.
-ROUTING_REASONS = frozenset(
-    {
-        "category",  # best model_scores entry for the category
-        "default",  # no category above threshold → default model
-        "low_confidence",  # category confidence under the threshold → default model
-        "explicit_model",  # the client named a configured model
-        "pii_policy",  # the PII policy forced a model
-        "classifier_error",  # classification failed open → default model
-        "cache_hit",  # answered from the semantic cache
-    }
-)
+# Why a model was chosen: selection.py's fixed reason codes, plus the cache short-cut.
+ROUTING_REASONS = frozenset({*REASONS, "cache_hit"})
 # errors_total{reason}. Includes proxy.UpstreamError reasons.
 ERROR_REASONS = frozenset(
     {

@@ -1,0 +1,363 @@
+"""The HTTP front door: parse, call the pipeline, proxy or answer, render errors. No decisions.
+
+``create_app(config)`` is used by ``router-svc serve``, the embedded default and the tests.
+Resources (Triton client, batcher, backend session) live in ``cleanup_ctx`` and app keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from router_svc import sse
+from router_svc.batcher import Batcher, BatchStats
+from router_svc.classifier import Classifier
+from router_svc.config import Config, ConfigError, load_config, parse_config
+from router_svc.errors import (
+    BackendError,
+    BadRequest,
+    PayloadTooLarge,
+    RouterError,
+    UnsupportedMediaType,
+)
+from router_svc.metrics import Metrics, render
+from router_svc.pipeline import Kind, Routed, Router, classify_report
+from router_svc.proxy import Proxy, UpstreamError, sse_error_event
+from router_svc.tokenization import TextTokenizer
+from router_svc.triton_client import TritonClient
+
+log = logging.getLogger("router_svc")
+
+CONFIG = web.AppKey("config", Config)
+METRICS = web.AppKey("metrics", Metrics)
+ROUTER = web.AppKey("router", Router)
+PROXY = web.AppKey("proxy", Proxy)
+TRITON = web.AppKey("triton", TritonClient)
+
+ENDPOINT_NAMES = {"/v1/chat/completions": "chat_completions", "/v1/completions": "completions",
+                  "/api/v1/classify": "classify"}
+
+
+# ---------------------------------------------------------------- errors
+
+def error_response(err: RouterError, headers: dict[str, str] | None = None) -> web.Response:
+    h = dict(headers or {})
+    retry = getattr(err, "retry_after_s", None)
+    if retry:
+        h["Retry-After"] = str(max(1, round(retry)))
+    return web.json_response(err.to_openai(), status=err.status, headers=h)
+
+
+def _error_reason(err: RouterError) -> str:
+    return {400: "bad_request", 404: "unknown_model", 413: "bad_request", 415: "bad_request",
+            429: "overloaded", 503: "classifier_unavailable"}.get(err.status, "backend_error")
+
+
+@web.middleware
+async def error_middleware(request: web.Request,
+                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    metrics = request.app[METRICS]
+    try:
+        return await handler(request)
+    except RouterError as e:
+        metrics.count_error(_error_reason(e))
+        return error_response(e)
+    except web.HTTPRequestEntityTooLarge as e:
+        metrics.count_error("bad_request")
+        return error_response(PayloadTooLarge(
+            f"Request body too large: limit is {e.max_size} bytes (proxy.max_body_bytes)."))
+    except web.HTTPException as e:
+        if e.status >= 400:
+            err = RouterError(e.reason, status=e.status,
+                              type="invalid_request_error" if e.status < 500 else "server_error",
+                              code="not_found" if e.status == 404 else None)
+            return error_response(err)
+        raise
+    except asyncio.CancelledError:
+        metrics.count_error("client_disconnected")
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        metrics.count_error("internal")
+        return error_response(RouterError("Internal router error; see the router's log."))
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    ctype = request.content_type
+    if ctype not in ("application/json", "") and not ctype.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json (got {ctype!r}).")
+    raw = await request.read()  # aiohttp enforces client_max_size (413) here
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(f"The body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return body
+
+
+# ---------------------------------------------------------------- handlers
+
+async def handle_generation(request: web.Request, kind: Kind) -> web.StreamResponse:
+    app = request.app
+    metrics = app[METRICS]
+    t0 = time.perf_counter()
+    endpoint = "chat_completions" if kind == "chat" else "completions"
+    status = 500
+    model = "none"
+    try:
+        body = await read_json(request)
+        routed = await app[ROUTER].route(kind, body)
+        model = routed.decision.model
+        if routed.rejection is not None:
+            status = 200
+            return await answer_locally(request, routed, routed.rejection)
+        resp = await forward(request, routed)
+        status = resp.status
+        return resp
+    except RouterError as e:
+        status = e.status
+        raise
+    finally:
+        metrics.count_request(model, status)
+        metrics.observe_request(endpoint, time.perf_counter() - t0)
+
+
+async def answer_locally(request: web.Request, routed: Routed,
+                         chat_body: dict[str, Any]) -> web.StreamResponse:
+    """A router-made answer (PII refusal) in the shape and mode the client asked for."""
+    headers = routed.headers()
+    if routed.kind == "completion":
+        body = sse.chat_to_text_completion(chat_body)
+        events = sse.text_completion_to_chunks(body)
+    else:
+        body = chat_body
+        wants_usage = bool((routed.request.body.get("stream_options") or {}).get("include_usage"))
+        events = sse.chat_to_chunks(body, include_usage=wants_usage)
+    if not routed.stream:
+        return web.json_response(body, headers=headers)
+    resp = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
+                                       "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    for ev in events:
+        await resp.write(ev)
+    await resp.write_eof()
+    return resp
+
+
+async def forward(request: web.Request, routed: Routed) -> web.StreamResponse:
+    app = request.app
+    proxy, metrics = app[PROXY], app[METRICS]
+    assert routed.target is not None
+    path = "/chat/completions" if routed.kind == "chat" else "/completions"
+    headers = routed.headers()
+    model = routed.decision.model
+    if not routed.stream:
+        try:
+            res = await proxy.post_json(routed.target, path, routed.body, request.headers)
+        except UpstreamError as e:
+            metrics.count_error(e.reason)
+            raise _backend_error(e) from None
+        metrics.observe_backend(model, res.backend_latency_s)
+        metrics.count_tokens(model, res.usage)
+        return web.json_response(res.body, status=res.status, headers=headers)
+
+    wants_usage = bool((routed.request.body.get("stream_options") or {}).get("include_usage"))
+    try:
+        async with proxy.stream(routed.target, path, routed.body, request.headers,
+                                wants_usage) as up:
+            resp = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-cache"})
+            await resp.prepare(request)
+            try:
+                async for ev in up:
+                    await resp.write(ev)
+            except UpstreamError as e:  # headers are gone: report in-band, as OpenAI does
+                metrics.count_error(e.reason)
+                await resp.write(sse_error_event(e))
+            result = up.result
+        if result.ttft_s is not None:
+            metrics.observe_ttft(model, result.ttft_s)
+        if result.backend_latency_s is not None:
+            metrics.observe_backend(model, result.backend_latency_s)
+        metrics.count_tokens(model, result.usage)
+        await resp.write_eof()
+        return resp
+    except UpstreamError as e:
+        metrics.count_error(e.reason)
+        raise _backend_error(e) from None
+    except (ConnectionResetError, asyncio.CancelledError):
+        metrics.count_error("client_disconnected")
+        raise
+
+
+def _backend_error(e: UpstreamError) -> BackendError:
+    err = e.body.get("error", {}) if isinstance(e.body, dict) else {}
+    return BackendError(e.status, str(err.get("message", "backend error")),
+                        type=err.get("type"), code=err.get("code"), param=err.get("param"))
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await handle_generation(request, "chat")
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await handle_generation(request, "completion")
+
+
+async def classify(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    kind: Kind = "completion" if "prompt" in body and "messages" not in body else "chat"
+    body.setdefault("model", request.app[CONFIG].routing.alias)
+    routed = await request.app[ROUTER].route(kind, body)
+    return web.json_response(classify_report(routed), headers=routed.headers())
+
+
+async def models(request: web.Request) -> web.Response:
+    cfg = request.app[CONFIG]
+    now = int(time.time())
+    data = [{"id": cfg.routing.alias, "object": "model", "created": now, "owned_by": "router-svc"}]
+    data += [{"id": name, "object": "model", "created": now, "owned_by": "router-svc"}
+             for name in cfg.model_config]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    client = request.app.get(TRITON)
+    ok = client is not None and await client.ready()
+    return web.json_response({"ready": ok, "triton": "ready" if ok else "unavailable"},
+                             status=200 if ok else 503)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body, ctype = render(request.app[METRICS], request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": ctype})
+
+
+# ---------------------------------------------------------------- resources
+
+def _tokenizer_path(config: Config, tokenizer: Path | None) -> Path:
+    if tokenizer is not None:
+        return tokenizer
+    if config.tokenizer is not None:
+        return config.tokenizer
+    return Path("model_repository/semantic_router/1/tokenizer.json")
+
+
+def classifier_ctx(config: Config, tokenizer: Path | None, startup_timeout_s: float):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        metrics = app[METRICS]
+        client = TritonClient(config.triton.url, config.triton.model_name,
+                              timeout_s=config.triton.timeout_s)
+        app[TRITON] = client
+        info = await _wait_for_model(client, startup_timeout_s)
+        # The model is the authority on labels: a category the model cannot output is an error.
+        if config.source is not None:
+            load_config(config.source, known_categories=info.categories,
+                        known_pii_types=tuple({t[2:] for t in info.pii_tags if t != "O"}))
+        tok = TextTokenizer(_tokenizer_path(config, tokenizer))
+        stats = BatchStats(
+            on_batch=lambda rows, tokens, s: metrics.observe_triton_batch(s, rows, tokens),
+            on_depth=metrics.queue_depth.set,
+        )
+
+        async def infer(ids, mask):
+            out = await client.infer(ids, mask)
+            return out.category_logits, out.pii_logits, out.embedding
+
+        b = config.batching
+        batcher = Batcher(infer, max_batch_size=min(b.max_batch_size, info.max_batch_size),
+                          max_wait_s=b.max_wait_ms / 1000, max_queue=b.max_queue, stats=stats)
+        await batcher.start()
+        pm = config.classifier.pii_model
+        clf = Classifier(tok, batcher, list(info.categories), list(info.pii_tags),
+                         pii_threshold=pm.threshold,
+                         window=min(pm.window_tokens, info.max_sequence_length),
+                         stride=pm.window_stride)
+        app[ROUTER] = Router(config, clf, metrics)
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            await client.close()
+
+    return ctx
+
+
+async def _wait_for_model(client: TritonClient, timeout_s: float):
+    """Triton may still be starting (compose): retry until the model answers or time is up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await client.load_model_info()
+        except Exception as e:
+            if time.monotonic() >= deadline or not _retryable(e):
+                raise
+            await asyncio.sleep(1.0)
+
+
+def _retryable(e: Exception) -> bool:
+    from router_svc.triton_client import TritonError
+
+    return isinstance(e, TritonError)
+
+
+def proxy_ctx(config: Config):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        p = config.proxy
+        proxy = Proxy.create(connect_timeout_s=p.connect_timeout_s,
+                             read_timeout_s=p.read_timeout_s)
+        app[PROXY] = proxy
+        try:
+            yield
+        finally:
+            await proxy.close()
+
+    return ctx
+
+
+def create_app(config: Config, *, tokenizer: Path | None = None,
+               startup_timeout_s: float = 60.0) -> web.Application:
+    app = web.Application(middlewares=[error_middleware],
+                          client_max_size=config.proxy.max_body_bytes)
+    app[CONFIG] = config
+    app[METRICS] = Metrics.create(models=[*config.model_config, config.routing.alias],
+                                  categories=None)
+    app.cleanup_ctx.append(proxy_ctx(config))
+    app.cleanup_ctx.append(classifier_ctx(config, tokenizer, startup_timeout_s))
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/api/v1/classify", classify)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app
+
+
+def serve(config_path: Path) -> int:
+    import uvloop
+
+    config = load_config(config_path)
+    for w in config.warnings:
+        log.warning("config: %s", w)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvloop.install()
+    web.run_app(create_app(config), host=config.listen.host, port=config.listen.port,
+                handler_cancellation=True, access_log=None)
+    return 0
+
+
+__all__ = ["ConfigError", "create_app", "parse_config", "serve"]

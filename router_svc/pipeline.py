@@ -1,0 +1,230 @@
+"""Request in, routing decision out: the one path both front doors (HTTP proxy, ext_proc) use.
+
+No HTTP here: the caller hands over the parsed JSON body and gets a ``Routed`` back (or a
+``RouterError`` to render). Failure policy for a classifier outage lives here, in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from router_svc.batcher import QueueFull
+from router_svc.classifier import Classification, Classifier
+from router_svc.config import Config
+from router_svc.errors import BadRequest, Overloaded, ServiceUnavailable, UnknownModel
+from router_svc.messages import (
+    ChatRequest,
+    CompletionRequest,
+    apply_redactions,
+    last_user_text,
+    parse_chat_request,
+    parse_completion_request,
+)
+from router_svc.metrics import Metrics
+from router_svc.pii import PiiEntity, redact
+from router_svc.proxy import BackendTarget
+from router_svc.selection import Decision, pii_rejection_response, select_model
+
+Kind = Literal["chat", "completion"]
+PiiStatus = Literal["checked", "skipped", "unchecked"]
+
+
+@dataclass
+class Routed:
+    """What the front door needs to answer one request."""
+
+    kind: Kind
+    request: ChatRequest | CompletionRequest
+    decision: Decision
+    body: dict[str, Any]  # the body to send upstream: model rewritten, PII redacted if asked
+    target: BackendTarget | None  # None when the answer is a rejection
+    rejection: dict[str, Any] | None = None
+    classification: Classification | None = None
+    pii_status: PiiStatus = "checked"
+    category_text: str = ""
+    classify_seconds: float = 0.0
+    entities: list[tuple[int, PiiEntity]] = field(default_factory=list)  # (segment, entity)
+
+    @property
+    def stream(self) -> bool:
+        return self.request.stream
+
+    @property
+    def embedding(self) -> np.ndarray | None:
+        return None if self.classification is None else self.classification.embedding
+
+    def headers(self) -> dict[str, str]:
+        d = self.decision
+        h = {
+            "x-router-model": d.model,
+            "x-router-category": d.category or "none",
+            "x-router-confidence": f"{d.confidence:.3f}",
+            "x-router-reason": d.reason,
+            "x-router-pii": ",".join(sorted(d.pii_types)) or "none",
+        }
+        if self.pii_status != "checked":
+            h["x-router-pii-check"] = self.pii_status
+        if d.action != "route":
+            h["x-router-pii-action"] = d.action
+        return h
+
+
+class ClassifierDown(Exception):
+    """The classifier could not answer (Triton down, timeout)."""
+
+
+class Router:
+    def __init__(self, config: Config, classifier: Classifier | None, metrics: Metrics,
+                 environ: dict[str, str] | None = None):
+        self.config = config
+        self.classifier = classifier
+        self.metrics = metrics
+        self._env = os.environ if environ is None else environ
+
+    # ---- the pieces, each small
+    def parse(self, kind: Kind, body: Any) -> ChatRequest | CompletionRequest:
+        req = parse_chat_request(body) if kind == "chat" else parse_completion_request(body)
+        if req.model != self.config.routing.alias and req.model not in self.config.model_config:
+            raise UnknownModel(
+                f"The model '{req.model}' does not exist; use '{self.config.routing.alias}' for "
+                f"routing or one of: {', '.join(self.config.model_config)}"
+            )
+        return req
+
+    def needs_classification(self, req: ChatRequest | CompletionRequest) -> bool:
+        """An explicit model that allows every PII type needs no model call at all."""
+        if req.model == self.config.routing.alias:
+            return True
+        return not self.config.model_config[req.model].pii_policy.allow_by_default
+
+    async def classify(self, category_text: str, segments: list[str]) -> Classification:
+        if self.classifier is None:
+            raise ClassifierDown("no classifier configured")
+        t = time.perf_counter()
+        try:
+            # The gRPC deadline bounds the Triton call; this bounds queueing in front of it too.
+            return await asyncio.wait_for(
+                self.classifier.classify(category_text, segments),
+                timeout=self.config.triton.timeout_s * 2,
+            )
+        except QueueFull as e:
+            raise Overloaded(str(e), retry_after_s=1.0) from e
+        except TimeoutError as e:
+            self.metrics.count_classifier_failure("timeout")
+            raise ClassifierDown("classification timed out") from e
+        except Exception as e:  # Triton unavailable or erroring: the failure policy decides
+            self.metrics.count_classifier_failure("triton")
+            raise ClassifierDown(f"classifier unavailable: {type(e).__name__}") from e
+        finally:
+            self.metrics.classification_seconds.observe(time.perf_counter() - t)
+
+    def target_for(self, model: str) -> BackendTarget:
+        b = self.config.model_config[model].backend
+        key = self._env.get(b.api_key_env) if b.api_key_env else None
+        return BackendTarget(base_url=b.base_url, model=b.model, api_key=key or None,
+                             forward_client_auth=b.forward_client_auth)
+
+    # ---- the whole decision
+    async def route(self, kind: Kind, body: Any) -> Routed:
+        req = self.parse(kind, body)
+        segments = [s.text for s in req.segments]
+        category_text = last_user_text(req) if kind == "chat" else " ".join(segments)
+        cls: Classification | None = None
+        pii_status: PiiStatus = "checked"
+        t = time.perf_counter()
+        if self.needs_classification(req) and (segments or category_text):
+            try:
+                cls = await self.classify(category_text, segments)
+            except ClassifierDown as e:
+                pii_status = self._on_classifier_down(req, e)
+        elif not self.needs_classification(req):
+            pii_status = "skipped"
+        seconds = time.perf_counter() - t
+
+        pii_types = cls.pii_types if cls else set()
+        category = cls.category if cls else None
+        confidence = cls.confidence if cls else 0.0
+        if cls is None and req.model == self.config.routing.alias and not segments:
+            category = None  # nothing to classify: default model
+        decision = select_model(self.config, req.model, category, confidence, pii_types)
+        entities = [(i, e) for i, seg in enumerate(cls.pii if cls else []) for e in seg]
+        self._count(decision, entities)
+
+        routed = Routed(kind=kind, request=req, decision=decision, body={}, target=None,
+                        classification=cls, pii_status=pii_status, category_text=category_text,
+                        classify_seconds=seconds, entities=entities)
+        if decision.action == "reject":
+            routed.rejection = pii_rejection_response(decision, int(time.time()))
+            return routed
+        out = copy.deepcopy(dict(req.body))
+        if decision.action == "redact":
+            out = self._redacted(req, out, entities, decision.denied_pii_types)
+        out["model"] = self.config.model_config[decision.model].backend.model
+        routed.body = out
+        routed.target = self.target_for(decision.model)
+        return routed
+
+    def _on_classifier_down(self, req: ChatRequest | CompletionRequest,
+                            err: ClassifierDown) -> PiiStatus:
+        on = self.config.classifier.on_error
+        if on.pii == "block":
+            raise ServiceUnavailable(
+                "The PII check is unavailable and this router fails closed "
+                "(classifier.on_error.pii: block); retry shortly."
+            ) from err
+        if req.model == self.config.routing.alias and on.routing == "fail_closed":
+            raise ServiceUnavailable(
+                "Routing is unavailable and this router fails closed "
+                "(classifier.on_error.routing: fail_closed); retry shortly."
+            ) from err
+        return "unchecked"
+
+    @staticmethod
+    def _redacted(req: ChatRequest | CompletionRequest, body: dict[str, Any],
+                  entities: list[tuple[int, PiiEntity]], denied: frozenset[str]) -> dict:
+        replacements = {}
+        for i, seg in enumerate(req.segments):
+            mine = [e for j, e in entities if j == i and e.type in denied]
+            if mine:
+                replacements[seg.location] = redact(seg.text, mine)
+        return apply_redactions(body, replacements) if replacements else body
+
+    def _count(self, d: Decision, entities: list[tuple[int, PiiEntity]]) -> None:
+        self.metrics.count_routing(d.category or "none", d.model, d.reason)
+        for _, e in entities:
+            action = d.action if e.type in d.denied_pii_types else "allow"
+            self.metrics.count_pii(e.type, action)
+
+
+def classify_report(routed: Routed) -> dict[str, Any]:
+    """The body of ``POST /api/v1/classify``: the decision without proxying."""
+    d = routed.decision
+    cls = routed.classification
+    segs = routed.request.segments
+    return {
+        "category": {"name": cls.category if cls else None,
+                     "confidence": round(cls.confidence, 4) if cls else None},
+        "pii": [
+            {"type": e.type, "text": e.text, "start": e.start, "end": e.end,
+             "score": round(e.score, 4), "role": segs[i].role,
+             "message_index": segs[i].location[0]}
+            for i, e in routed.entities
+        ],
+        "pii_check": routed.pii_status,
+        "decision": {"model": d.model, "reason": d.reason, "action": d.action,
+                     "denied_pii_types": sorted(d.denied_pii_types),
+                     "backend_model": (routed.body or {}).get("model")},
+    }
+
+
+def require_object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return body
