@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--head-layers", type=int, default=2)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--quantize", action="store_true", help="also write an int8 model.int8.onnx")
+    b.add_argument("--limit", type=int, help="use at most N examples per data set (smoke test)")
 
     ev = sub.add_parser("eval", help="evaluate the served model")
     esub = ev.add_subparsers(dest="eval_command", required=True)

@@ -124,3 +124,17 @@ class Overloaded(RouterError):
     def __init__(self, message: str, *, retry_after_s: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after_s = retry_after_s
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions the command line reports as one clear line (user mistakes, not bugs)."""
+    from export.backbone import BackboneError
+    from export.build import BuildError
+    from export.data import DataError
+    from router_svc.config import ConfigError
+    from router_svc.tokenization import TokenizerError
+    from router_svc.triton_client import ModelContractError, TritonError
+    from router_svc.triton_launcher import TritonStartError
+
+    return (ConfigError, BuildError, BackboneError, DataError, TokenizerError,
+            ModelContractError, TritonError, TritonStartError, FileNotFoundError)

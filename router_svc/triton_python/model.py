@@ -1,0 +1,147 @@
+"""Triton Python-backend model: runs ``model.onnx`` (the dual-head model) with onnxruntime on CPU.
+
+Copied next to ``model.onnx`` by the launcher; imports nothing from ``router_svc``.
+
+``execute`` gets every request the dynamic batcher gathered. Their sequence lengths may differ
+(the inputs are ``allow_ragged_batch``), so the valid requests are padded into one batch
+(``input_ids`` and ``attention_mask`` with 0), run once, and the outputs split back:
+``pii_logits`` trimmed to each request's own sequence length. A bad request gets an error
+response of its own; the others in the batch still get their results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+try:
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # imported outside Triton (unit tests of the pure helpers below)
+    pb_utils = None
+
+INPUT_IDS, ATTENTION_MASK = "input_ids", "attention_mask"
+OUTPUTS = ("category_logits", "pii_logits", "embedding")
+SEQ_OUTPUTS = frozenset({"pii_logits"})  # outputs with a sequence axis (axis 1)
+
+
+class BadRequest(ValueError):
+    """A request this model cannot run; the message goes back to that caller only."""
+
+
+def check_inputs(ids: np.ndarray | None, mask: np.ndarray | None, max_len: int) -> None:
+    if ids is None or mask is None:
+        raise BadRequest(f"inputs {INPUT_IDS} and {ATTENTION_MASK} are both required")
+    for name, a in ((INPUT_IDS, ids), (ATTENTION_MASK, mask)):
+        if a.dtype != np.int64:
+            raise BadRequest(f"{name} must be INT64, got {a.dtype}")
+        if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
+            raise BadRequest(f"{name} must be [batch, sequence] with both > 0, got {list(a.shape)}")
+    if ids.shape != mask.shape:
+        raise BadRequest(
+            f"{INPUT_IDS} {list(ids.shape)} and {ATTENTION_MASK} "
+            f"{list(mask.shape)} must have the same shape"
+        )
+    if max_len and ids.shape[1] > max_len:
+        raise BadRequest(f"sequence length {ids.shape[1]} exceeds max_sequence_length {max_len}")
+    if ids.min() < 0:
+        raise BadRequest(f"{INPUT_IDS} must be non-negative")
+
+
+def pad_batch(items: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate ``[(ids, mask), ...]`` (each ``[b_i, s_i]``) into one ``[sum b_i, max s_i]``."""
+    rows = sum(ids.shape[0] for ids, _ in items)
+    seq = max(ids.shape[1] for ids, _ in items)
+    ids_out = np.zeros((rows, seq), dtype=np.int64)
+    mask_out = np.zeros((rows, seq), dtype=np.int64)
+    r = 0
+    for ids, mask in items:
+        b, s = ids.shape
+        ids_out[r : r + b, :s] = ids
+        mask_out[r : r + b, :s] = mask
+        r += b
+    return ids_out, mask_out
+
+
+def split_outputs(outputs: dict[str, np.ndarray], shapes: list[tuple[int, int]]):
+    """Inverse of :func:`pad_batch`: one ``{name: array}`` per request, sequence outputs trimmed."""
+    parts, r = [], 0
+    for b, s in shapes:
+        part = {}
+        for name, a in outputs.items():
+            x = a[r : r + b]
+            part[name] = np.ascontiguousarray(x[:, :s] if name in SEQ_OUTPUTS else x)
+        parts.append(part)
+        r += b
+    return parts
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        import onnxruntime as ort
+
+        config = json.loads(args["model_config"])
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        self.max_len = int(params.get("max_sequence_length") or 0)
+        threads = int(params.get("ort_intra_op_threads") or 0)
+        self.out_dtypes = {
+            o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]
+        }
+        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        self.logger = pb_utils.Logger
+        self.logger.log_info(f"semantic_router: loaded {path} (ort intra-op threads {threads})")
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        res = self.session.run(list(OUTPUTS), {INPUT_IDS: ids, ATTENTION_MASK: mask})
+        return {
+            n: a.astype(self.out_dtypes.get(n, a.dtype), copy=False)
+            for n, a in zip(OUTPUTS, res, strict=True)
+        }
+
+    def _response(self, part: dict[str, np.ndarray]):
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor(n, part[n]) for n in OUTPUTS]
+        )
+
+    @staticmethod
+    def _error(message: str):
+        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        good: list[tuple[int, np.ndarray, np.ndarray]] = []
+        for i, request in enumerate(requests):
+            try:
+                t_ids = pb_utils.get_input_tensor_by_name(request, INPUT_IDS)
+                t_mask = pb_utils.get_input_tensor_by_name(request, ATTENTION_MASK)
+                ids = None if t_ids is None else t_ids.as_numpy()
+                mask = None if t_mask is None else t_mask.as_numpy()
+                check_inputs(ids, mask, self.max_len)
+                good.append((i, ids, mask))
+            except BadRequest as e:
+                responses[i] = self._error(str(e))
+        if good:
+            try:
+                ids, mask = pad_batch([(a, m) for _, a, m in good])
+                parts = split_outputs(self._run(ids, mask), [a.shape for _, a, _ in good])
+                for (i, _, _), part in zip(good, parts, strict=True):
+                    responses[i] = self._response(part)
+            except Exception as e:  # onnxruntime error types vary; isolate the culprit below
+                self.logger.log_warn(
+                    f"semantic_router: batch of {len(good)} failed ({e}); "
+                    "running its requests one by one"
+                )
+                for i, a, m in good:
+                    try:
+                        responses[i] = self._response(self._run(a, m))
+                    except Exception as e1:
+                        responses[i] = self._error(f"inference failed: {e1}")
+        return responses
+
+    def finalize(self):
+        self.session = None
