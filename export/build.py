@@ -41,6 +41,15 @@ class BuildOptions:
     # graph holds CPU-only fused ops; measured no faster here, so it is an extra file, off.
     optimize: bool = False
     limit: int | None = None  # subsample every data set (smoke runs and tests)
+    lr_heads: float = 1e-3
+
+
+def quick_options(**overrides) -> BuildOptions:
+    """A real but small build for the test suite (about a minute on 2 cores): the encoder is
+    fully frozen (``head_layers=0``) and only the two heads train, on a subset of the data."""
+    base = {"head_layers": 0, "epochs": 6, "generated_pii": 2500, "offtopic": 400,
+            "limit": 2500, "lr_heads": 3e-3}
+    return BuildOptions(**{**base, **overrides})
 
 
 @dataclass
@@ -175,7 +184,7 @@ def build(opts: BuildOptions) -> dict:
     c_val = cache_features(model, val_ex, desc="encoding val")
     c_off = cache_features(model, off_ex, desc="encoding off-topic")
     c_pii = cache_features(model, pii_test_ex, desc="encoding pii test")
-    cfg = TrainConfig(epochs=opts.epochs, seed=opts.seed)
+    cfg = TrainConfig(epochs=opts.epochs, seed=opts.seed, lr_heads=opts.lr_heads)
     log = timer.run("train", train, model, c_train, cfg)
     report["train"] = {"steps": len(log.losses), "final_loss": float(np.mean(log.losses[-50:])),
                        "seconds": log.seconds, "config": asdict(cfg)}

@@ -183,7 +183,7 @@ def train(model: DualHeadModel, cached: Cached, cfg: TrainConfig) -> TrainLog:
             opt.step()
             sched.step()
             step += 1
-            log.losses.append(float(loss))
+            log.losses.append(loss.item())
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{np.mean(log.losses[-20:]):.3f}")
             bar.update(1)

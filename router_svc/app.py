@@ -248,6 +248,15 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 # ---------------------------------------------------------------- resources
 
+def check_labels(config: Config, model_categories: tuple[str, ...]) -> None:
+    """The model is the authority on labels: a category it cannot output is a config error."""
+    for i, c in enumerate(config.categories):
+        if c.name not in model_categories:
+            raise ConfigError([
+                f"categories[{i}].name: {c.name!r} is not a category of the served model "
+                f"(it knows: {', '.join(model_categories)}); rename or remove it"])
+
+
 def _tokenizer_path(config: Config, tokenizer: Path | None) -> Path:
     if tokenizer is not None:
         return tokenizer
@@ -263,10 +272,7 @@ def classifier_ctx(config: Config, tokenizer: Path | None, startup_timeout_s: fl
                               timeout_s=config.triton.timeout_s)
         app[TRITON] = client
         info = await _wait_for_model(client, startup_timeout_s)
-        # The model is the authority on labels: a category the model cannot output is an error.
-        if config.source is not None:
-            load_config(config.source, known_categories=info.categories,
-                        known_pii_types=tuple({t[2:] for t in info.pii_tags if t != "O"}))
+        check_labels(config, info.categories)
         tok = TextTokenizer(_tokenizer_path(config, tokenizer))
         stats = BatchStats(
             on_batch=lambda rows, tokens, s: metrics.observe_triton_batch(s, rows, tokens),

@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--head-layers", type=int, default=2)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--quantize", action="store_true", help="also write an int8 model.int8.onnx")
+    b.add_argument("--quick", action="store_true",
+                   help="small frozen-encoder build in about a minute (tests, smoke runs)")
     b.add_argument("--limit", type=int, help="use at most N examples per data set (smoke test)")
 
     ev = sub.add_parser("eval", help="evaluate the served model")
@@ -91,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "model":
-        from export.build import BuildOptions, build
+        from export.build import BuildOptions, build, quick_options
 
+        if args.quick:
+            build(quick_options(out_dir=args.out, data_dir=args.data_dir, seed=args.seed))
+            return 0
         build(
             BuildOptions(
                 backbone=args.backbone,
@@ -102,6 +107,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 head_layers=args.head_layers,
                 seed=args.seed,
                 quantize=args.quantize,
+                limit=args.limit,
             )
         )
         return 0

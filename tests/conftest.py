@@ -1,16 +1,32 @@
-"""Shared fixtures: a tiny model built once, and one real Triton serving it for the session."""
+"""Shared fixtures, started once per session and stopped at the end:
+
+- ``tiny_model_dir`` / ``triton``: a tiny random model on a real Triton (mechanics, seconds);
+- ``trained_model_dir`` / ``trained_triton``: a real quick build of the dual-head model
+  (frozen MiniLM encoder, trained heads; about a minute, cached by source hash under .work/);
+- ``backends``: three demo OpenAI-compatible backends standing in for vLLM/Ollama;
+- ``router_factory``: the real app (``create_app``) on a real port, against the above.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("ROUTER_SVC_DATA", ROOT.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """``model.onnx`` + ``tokenizer.json`` of a tiny random dual-head model (a few seconds)."""
-    pytest.importorskip("torch", reason="building the tiny model needs the build extra (torch)")
     from export.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
@@ -27,3 +43,107 @@ def triton(tiny_model_dir, tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+def _source_hash() -> str:
+    h = hashlib.sha256()
+    files = sorted((ROOT / "export").glob("*.py")) + [ROOT / "router_svc" / "labels.py",
+                                                     ROOT / "router_svc" / "tokenization.py"]
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir() -> Path:
+    """A real quick build (``router-svc model build --quick``), reused while export/ is unchanged."""
+    from export.build import build, quick_options
+
+    out = ROOT / ".work" / f"test-model-{_source_hash()}"
+    if not (out / "model.onnx").is_file():
+        tmp = out.with_suffix(".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build(quick_options(out_dir=tmp, data_dir=DATA_DIR))
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_triton(trained_model_dir, tmp_path_factory):
+    from router_svc.triton_launcher import TritonServer
+
+    server = TritonServer(trained_model_dir, work_dir=tmp_path_factory.mktemp("triton_trained"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+BACKEND_NAMES = {"phi4": "phi4", "mistral-small3.1": "mistral-small3.1", "gemma3:27b": "gemma3:27b"}
+
+
+@pytest.fixture(scope="session")
+async def backends():
+    """The demo backends on free ports, named as in the example config."""
+    from router_svc.demo_backends import run_backends
+
+    runner = await run_backends([(name, "127.0.0.1", 0) for name in BACKEND_NAMES.values()])
+    try:
+        yield runner
+    finally:
+        await runner.cleanup()
+
+
+def example_config_data() -> dict[str, Any]:
+    from router_svc.config import EXAMPLE_CONFIG
+
+    return yaml.safe_load(EXAMPLE_CONFIG.read_text())
+
+
+def wire_config(data: dict[str, Any], triton_url: str, backends, tokenizer: Path) -> dict:
+    """The example config pointed at this session's Triton, backends and tokenizer."""
+    data = {**data, "triton": {**data.get("triton", {}), "url": triton_url},
+            "tokenizer": str(tokenizer)}
+    mc = {}
+    for name, m in data["model_config"].items():
+        b = dict(m["backend"])
+        b["base_url"] = backends[BACKEND_NAMES[name]].base_url
+        mc[name] = {**m, "backend": b}
+    data["model_config"] = mc
+    return data
+
+
+RouterFactory = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def router_factory(trained_triton, trained_model_dir, backends) -> AsyncIterator[RouterFactory]:
+    """``await router_factory(**config_overrides) -> base_url`` of a running router."""
+    from router_svc.app import create_app
+    from router_svc.config import parse_config
+
+    runners: list[web.AppRunner] = []
+
+    async def make(mutate: Callable[[dict], None] | None = None, **overrides: Any) -> str:
+        data = wire_config(example_config_data(), trained_triton.grpc_url, backends,
+                           trained_model_dir / "tokenizer.json")
+        data.update(overrides)
+        if mutate:
+            mutate(data)
+        config = parse_config(data, ROOT)
+        app = create_app(config, startup_timeout_s=10)
+        runner = web.AppRunner(app, handler_cancellation=True)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}"
+
+    try:
+        yield make
+    finally:
+        for r in runners:
+            await r.cleanup()
