@@ -42,6 +42,7 @@ class BuildOptions:
     optimize: bool = False
     limit: int | None = None  # subsample every data set (smoke runs and tests)
     lr_heads: float = 1e-3
+    threads: int | None = None  # torch intra-op threads (None: one per core)
 
 
 def quick_options(**overrides) -> BuildOptions:
@@ -119,7 +120,8 @@ def build(opts: BuildOptions) -> dict:
     from router_svc.pairs import load_pairs
     from router_svc.tokenization import TextTokenizer
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
     seed_everything(opts.seed)
     timer = StepTimer()
     report: dict = {"options": {k: str(v) for k, v in asdict(opts).items()}}

@@ -30,10 +30,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="Triton + model (built if missing) + demo backends + router")
-    up.add_argument("--config", type=Path, help="router config (default: the example config)")
-    up.add_argument("--port", type=int, default=8801)
-    up.add_argument("--model-dir", type=Path, default=Path("model_repository/semantic_router/1"))
-    up.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    up.add_argument("--config", type=Path,
+                    help="router config (default: the example config, config.example.yaml)")
+    up.add_argument("--port", type=int,
+                    help="router port (default: the config's listen.port, 8801 in the example)")
+    up.add_argument("--model-dir", type=Path, default=Path("model_repository/semantic_router/1"),
+                    help="folder with model.onnx and tokenizer.json, built there if missing "
+                    "(default: %(default)s)")
+    up.add_argument("--data-dir", type=Path, default=Path("../shared/data"),
+                    help="training data for a build (default: %(default)s)")
+    up.add_argument("--triton-url",
+                    help="gRPC host:port of a running Triton serving the model "
+                    "(default: start the embedded CPU Triton)")
+    up.add_argument("--no-backends", action="store_true",
+                    help="use the config's own backends instead of starting the demo ones")
+    up.add_argument("--backend-base-port", type=int, default=9101,
+                    help="first port of the demo backends, one per model in model_config "
+                    "(default: %(default)s)")
 
     serve = sub.add_parser("serve", help="run the router against a running Triton")
     serve.add_argument("--config", type=Path, required=True)
@@ -55,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--head-layers", type=int, default=2)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--quantize", action="store_true", help="also write an int8 model.int8.onnx")
+    b.add_argument("--threads", type=int, help="torch threads (default: one per core)")
     b.add_argument("--quick", action="store_true",
                    help="small frozen-encoder build in about a minute (tests, smoke runs)")
     b.add_argument("--limit", type=int, help="use at most N examples per data set (smoke test)")
@@ -108,6 +122,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 quantize=args.quantize,
                 limit=args.limit,
+                threads=args.threads,
             )
         )
         return 0

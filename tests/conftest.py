@@ -46,9 +46,13 @@ def triton(tiny_model_dir, tmp_path_factory):
 
 
 def _source_hash() -> str:
-    h = hashlib.sha256()
-    files = sorted((ROOT / "export").glob("*.py")) + [ROOT / "router_svc" / "labels.py",
-                                                     ROOT / "router_svc" / "tokenization.py"]
+    """Hash of what shapes the quick model: its code, its data and its options."""
+    from export.build import quick_options
+
+    h = hashlib.sha256(repr(quick_options()).encode())
+    names = ["backbone", "data", "modeling", "onnx_export", "pii_templates", "train"]
+    files = [ROOT / "export" / f"{n}.py" for n in names] + [
+        ROOT / "router_svc" / "labels.py", ROOT / "router_svc" / "tokenization.py"]
     for f in files:
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
@@ -56,7 +60,7 @@ def _source_hash() -> str:
 
 @pytest.fixture(scope="session")
 def trained_model_dir() -> Path:
-    """A real quick build (``router-svc model build --quick``), reused while export/ is unchanged."""
+    """A real quick build (``model build --quick``), reused while its sources are unchanged."""
     from export.build import build, quick_options
 
     out = ROOT / ".work" / f"test-model-{_source_hash()}"
@@ -119,7 +123,9 @@ RouterFactory = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
-async def router_factory(trained_triton, trained_model_dir, backends) -> AsyncIterator[RouterFactory]:
+async def router_factory(
+    trained_triton, trained_model_dir, backends
+) -> AsyncIterator[RouterFactory]:
     """``await router_factory(**config_overrides) -> base_url`` of a running router."""
     from router_svc.app import create_app
     from router_svc.config import parse_config
@@ -147,3 +153,26 @@ async def router_factory(trained_triton, trained_model_dir, backends) -> AsyncIt
     finally:
         for r in runners:
             await r.cleanup()
+
+
+def _reset_backends(runner) -> None:
+    from dataclasses import fields
+
+    from router_svc.demo_backends import OPTIONS, RECEIVED, BackendOptions
+
+    defaults = BackendOptions()
+    for b in runner.backends.values():
+        b.app[RECEIVED].clear()
+        opts = b.app[OPTIONS]  # mutated in place: the running app's mapping is frozen
+        for f in fields(BackendOptions):
+            setattr(opts, f.name, getattr(defaults, f.name))
+
+
+@pytest.fixture
+def clean_backends(backends):
+    """The demo backends with nothing received and default options, before and after a test."""
+    _reset_backends(backends)
+    try:
+        yield backends
+    finally:
+        _reset_backends(backends)

@@ -1,0 +1,75 @@
+"""`router-svc eval category|pii` through the real Triton serving the quick-built model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from export import evaluate
+from export.data import load_mmlu, load_presidio, split_mmlu, split_presidio
+from export.evaluate import PRF, match_spans, micro
+
+pytestmark = pytest.mark.integration
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _args(tmp_path: Path, triton, model_dir: Path, command: str, data: Path, **kw):
+    return argparse.Namespace(eval_command=command, data=data, triton_url=triton.grpc_url,
+                              model_dir=model_dir, model_name="semantic_router",
+                              out=tmp_path / "out", presidio=False, **kw)
+
+
+def test_exact_span_matching_counts():
+    per: dict[str, PRF] = {}
+    match_spans([("PERSON", 0, 5), ("EMAIL_ADDRESS", 10, 20)],
+                [("PERSON", 0, 5), ("EMAIL_ADDRESS", 10, 19), ("GPE", 30, 35)], per)
+    assert (per["PERSON"].tp, per["PERSON"].fp, per["PERSON"].fn) == (1, 0, 0)
+    assert (per["EMAIL_ADDRESS"].tp, per["EMAIL_ADDRESS"].fp, per["EMAIL_ADDRESS"].fn) == (0, 1, 1)
+    m = micro(per)
+    assert m.tp == 1 and m.fp == 3 and m.fn == 1
+    assert m.f1 == pytest.approx(2 * 0.25 * 0.5 / 0.75)
+
+
+def test_eval_category_through_triton(tmp_path, trained_triton, trained_model_dir, capsys):
+    rows, _ = load_mmlu(DATA / "mmlu_pro" / "questions.jsonl")
+    _, val = split_mmlu(rows, 0.1, 0)
+    data = tmp_path / "cat.jsonl"
+    lines = [json.dumps({"question": e.text, "category": e.category}) for e in val[:120]]
+    lines += ["{not json", json.dumps({"question": "x", "category": "astrology"})]
+    data.write_text("\n".join(lines) + "\n")
+    args = _args(tmp_path, trained_triton, trained_model_dir, "category", data, threshold=0.6)
+    assert evaluate.main(args) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    m = re.fullmatch(r"accuracy=([\d.]+) macro_f1=([\d.]+) ece=([\d.]+) "
+                     r"offtopic_below_0.6=([\d.]+)", last)
+    assert m, last
+    assert float(m.group(1)) > 0.5  # 14 classes: chance is 0.07
+    report = json.loads((tmp_path / "out" / "category.json").read_text())
+    assert report["rows"] == 120 and report["skipped_rows"] == 2
+    assert (tmp_path / "out" / "category_confusion.png").stat().st_size > 10_000
+
+
+def test_eval_pii_through_triton(tmp_path, trained_triton, trained_model_dir, capsys):
+    rows, _ = load_presidio(DATA / "pii" / "synth_dataset_v2.json")
+    _, test = split_presidio(rows, 0.25, 0)
+    data = tmp_path / "pii.json"
+    data.write_text(json.dumps([
+        {"full_text": e.text, "spans": [
+            {"entity_type": s.type, "entity_value": e.text[s.start:s.end],
+             "start_position": s.start, "end_position": s.end} for s in e.spans],
+         "template_id": e.template_id} for e in test[:80]]))
+    args = _args(tmp_path, trained_triton, trained_model_dir, "pii", data, threshold=0.5)
+    assert evaluate.main(args) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    m = re.fullmatch(r"precision=([\d.]+) recall=([\d.]+) f1=([\d.]+)", last)
+    assert m, last
+    assert float(m.group(3)) > 0.3
+    report = json.loads((tmp_path / "out" / "pii.json").read_text())
+    assert report["rows"] == 80
+    gold_types = {s.type for e in test[:80] for s in e.spans}
+    assert gold_types <= set(report["per_type"])  # every gold type is scored
