@@ -71,6 +71,7 @@ class Batcher:
         max_batch_size: int = 32,
         max_wait_s: float = 0.002,
         max_queue: int = 1024,
+        max_inflight: int = 2,
         stats: BatchStats | None = None,
     ):
         self._infer = infer
@@ -80,6 +81,10 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._stats = stats or BatchStats()
         self._held: _Job | None = None
+        # One batch runs while the next is gathered and sent (TEI keeps one prefetched):
+        # Triton never idles on the router's round trip, and the queue stays bounded.
+        self._inflight = asyncio.Semaphore(max_inflight)
+        self._running: set[asyncio.Task[None]] = set()
 
     @property
     def depth(self) -> int:
@@ -95,13 +100,13 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for t in list(self._running):
+            t.cancel()
         pending = [self._held] if self._held else []
         self._held = None
         while not self._queue.empty():
             pending.append(self._queue.get_nowait())
-        for job in pending:
-            if not job.future.done():
-                job.future.set_exception(RuntimeError("classifier is shutting down"))
+        self._fail(pending, RuntimeError("classifier is shutting down"))
 
     async def submit(self, rows: list[list[int]]) -> list[RowOutput]:
         """Run ``rows`` (token ids with special tokens) through the model, batched with others."""
@@ -152,7 +157,29 @@ class Batcher:
                 continue
             if self._stats.on_depth:
                 self._stats.on_depth(self._queue.qsize())
-            await self._execute(jobs)
+            try:
+                await self._inflight.acquire()
+            except asyncio.CancelledError:
+                self._fail(jobs, RuntimeError("classifier is shutting down"))
+                raise
+            # Re-check: a caller may have gone while this batch waited for a free slot.
+            jobs = [j for j in jobs if not j.future.done()]
+            if not jobs:
+                self._inflight.release()
+                continue
+            task = asyncio.create_task(self._execute(jobs))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    @staticmethod
+    def _fail(jobs: list[_Job], error: BaseException) -> None:
+        for j in jobs:
+            if not j.future.done():
+                j.future.set_exception(error)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._inflight.release()
 
     async def _execute(self, jobs: list[_Job]) -> None:
         now = time.perf_counter()
@@ -172,10 +199,11 @@ class Batcher:
                     self._stats.on_batch(len(chunk), int(ids.size), time.perf_counter() - t)
                 outputs += split_outputs(chunk, cat, pii, emb)
         except Exception as e:  # every waiter learns of the failure; the consumer lives on
-            for j in jobs:
-                if not j.future.done():
-                    j.future.set_exception(e)
+            self._fail(jobs, e)
             return
+        except asyncio.CancelledError:  # shutting down: nobody may wait forever
+            self._fail(jobs, RuntimeError("classifier is shutting down"))
+            raise
         i = 0
         for j in jobs:
             if not j.future.done():
