@@ -108,17 +108,68 @@ def decode_bio(
         if score < threshold:
             continue
         first, last = toks[0], toks[-1]
-        lead = [k for k in word_of[first] if k < first]
+        # Grow over the rest of the word. For names, not across punctuation ("Smith's" and
+        # "Smith," stay "Smith", "Yefre ##mova" becomes "Yefremova"); for pattern types the
+        # whole punctuated word ("john.doe@x.com" from "john"), so redaction leaks nothing.
+        lead = list(reversed([k for k in word_of[first] if k < first]))
         trail = [k for k in word_of[last] if k > last]
-        while lead and not _has_alnum(text, offsets[lead[0]]):
-            lead.pop(0)
-        while trail and not _has_alnum(text, offsets[trail[-1]]):
-            trail.pop()
-        start = offsets[lead[0] if lead else first][0]
+        if kind in _NAME_TYPES:
+            lead, trail = _alnum_run(text, offsets, lead), _alnum_run(text, offsets, trail)
+        else:
+            lead, trail = _strip_punct(text, offsets, lead), _strip_punct(text, offsets, trail)
+        start = offsets[lead[-1] if lead else first][0]
         end = offsets[trail[-1] if trail else last][1]
-        found.append(PiiEntity(kind, start, end, text[start:end], score))
+        start, end = _trim(text, start, end)
+        if end > start:
+            found.append(PiiEntity(kind, start, end, text[start:end], score))
     # Two runs of one word (a B- on each sub-word) grow to the same span: report it once.
-    return _merge_overlaps(found)
+    return _join_names(_merge_overlaps(found), text)
+
+
+# Punctuation never at the edge of an entity ('.' is kept: "Apt.", "J.", "Inc.").
+_EDGE = set(",;:!?\"'`()[]{}<>") | {"\u201c", "\u201d", "\u2018", "\u2019"}
+
+
+_NAME_TYPES = frozenset({"PERSON", "ORGANIZATION", "GPE", "NRP", "TITLE", "STREET_ADDRESS"})
+
+
+def _strip_punct(text: str, offsets: Sequence[tuple[int, int]], ks: list[int]) -> list[int]:
+    """The growth tokens without punctuation-only ones at the far edge."""
+    while ks and not _has_alnum(text, offsets[ks[-1]]):
+        ks = ks[:-1]
+    return ks
+
+
+def _alnum_run(text: str, offsets: Sequence[tuple[int, int]], ks: list[int]) -> list[int]:
+    run = []
+    for k in ks:
+        if not _has_alnum(text, offsets[k]):
+            break
+        run.append(k)
+    return run
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    while end > start and (text[end - 1] in _EDGE or text[end - 1].isspace()):
+        end -= 1
+    while start < end and (text[start] in _EDGE or text[start].isspace()):
+        start += 1
+    return start, end
+
+
+def _join_names(entities: list[PiiEntity], text: str) -> list[PiiEntity]:
+    """A name split by a stray B- tag ("Faina D." + "Yefremova") is one PERSON: join PERSON
+    spans separated by a single space."""
+    out: list[PiiEntity] = []
+    for e in entities:
+        prev = out[-1] if out else None
+        if (prev is not None and prev.type == e.type == "PERSON"
+                and text[prev.end:e.start] == " "):
+            out[-1] = PiiEntity("PERSON", prev.start, e.end, text[prev.start:e.end],
+                                max(prev.score, e.score))
+        else:
+            out.append(e)
+    return out
 
 
 def _merge_overlaps(entities: Iterable[PiiEntity]) -> list[PiiEntity]:
