@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -60,16 +61,30 @@ def _source_hash() -> str:
 
 @pytest.fixture(scope="session")
 def trained_model_dir() -> Path:
-    """A real quick build (``model build --quick``), reused while its sources are unchanged."""
+    """A real quick build (``model build --quick``), reused while its sources are unchanged.
+
+    ``ROUTER_SVC_TEST_MODEL=<dir with model.onnx and tokenizer.json>`` uses that model instead
+    (e.g. the full build in model_repository/semantic_router/1) without building anything.
+    """
     from export.build import build, quick_options
 
+    if given := os.environ.get("ROUTER_SVC_TEST_MODEL"):
+        path = Path(given).resolve()
+        missing = [f for f in ("model.onnx", "tokenizer.json") if not (path / f).is_file()]
+        if missing:
+            pytest.fail(f"ROUTER_SVC_TEST_MODEL={given}: {', '.join(missing)} missing")
+        return path
     out = ROOT / ".work" / f"test-model-{_source_hash()}"
-    if not (out / "model.onnx").is_file():
-        tmp = out.with_suffix(".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        build(quick_options(out_dir=tmp, data_dir=DATA_DIR))
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Several test sessions may start at once: one builds, the others wait for it.
+    with open(out.parent / "test-model.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "model.onnx").is_file():
+            tmp = out.with_suffix(".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            build(quick_options(out_dir=tmp, data_dir=DATA_DIR))
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
     return out
 
 
