@@ -479,3 +479,24 @@ def align_bio(
             out.append(index[prefix + ordered[hit].type])
         prev = hit
     return out
+
+
+def embed_in_context(example: PiiExample, before: str, after: str) -> PiiExample:
+    """The example inside unrelated text, spans shifted: PII in a long prompt sits among
+    benign sentences, and the model must still score it as it would alone."""
+    prefix = f"{before} " if before else ""
+    text = f"{prefix}{example.text} {after}".rstrip()
+    shift = len(prefix)
+    spans = [Span(s.type, s.start + shift, s.end + shift) for s in example.spans]
+    return PiiExample(text, spans, example.template_id, example.source + "+context")
+
+
+def with_context(examples: Sequence[PiiExample], context: Sequence[str], fraction: float,
+                 seed: int) -> list[PiiExample]:
+    """A copy of ``fraction`` of the examples embedded between random context sentences."""
+    rng = random.Random(seed)
+    out = []
+    for e in examples:
+        if rng.random() < fraction and context:
+            out.append(embed_in_context(e, rng.choice(context), rng.choice(context)))
+    return out

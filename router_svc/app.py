@@ -41,6 +41,8 @@ ROUTER = web.AppKey("router", Router)
 PROXY = web.AppKey("proxy", Proxy)
 TRITON = web.AppKey("triton", TritonClient)
 
+CLIENT_GONE = "router_client_gone"  # request key: the client hung up mid-answer
+
 ENDPOINT_NAMES = {"/v1/chat/completions": "chat_completions", "/v1/completions": "completions",
                   "/api/v1/classify": "classify"}
 
@@ -48,7 +50,8 @@ ENDPOINT_NAMES = {"/v1/chat/completions": "chat_completions", "/v1/completions":
 # ---------------------------------------------------------------- errors
 
 def error_response(err: RouterError, headers: dict[str, str] | None = None) -> web.Response:
-    h = dict(headers or {})
+    # An error may carry headers of its own (e.g. x-router-pii-check on a fail-closed 503).
+    h = {**getattr(err, "headers", {}), **(headers or {})}
     retry = getattr(err, "retry_after_s", None)
     if retry:
         h["Retry-After"] = str(max(1, round(retry)))
@@ -69,18 +72,21 @@ async def error_middleware(request: web.Request,
     except RouterError as e:
         metrics.count_error(_error_reason(e))
         return error_response(e)
-    except web.HTTPRequestEntityTooLarge as e:
+    except web.HTTPRequestEntityTooLarge:
+        # (aiohttp's exception does not keep the limit as an attribute: read it from the config)
         metrics.count_error("bad_request")
+        limit = request.app[CONFIG].proxy.max_body_bytes
         return error_response(PayloadTooLarge(
-            f"Request body too large: limit is {e.max_size} bytes (proxy.max_body_bytes)."))
+            f"Request body too large: limit is {limit} bytes (proxy.max_body_bytes)."))
     except web.HTTPException as e:
         if e.status >= 400:
             err = RouterError(e.reason, status=e.status,
                               type="invalid_request_error" if e.status < 500 else "server_error",
                               code="not_found" if e.status == 404 else None)
-            return error_response(err)
+            allow = e.headers.get("Allow")  # 405 must say which methods are allowed
+            return error_response(err, {"Allow": allow} if allow is not None else None)
         raise
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, ConnectionResetError):
         metrics.count_error("client_disconnected")
         raise
     except Exception:
@@ -90,7 +96,9 @@ async def error_middleware(request: web.Request,
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    ctype = request.content_type
+    ctype = request.content_type  # aiohttp says application/octet-stream when it is absent
+    if "Content-Type" not in request.headers:
+        ctype = ""  # curl -d without -H, bare HTTP clients: read the body as JSON
     if ctype not in ("application/json", "") and not ctype.endswith("+json"):
         raise UnsupportedMediaType(
             f"Content-Type must be application/json (got {ctype!r}).")
@@ -121,10 +129,16 @@ async def handle_generation(request: web.Request, kind: Kind) -> web.StreamRespo
             status = 200
             return await answer_locally(request, routed, routed.rejection)
         resp = await forward(request, routed)
-        status = resp.status
+        status = 499 if request.get(CLIENT_GONE) else resp.status
         return resp
     except RouterError as e:
         status = e.status
+        raise
+    except web.HTTPException as e:  # e.g. 413 from aiohttp's body size limit
+        status = e.status
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        status = 499  # the client went away (nginx's "client closed request")
         raise
     finally:
         metrics.count_request(model, status)
@@ -165,12 +179,13 @@ async def forward(request: web.Request, routed: Routed) -> web.StreamResponse:
             res = await proxy.post_json(routed.target, path, routed.body, request.headers)
         except UpstreamError as e:
             metrics.count_error(e.reason)
-            raise _backend_error(e) from None
+            raise _backend_error(e, headers) from None
         metrics.observe_backend(model, res.backend_latency_s)
         metrics.count_tokens(model, res.usage)
         return web.json_response(res.body, status=res.status, headers=headers)
 
     wants_usage = bool((routed.request.body.get("stream_options") or {}).get("include_usage"))
+    resp: web.StreamResponse | None = None
     try:
         async with proxy.stream(routed.target, path, routed.body, request.headers,
                                 wants_usage) as up:
@@ -193,16 +208,26 @@ async def forward(request: web.Request, routed: Routed) -> web.StreamResponse:
         return resp
     except UpstreamError as e:
         metrics.count_error(e.reason)
-        raise _backend_error(e) from None
-    except (ConnectionResetError, asyncio.CancelledError):
+        raise _backend_error(e, headers) from None
+    except ConnectionResetError:
+        # The client hung up mid-stream (a write failed); leaving ``async with`` closed the
+        # backend call. Hand back the response already under way: aiohttp finishes it quietly,
+        # where a raised exception would be logged as a 500. (A hang-up noticed while waiting
+        # arrives as CancelledError instead; the error middleware counts that one.)
+        if resp is None or not resp.prepared:
+            raise
         metrics.count_error("client_disconnected")
-        raise
+        request[CLIENT_GONE] = True
+        return resp
 
 
-def _backend_error(e: UpstreamError) -> BackendError:
+def _backend_error(e: UpstreamError, headers: dict[str, str]) -> BackendError:
+    """The backend's failure in OpenAI format, with the routing headers (where it went)."""
     err = e.body.get("error", {}) if isinstance(e.body, dict) else {}
-    return BackendError(e.status, str(err.get("message", "backend error")),
-                        type=err.get("type"), code=err.get("code"), param=err.get("param"))
+    out = BackendError(e.status, str(err.get("message", "backend error")),
+                       type=err.get("type"), code=err.get("code"), param=err.get("param"))
+    out.headers = headers  # type: ignore[attr-defined]  # error_response sends them
+    return out
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -271,9 +296,13 @@ def classifier_ctx(config: Config, tokenizer: Path | None, startup_timeout_s: fl
         client = TritonClient(config.triton.url, config.triton.model_name,
                               timeout_s=config.triton.timeout_s)
         app[TRITON] = client
-        info = await _wait_for_model(client, startup_timeout_s)
-        check_labels(config, info.categories)
-        tok = TextTokenizer(_tokenizer_path(config, tokenizer))
+        try:
+            info = await _wait_for_model(client, startup_timeout_s)
+            check_labels(config, info.categories)
+            tok = TextTokenizer(_tokenizer_path(config, tokenizer))
+        except BaseException:
+            await client.close()  # start-up failed: do not leak the gRPC channel
+            raise
         stats = BatchStats(
             on_batch=lambda rows, tokens, s: metrics.observe_triton_batch(s, rows, tokens),
             on_depth=metrics.queue_depth.set,
@@ -303,15 +332,24 @@ def classifier_ctx(config: Config, tokenizer: Path | None, startup_timeout_s: fl
 
 
 async def _wait_for_model(client: TritonClient, timeout_s: float):
-    """Triton may still be starting (compose): retry until the model answers or time is up."""
+    """Triton may still be starting (compose): retry until the model answers or time is up.
+
+    Triton still down when the time is up fails start-up (``serve`` exits with this message)
+    rather than serving without a classifier; once started, a Triton outage is handled per
+    request by ``classifier.on_error`` and the router reconnects by itself.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             return await client.load_model_info()
         except Exception as e:
-            if time.monotonic() >= deadline or not _retryable(e):
+            if not _retryable(e):
                 raise
-            await asyncio.sleep(1.0)
+            if time.monotonic() >= deadline:  # a TritonError: say where we looked
+                raise type(e)(
+                    f"Triton at {client.url} (triton.url) did not serve model "
+                    f"{client.model_name!r} within {timeout_s:g}s: {e}", e.status) from e
+            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 def _retryable(e: Exception) -> bool:

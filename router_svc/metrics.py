@@ -67,6 +67,22 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # Padded tokens per Triton call (rows x sequence length).
 BATCH_TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
+# One semantic cache lookup: tens of microseconds (small partition) to a millisecond or so.
+CACHE_LOOKUP_BUCKETS = (
+    0.00002,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.05,
+)
+# Similarity of cache hits (always at or above the configured threshold).
+SIMILARITY_BUCKETS = (0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96, 0.98, 0.99, 0.999, 1.0)
+
 # ---------------------------------------------------------------------------- label sets
 
 ENDPOINTS = frozenset(
@@ -75,6 +91,8 @@ ENDPOINTS = frozenset(
 TOKEN_KINDS = frozenset({"prompt", "completion"})
 PII_ACTIONS = frozenset({"redact", "reject", "allow", "route"})
 CACHE_RESULTS = frozenset({"hit", "miss"})
+# cache_evictions_total{reason}: LRU at capacity, or past the TTL.
+CACHE_EVICTION_REASONS = frozenset({"capacity", "expired"})
 # Why a model was chosen: selection.py's fixed reason codes, plus the cache short-cut.
 ROUTING_REASONS = frozenset({*REASONS, "cache_hit"})
 # errors_total{reason}. Includes proxy.UpstreamError reasons.
@@ -173,6 +191,10 @@ class Metrics:
     classifier_failures_total: Counter
     cache_requests_total: Counter
     cache_entries: Gauge
+    cache_stores_total: Counter
+    cache_evictions_total: Counter
+    cache_lookup_seconds: Histogram
+    cache_hit_similarity: Histogram
     inflight_requests: Gauge
 
     @classmethod
@@ -254,10 +276,22 @@ class Metrics:
                 "cache_requests_total", "Semantic cache lookups", ("result",)
             ),
             cache_entries=gauge("cache_entries", "Entries in the semantic cache"),
+            cache_stores_total=counter("cache_stores_total", "Answers stored in the cache"),
+            cache_evictions_total=counter(
+                "cache_evictions_total", "Cache entries removed, by reason", ("reason",)
+            ),
+            cache_lookup_seconds=histogram(
+                "cache_lookup_seconds", "Time of one cache lookup", CACHE_LOOKUP_BUCKETS
+            ),
+            cache_hit_similarity=histogram(
+                "cache_hit_similarity", "Similarity of cache hits", SIMILARITY_BUCKETS
+            ),
             inflight_requests=gauge("inflight_requests", "Requests being handled"),
         )
         for result in sorted(CACHE_RESULTS):  # both series exist from the start
             metrics.cache_requests_total.labels(result=result)
+        for reason in sorted(CACHE_EVICTION_REASONS):
+            metrics.cache_evictions_total.labels(reason=reason)
         return metrics
 
     # ------------------------------------------------------------------------ bounded helpers
@@ -296,6 +330,24 @@ class Metrics:
 
     def count_cache(self, hit: bool) -> None:
         self.cache_requests_total.labels(result="hit" if hit else "miss").inc()
+
+    # The cache.CacheEvents protocol: an HnswCache created with events=metrics reports here.
+    def observe_cache_lookup(self, seconds: float, similarity: float | None) -> None:
+        """One lookup: hit (with its similarity) or miss, and how long it took."""
+        self.count_cache(similarity is not None)
+        self.cache_lookup_seconds.observe(seconds)
+        if similarity is not None:
+            self.cache_hit_similarity.observe(similarity)
+
+    def count_cache_store(self) -> None:
+        self.cache_stores_total.inc()
+
+    def count_cache_evictions(self, reason: str, n: int = 1) -> None:
+        label = reason if reason in CACHE_EVICTION_REASONS else OTHER
+        self.cache_evictions_total.labels(reason=label).inc(n)
+
+    def set_cache_entries(self, n: int) -> None:
+        self.cache_entries.set(n)
 
     def observe_request(self, endpoint: object, seconds: float) -> None:
         self.request_seconds.labels(endpoint=self.bounds.endpoint(endpoint)).observe(seconds)

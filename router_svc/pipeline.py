@@ -80,6 +80,15 @@ class ClassifierDown(Exception):
     """The classifier could not answer (Triton down, timeout)."""
 
 
+class ClassifierUnavailable(ServiceUnavailable):
+    """503 under a fail-closed ``on_error`` policy; the header tells clients the PII check
+    could not run (``x-router-pii-check: unavailable``), as ``unchecked`` does when it allows."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers = {"x-router-pii-check": "unavailable"}
+
+
 class Router:
     def __init__(self, config: Config, classifier: Classifier | None, metrics: Metrics,
                  environ: dict[str, str] | None = None):
@@ -134,6 +143,7 @@ class Router:
     # ---- the whole decision
     async def route(self, kind: Kind, body: Any) -> Routed:
         req = self.parse(kind, body)
+        _check_encodable(kind, req)
         segments = [s.text for s in req.segments]
         category_text = last_user_text(req) if kind == "chat" else " ".join(segments)
         cls: Classification | None = None
@@ -175,12 +185,12 @@ class Router:
                             err: ClassifierDown) -> PiiStatus:
         on = self.config.classifier.on_error
         if on.pii == "block":
-            raise ServiceUnavailable(
+            raise ClassifierUnavailable(
                 "The PII check is unavailable and this router fails closed "
                 "(classifier.on_error.pii: block); retry shortly."
             ) from err
         if req.model == self.config.routing.alias and on.routing == "fail_closed":
-            raise ServiceUnavailable(
+            raise ClassifierUnavailable(
                 "Routing is unavailable and this router fails closed "
                 "(classifier.on_error.routing: fail_closed); retry shortly."
             ) from err
@@ -201,6 +211,25 @@ class Router:
         for _, e in entities:
             action = d.action if e.type in d.denied_pii_types else "allow"
             self.metrics.count_pii(e.type, action)
+
+
+def _check_encodable(kind: Kind, req: ChatRequest | CompletionRequest) -> None:
+    """JSON can carry an unpaired surrogate (``"\\ud800"``), which is no text: the tokenizer
+    cannot read it, and treating that as a classifier outage would answer 503 or, with
+    ``on_error.pii: allow``, skip the PII check. It is the client's mistake: 400."""
+    for s in req.segments:
+        try:
+            s.text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            i, j = s.location
+            if kind == "chat":
+                param = f"messages[{i}].content" + ("" if j is None else f"[{j}].text")
+            else:
+                param = "prompt" if isinstance(req.body.get("prompt"), str) else f"prompt[{i}]"
+            raise BadRequest(
+                f"Invalid text in '{param}': it contains an unpaired surrogate "
+                f"({e.object[e.start:e.end]!a}) at character {e.start}; send valid Unicode.",
+                param=param, code="invalid_value") from None
 
 
 def classify_report(routed: Routed) -> dict[str, Any]:

@@ -396,3 +396,60 @@ def test_labels_are_the_defaults() -> None:
     ]
     cfg = parse(data)
     assert len(cfg.categories) == len(CATEGORIES) and not cfg.warnings
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def test_cache_defaults() -> None:
+    c = parse(minimal()).cache
+    assert c.enabled is False and c.threshold == 0.97
+    assert (c.capacity, c.ttl_s, c.snapshot_interval_s) == (10_000, 3600.0, 300.0)
+    assert c.partition_header is None and c.persistence_dir is None
+    assert c.store_pii_requests is False and c.admin_token_env is None
+
+
+def test_cache_fields_and_relative_persistence_dir() -> None:
+    cfg = parse(minimal() | {"cache": {
+        "enabled": True, "threshold": 0.95, "capacity": 50, "ttl_s": 60,
+        "partition_header": "X-Tenant-Id", "store_pii_requests": True,
+        "persistence_dir": "state/cache", "snapshot_interval_s": 30,
+        "admin_token_env": "PHI4_API_KEY"}})
+    c = cfg.cache
+    assert (c.enabled, c.threshold, c.capacity, c.ttl_s) == (True, 0.95, 50, 60.0)
+    assert c.partition_header == "X-Tenant-Id" and c.store_pii_requests is True
+    assert c.persistence_dir == Path("/etc/router/state/cache")
+    assert c.snapshot_interval_s == 30.0 and c.admin_token_env == "PHI4_API_KEY"
+    assert not [w for w in cfg.warnings if w.startswith("cache")]
+    absolute = parse(minimal() | {"cache": {"persistence_dir": "/var/cache/router"}})
+    assert absolute.cache.persistence_dir == Path("/var/cache/router")
+
+
+@pytest.mark.parametrize(
+    ("cache", "path", "words"),
+    [
+        ({"threshold": 0}, "cache.threshold", ("> 0",)),
+        ({"threshold": 1.5}, "cache.threshold", ("<= 1",)),
+        ({"capacity": 0}, "cache.capacity", (">= 1",)),
+        ({"capacity": 10.5}, "cache.capacity", ("expected an integer",)),
+        ({"ttl_s": 0}, "cache.ttl_s", ("> 0",)),
+        ({"snapshot_interval_s": -1}, "cache.snapshot_interval_s", ("> 0",)),
+        ({"partition_header": "X Tenant"}, "cache.partition_header", ("header name",)),
+        ({"partition_header": ""}, "cache.partition_header", ("non-empty string",)),
+        ({"persistence_dir": 5}, "cache.persistence_dir", ("non-empty string",)),
+        ({"store_pii_requests": "no"}, "cache.store_pii_requests", ("true or false",)),
+        ({"ttl": 60}, "cache.ttl", ("did you mean 'ttl_s'",)),
+    ],
+)
+def test_cache_problems(cache: dict[str, Any], path: str, words: tuple[str, ...]) -> None:
+    one_problem(minimal() | {"cache": cache}, path, *words)
+
+
+def test_cache_warnings() -> None:
+    cfg = parse(minimal() | {"cache": {"enabled": True, "threshold": 0.8,
+                                       "admin_token_env": "NOT_SET_ANYWHERE"}})
+    assert any(w.startswith("cache.threshold: 0.8 is below") for w in cfg.warnings)
+    assert any(w.startswith("cache.admin_token_env:") and "disabled" in w for w in cfg.warnings)
+    # a disabled cache does not nag
+    quiet = parse(minimal() | {"cache": {"threshold": 0.8, "admin_token_env": "NOT_SET"}})
+    assert not [w for w in quiet.warnings if w.startswith("cache")]
