@@ -1,12 +1,15 @@
 """Semantic cache: lookup and add latency and memory per entry at 100,000 entries, and the
-layout decision (one hnswlib index per partition against one global index with a filter).
+layout decision (an index per partition against one global index with a filter).
 
 Side by side in one run, on random L2-normalised 384-d vectors (the worst case for HNSW:
 no structure to exploit) with near-duplicate queries (a stored vector plus noise, similarity
 about 0.97) and unrelated ones:
 
 - ``per-partition``: ``HnswCache`` as shipped, entries spread over ``--partitions`` partitions
-  and all in one partition (the worst case for its index size);
+  (small partitions: exact search) and all in one partition (promoted to an HNSW index at
+  ``hnsw_min_entries``, as the maintenance sweep does);
+- ``hnsw everywhere``: the same with an HNSW index for every partition, however small (the
+  first design: each hnswlib index costs about 2.6 MB before its first vector);
 - ``global+filter``: the one-index alternative, the same 100,000 vectors in one index, queried
   with hnswlib's ``filter`` callback restricted to the query's partition;
 - the event loop question: ``await cache.lookup`` inline against ``asyncio.to_thread``.
@@ -33,7 +36,7 @@ from typing import Any
 import numpy as np
 from _common import RESULTS_DIR, Output, markdown_table, progress, say
 
-from router_svc.cache import CachedResponse, HnswCache
+from router_svc.cache import CachedResponse, HnswCache, IndexParams
 
 THRESHOLD = 0.9
 
@@ -71,28 +74,39 @@ def ms(values: list[float]) -> tuple[float, float]:
 
 
 def fill(cache: HnswCache, vecs: np.ndarray, partition_of: Any, bar: Any, task: Any,
-         tail: int) -> dict[str, float]:
-    """Store every vector through ``store_sync``; latency of all adds and of the last ``tail``."""
+         tail: int, sweep_every: int = 2048) -> dict[str, float]:
+    """Store every vector through ``store_sync``; latency of all adds and of the last ``tail``.
+    Every ``sweep_every`` stores a sweep runs (in production: the maintenance task, or a
+    thread started by the store that crossed ``hnsw_min_entries``), timed apart."""
     gc.collect()
     before = rss_bytes()
     lat: list[float] = []
+    sweeps = 0.0
     for i, v in enumerate(vecs):
         body = answer(i)
         t0 = time.perf_counter()
         ok = cache.store_sync(partition_of(i), v, f"question {i}", body)
         lat.append(time.perf_counter() - t0)
         assert ok
+        if i % sweep_every == sweep_every - 1:
+            t0 = time.perf_counter()
+            cache.sweep_sync()
+            sweeps += time.perf_counter() - t0
         if i % 500 == 0:
             bar.update(task, completed=i)
+    t0 = time.perf_counter()
+    cache.sweep_sync()
+    sweeps += time.perf_counter() - t0
     bar.update(task, completed=len(vecs))
     gc.collect()
     grown = rss_bytes() - before
-    index_bytes = sum(int(p.index.index_file_size()) for p in cache._partitions.values())
+    s = cache.stats()
     p50, p99 = ms(lat)
     t50, t99 = ms(lat[-tail:])
     return {"add_p50_ms": p50, "add_p99_ms": p99, "add_last_p50_ms": t50, "add_last_p99_ms": t99,
             "rss_bytes_per_entry": grown / len(vecs),
-            "hnsw_bytes_per_entry": index_bytes / len(vecs)}
+            "index_bytes_per_entry": s.index_bytes / len(vecs),
+            "hnsw_partitions": s.hnsw_partitions, "sweep_s": sweeps}
 
 
 def queries(rng: np.random.Generator, vecs: np.ndarray, n: int, noise: float,
@@ -128,7 +142,7 @@ def filtered_lookups(cache: HnswCache, idx: list[int], dup: np.ndarray, partitio
     """The one-index alternative: the single partition's index holds every vector (labels are
     entry ids 0..N-1); a query may only see its own partition (id % partitions)."""
     (part,) = cache._partitions.values()
-    index = part.index
+    index = part.index  # the HNSW index of the one big partition
     lat, hits, right = [], 0, 0
     for i, q in list(zip(idx, dup, strict=True))[:n]:
         want = i % partitions
@@ -190,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
                          "about 0.97 at 384-d (default: %(default)s)")
     ap.add_argument("--adds", type=int, default=1000,
                     help="adds timed at the end of filling and at capacity (default: %(default)s)")
+    ap.add_argument("--skip-hnsw-everywhere", action="store_true",
+                    help="leave out the HNSW-for-every-partition layout (about 2.6 GB RSS at "
+                         "1000 partitions)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     ap.add_argument("--tag", default="")
@@ -216,10 +233,23 @@ def main(argv: list[str] | None = None) -> int:
         t = bar.add_task("fill per-partition, 1 partition", total=n)
         one = HnswCache(dim, capacity=n)
         f_one = fill(one, vecs, single, bar, t, args.adds)
+        all_hnsw = f_all = l_all = None
+        if not args.skip_hnsw_everywhere:
+            t = bar.add_task(f"fill hnsw everywhere, {parts} partitions", total=n)
+            every = IndexParams(hnsw_min_entries=1, flat_max_entries=0)  # never exact
+            all_hnsw = HnswCache(dim, capacity=n, params=every)
+            f_all = fill(all_hnsw, vecs, spread, bar, t, args.adds)
+            l_all = lookups(all_hnsw, idx, dup, other, spread)
+            del all_hnsw
+            gc.collect()
         t = bar.add_task("lookups", total=4)
         l_many = lookups(many, idx, dup, other, spread)
         bar.advance(t)
         l_one = lookups(one, idx, dup, other, single)
+        big = one._partitions["p0"].index  # HNSW by now; how much does a wider search buy?
+        big.set_ef(2 * one.params.ef_search)
+        l_wide = lookups(one, idx, dup, other, single)
+        big.set_ef(one.params.ef_search)
         bar.advance(t)
         l_filter = filtered_lookups(one, idx, dup, parts, args.filter_queries)
         bar.advance(t)
@@ -234,9 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     base = {"entries": n, "dim": dim}
     rows.append({"layout": "per-partition (chosen)", "partitions": parts, **base, **l_many,
                  **f_many, "add_full_p50_ms": c_many[0], "add_full_p99_ms": c_many[1]})
-    rows.append({"layout": "global+filter", "partitions": parts, **base, **l_filter})
+    if f_all is not None and l_all is not None:
+        rows.append({"layout": "hnsw everywhere (rejected)", "partitions": parts, **base,
+                     **l_all, **f_all})
+    rows.append({"layout": "global+filter (rejected)", "partitions": parts, **base, **l_filter})
     rows.append({"layout": "per-partition = global", "partitions": 1, **base, **l_one, **f_one,
                  "add_full_p50_ms": c_one[0], "add_full_p99_ms": c_one[1], **loop})
+    rows.append({"layout": f"same, ef_search {2 * one.params.ef_search}", "partitions": 1,
+                 **base, **l_wide})
     csv_path = out.write_csv(rows)
     fixed = args.out_dir / "cache_bench.csv"
     shutil.copyfile(csv_path, fixed)
@@ -247,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         ("lookup_p50_ms", "lookup p50 ms"), ("lookup_p99_ms", "lookup p99 ms"),
         ("hit_rate", "near-dup hit rate"), ("add_last_p50_ms", "add p50 ms (last adds)"),
         ("add_last_p99_ms", "add p99 ms"), ("add_full_p50_ms", "add p50 ms (at capacity)"),
-        ("rss_bytes_per_entry", "RSS B/entry"), ("hnsw_bytes_per_entry", "hnswlib B/entry"),
+        ("rss_bytes_per_entry", "RSS B/entry"), ("index_bytes_per_entry", "index B/entry"),
     ], digits={"lookup_p50_ms": 3, "lookup_p99_ms": 3, "hit_rate": 3, "add_last_p50_ms": 3,
                "add_last_p99_ms": 3, "add_full_p50_ms": 3}))
     print(f"\nUnrelated queries (misses): p50 {l_one['miss_p50_ms']:.3f} ms in one partition, "
