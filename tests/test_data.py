@@ -406,3 +406,16 @@ def test_summarise_types_counts_spans():
     counts = data.summarise_types(examples)
     assert counts["PERSON"] == 2 and counts["GPE"] == 1 and counts["AGE"] == 0
     assert list(counts) == list(PII_TYPES)
+
+
+def test_embed_in_context_shifts_spans_exactly() -> None:
+    from export.data import embed_in_context, with_context
+
+    examples = data.generate_pii(40, 3)
+    e = next(x for x in examples if x.spans)
+    c = embed_in_context(e, "What is the capital of France?", "Explain briefly.")
+    assert c.text.startswith("What is the capital of France? ")
+    assert [c.text[s.start:s.end] for s in c.spans] == [e.text[s.start:s.end] for s in e.spans]
+    some = with_context(examples, ["Ctx one.", "Ctx two."], 0.5, seed=1)
+    assert 0 < len(some) < len(examples)
+    assert some == with_context(examples, ["Ctx one.", "Ctx two."], 0.5, seed=1)
