@@ -18,6 +18,8 @@ from aiohttp import web
 
 from router_svc import sse
 from router_svc.batcher import Batcher, BatchStats
+from router_svc.cache import CachedResponse
+from router_svc.cache_flow import CacheFront, Lookup, model_id, open_cache
 from router_svc.classifier import Classifier
 from router_svc.config import Config, ConfigError, load_config, parse_config
 from router_svc.errors import (
@@ -31,7 +33,7 @@ from router_svc.metrics import Metrics, render
 from router_svc.pipeline import Kind, Routed, Router, classify_report
 from router_svc.proxy import Proxy, UpstreamError, sse_error_event
 from router_svc.tokenization import TextTokenizer
-from router_svc.triton_client import TritonClient
+from router_svc.triton_client import ModelInfo, TritonClient
 
 log = logging.getLogger("router_svc")
 
@@ -40,6 +42,8 @@ METRICS = web.AppKey("metrics", Metrics)
 ROUTER = web.AppKey("router", Router)
 PROXY = web.AppKey("proxy", Proxy)
 TRITON = web.AppKey("triton", TritonClient)
+MODEL_INFO = web.AppKey("model_info", ModelInfo)
+CACHE = web.AppKey("cache", CacheFront)
 
 CLIENT_GONE = "router_client_gone"  # request key: the client hung up mid-answer
 
@@ -123,12 +127,19 @@ async def handle_generation(request: web.Request, kind: Kind) -> web.StreamRespo
     model = "none"
     try:
         body = await read_json(request)
-        routed = await app[ROUTER].route(kind, body)
+        router = app[ROUTER]
+        routed = await router.route(kind, body, count_routing=False)
         model = routed.decision.model
         if routed.rejection is not None:
+            router.count_decision(routed.decision)
             status = 200
             return await answer_locally(request, routed, routed.rejection)
-        resp = await forward(request, routed)
+        cached = await app[CACHE].lookup(routed, request.headers)
+        router.count_decision(routed.decision, "cache_hit" if cached.hit else None)
+        if cached.hit is not None:
+            status = 200
+            return await answer_from_cache(request, routed, cached)
+        resp = await forward(request, routed, cached)
         status = 499 if request.get(CLIENT_GONE) else resp.status
         return resp
     except RouterError as e:
@@ -154,10 +165,19 @@ async def answer_locally(request: web.Request, routed: Routed,
         events = sse.text_completion_to_chunks(body)
     else:
         body = chat_body
-        wants_usage = bool((routed.request.body.get("stream_options") or {}).get("include_usage"))
-        events = sse.chat_to_chunks(body, include_usage=wants_usage)
+        events = sse.chat_to_chunks(body, include_usage=_wants_usage(routed))
     if not routed.stream:
         return web.json_response(body, headers=headers)
+    return await _send_events(request, headers, events)
+
+
+def _wants_usage(routed: Routed) -> bool:
+    options = routed.request.body.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
+async def _send_events(request: web.Request, headers: dict[str, str],
+                       events: list[bytes]) -> web.StreamResponse:
     resp = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
                                        "Cache-Control": "no-cache"})
     await resp.prepare(request)
@@ -167,12 +187,25 @@ async def answer_locally(request: web.Request, routed: Routed,
     return resp
 
 
-async def forward(request: web.Request, routed: Routed) -> web.StreamResponse:
+async def answer_from_cache(request: web.Request, routed: Routed,
+                            cached: Lookup) -> web.StreamResponse:
+    """A cache hit in the mode the client asked for; no backend call."""
+    assert cached.hit is not None
+    headers = {**routed.headers(), **cached.headers()}
+    answer: CachedResponse = cached.hit.response
+    if not routed.stream:
+        return web.json_response(answer.replay_json(), headers=headers)
+    return await _send_events(request, headers,
+                              answer.replay_sse(include_usage=_wants_usage(routed)))
+
+
+async def forward(request: web.Request, routed: Routed,
+                  cached: Lookup) -> web.StreamResponse:
     app = request.app
-    proxy, metrics = app[PROXY], app[METRICS]
+    proxy, metrics, cache = app[PROXY], app[METRICS], app[CACHE]
     assert routed.target is not None
     path = "/chat/completions" if routed.kind == "chat" else "/completions"
-    headers = routed.headers()
+    headers = {**routed.headers(), **cached.headers()}
     model = routed.decision.model
     if not routed.stream:
         try:
@@ -182,9 +215,12 @@ async def forward(request: web.Request, routed: Routed) -> web.StreamResponse:
             raise _backend_error(e, headers) from None
         metrics.observe_backend(model, res.backend_latency_s)
         metrics.count_tokens(model, res.usage)
+        await cache.store_body(cached, routed.kind, res.body)
         return web.json_response(res.body, status=res.status, headers=headers)
 
-    wants_usage = bool((routed.request.body.get("stream_options") or {}).get("include_usage"))
+    wants_usage = _wants_usage(routed)
+    capture = cache.capture(cached, routed.kind)
+    clean = False
     resp: web.StreamResponse | None = None
     try:
         async with proxy.stream(routed.target, path, routed.body, request.headers,
@@ -195,6 +231,9 @@ async def forward(request: web.Request, routed: Routed) -> web.StreamResponse:
             try:
                 async for ev in up:
                     await resp.write(ev)
+                    if capture is not None:
+                        capture.feed(ev)
+                clean = True
             except UpstreamError as e:  # headers are gone: report in-band, as OpenAI does
                 metrics.count_error(e.reason)
                 await resp.write(sse_error_event(e))
@@ -205,6 +244,8 @@ async def forward(request: web.Request, routed: Routed) -> web.StreamResponse:
             metrics.observe_backend(model, result.backend_latency_s)
         metrics.count_tokens(model, result.usage)
         await resp.write_eof()
+        if clean and result.completed:  # only a whole stream the client received is stored
+            await cache.store_stream(cached, capture, result.usage)
         return resp
     except UpstreamError as e:
         metrics.count_error(e.reason)
@@ -243,7 +284,53 @@ async def classify(request: web.Request) -> web.Response:
     kind: Kind = "completion" if "prompt" in body and "messages" not in body else "chat"
     body.setdefault("model", request.app[CONFIG].routing.alias)
     routed = await request.app[ROUTER].route(kind, body)
-    return web.json_response(classify_report(routed), headers=routed.headers())
+    report = classify_report(routed)
+    plan = request.app[CACHE].plan(routed, request.headers)
+    if plan is not None:  # what the cache would do (no lookup: stats stay the traffic's)
+        report["cache"] = {"partition": plan.partition, "lookup": plan.lookup,
+                           "store": plan.store, "why_not_store": plan.why_not_store or None}
+    return web.json_response(report, headers=routed.headers())
+
+
+# ---------------------------------------------------------------- cache admin
+
+def _admin(request: web.Request) -> CacheFront | web.Response:
+    """The cache if the bearer token is right; else the answer (404 disabled, 401)."""
+    front = request.app[CACHE]
+    token = front.admin_token()
+    if token is None:
+        raise web.HTTPNotFound()
+    if not front.authorized(token, request.headers.get("Authorization")):
+        err = RouterError("Invalid or missing admin token (Authorization: Bearer <token>).",
+                          status=401, type="invalid_request_error", code="invalid_api_key")
+        return error_response(err, {"WWW-Authenticate": "Bearer"})
+    return front
+
+
+async def cache_stats(request: web.Request) -> web.Response:
+    front = _admin(request)
+    if isinstance(front, web.Response):
+        return front
+    return web.json_response(front.stats().as_dict())
+
+
+async def cache_flush(request: web.Request) -> web.Response:
+    front = _admin(request)
+    if isinstance(front, web.Response):
+        return front
+    return web.json_response({"removed": await front.flush()})
+
+
+async def cache_invalidate(request: web.Request) -> web.Response:
+    front = _admin(request)
+    if isinstance(front, web.Response):
+        return front
+    partition = (await read_json(request)).get("partition")
+    removed = await front.invalidate(partition)
+    if removed is None:
+        raise BadRequest("'partition' must be a partition key as sent in the "
+                         "x-router-cache-partition header (64 hex digits).", param="partition")
+    return web.json_response({"partition": partition, "removed": removed})
 
 
 async def models(request: web.Request) -> web.Response:
@@ -299,6 +386,7 @@ def classifier_ctx(config: Config, tokenizer: Path | None, startup_timeout_s: fl
         try:
             info = await _wait_for_model(client, startup_timeout_s)
             check_labels(config, info.categories)
+            app[MODEL_INFO] = info
             tok = TextTokenizer(_tokenizer_path(config, tokenizer))
         except BaseException:
             await client.close()  # start-up failed: do not leak the gRPC channel
@@ -358,6 +446,27 @@ def _retryable(e: Exception) -> bool:
     return isinstance(e, TritonError)
 
 
+def cache_ctx(config: Config, tokenizer: Path | None):
+    """The semantic cache (``cache.enabled``) for the served model's embedding."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if not config.cache.enabled:
+            yield
+            return
+        info = app[MODEL_INFO]
+        mid = model_id(info.name, info.embedding_dim, _tokenizer_path(config, tokenizer))
+        async with open_cache(config.cache, dim=info.embedding_dim, model=mid,
+                              metrics=app[METRICS]) as cache:
+            front = app[CACHE]
+            front.cache = cache
+            try:
+                yield
+            finally:
+                front.cache = None
+
+    return ctx
+
+
 def proxy_ctx(config: Config):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         p = config.proxy
@@ -380,7 +489,9 @@ def create_app(config: Config, *, tokenizer: Path | None = None,
     app[METRICS] = Metrics.create(models=[*config.model_config, config.routing.alias],
                                   categories=None)
     app.cleanup_ctx.append(proxy_ctx(config))
+    app[CACHE] = CacheFront(config.cache, None)
     app.cleanup_ctx.append(classifier_ctx(config, tokenizer, startup_timeout_s))
+    app.cleanup_ctx.append(cache_ctx(config, tokenizer))
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", models)
@@ -388,6 +499,10 @@ def create_app(config: Config, *, tokenizer: Path | None = None,
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/admin/cache", cache_stats)
+    app.router.add_get("/admin/cache/stats", cache_stats)
+    app.router.add_post("/admin/cache/flush", cache_flush)
+    app.router.add_post("/admin/cache/invalidate", cache_invalidate)
     return app
 
 

@@ -263,6 +263,29 @@ def onnx_embedder(model_dir: str | Path, max_length: int = 128, threads: int = 2
     return embed
 
 
+# --------------------------------------------------------------------------- served embedder
+
+
+async def eval_served(args: argparse.Namespace) -> CacheEvalReport:
+    """``router-svc eval cache``: embed the pairs through the served model (the ``embedding``
+    output of the same classifier call the router makes), then sweep thresholds."""
+    from export.evaluate import served_classifier
+    from router_svc.config import CacheConfig
+
+    threshold = args.threshold if args.threshold is not None else CacheConfig().threshold
+    sem = asyncio.Semaphore(max(1, args.concurrency))
+    async with served_classifier(args) as clf:
+
+        async def one(text: str) -> np.ndarray:
+            async with sem:
+                return (await clf.classify(text, [])).embedding
+
+        async def embed(texts: list[str]) -> np.ndarray:
+            return np.stack(await asyncio.gather(*(one(t) for t in texts)))
+
+        return await run(args.pairs, embed, threshold, args.out, args.min_precision)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m router_svc.cache_eval", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -86,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--presidio", action="store_true", help="also run Microsoft Presidio")
     ep.add_argument("--out", type=Path, default=Path("eval_out"))
     _add_triton_args(ep)
+    ca = esub.add_parser("cache", help="semantic cache hit precision/recall on paraphrase pairs")
+    ca.add_argument("--pairs", type=Path, required=True,
+                    help="labelled pairs: an STS-B or MRPC style TSV")
+    ca.add_argument("--threshold", type=float,
+                    help="similarity threshold to report (default: the config default)")
+    ca.add_argument("--min-precision", type=float, default=0.95,
+                    help="precision the suggested threshold must reach (default: %(default)s)")
+    ca.add_argument("--concurrency", type=int, default=32,
+                    help="texts embedded at once through Triton (default: %(default)s)")
+    ca.add_argument("--out", type=Path, default=Path("eval_out"))
+    _add_triton_args(ca)
     return ap
 
 
@@ -125,6 +136,13 @@ def _dispatch(args: argparse.Namespace) -> int:
                 threads=args.threads,
             )
         )
+        return 0
+    if args.command == "eval" and args.eval_command == "cache":
+        import asyncio
+
+        from router_svc.cache_eval import eval_served
+
+        asyncio.run(eval_served(args))
         return 0
     if args.command == "eval":
         from export import evaluate

@@ -141,7 +141,9 @@ class Router:
                              forward_client_auth=b.forward_client_auth)
 
     # ---- the whole decision
-    async def route(self, kind: Kind, body: Any) -> Routed:
+    async def route(self, kind: Kind, body: Any, *, count_routing: bool = True) -> Routed:
+        """The decision for one request. ``count_routing=False`` leaves the routing metric
+        to the caller (``count_decision``), e.g. to count a cache hit as ``cache_hit``."""
         req = self.parse(kind, body)
         _check_encodable(kind, req)
         segments = [s.text for s in req.segments]
@@ -166,6 +168,8 @@ class Router:
         decision = select_model(self.config, req.model, category, confidence, pii_types)
         entities = [(i, e) for i, seg in enumerate(cls.pii if cls else []) for e in seg]
         self._count(decision, entities)
+        if count_routing:
+            self.count_decision(decision)
 
         routed = Routed(kind=kind, request=req, decision=decision, body={}, target=None,
                         classification=cls, pii_status=pii_status, category_text=category_text,
@@ -206,8 +210,11 @@ class Router:
                 replacements[seg.location] = redact(seg.text, mine)
         return apply_redactions(body, replacements) if replacements else body
 
+    def count_decision(self, d: Decision, reason: str | None = None) -> None:
+        """The routing metric for one decision (``reason`` overrides the decision's)."""
+        self.metrics.count_routing(d.category or "none", d.model, reason or d.reason)
+
     def _count(self, d: Decision, entities: list[tuple[int, PiiEntity]]) -> None:
-        self.metrics.count_routing(d.category or "none", d.model, d.reason)
         for _, e in entities:
             action = d.action if e.type in d.denied_pii_types else "allow"
             self.metrics.count_pii(e.type, action)

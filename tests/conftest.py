@@ -146,6 +146,7 @@ async def router_factory(
     from router_svc.config import parse_config
 
     runners: list[web.AppRunner] = []
+    by_url: dict[str, web.AppRunner] = {}
 
     async def make(mutate: Callable[[dict], None] | None = None, **overrides: Any) -> str:
         data = wire_config(example_config_data(), trained_triton.grpc_url, backends,
@@ -161,8 +162,17 @@ async def router_factory(
         await site.start()
         runners.append(runner)
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        by_url[url] = runner
+        return url
 
+    async def stop(url: str) -> None:
+        """Shut one router down now (its cleanup runs, e.g. the cache snapshot)."""
+        runner = by_url.pop(url)
+        runners.remove(runner)
+        await runner.cleanup()
+
+    make.stop = stop  # type: ignore[attr-defined]
     try:
         yield make
     finally:

@@ -170,3 +170,32 @@ async def test_real_embeddings_wording_hits_opposites_miss(trained_model_dir: Pa
     for (text, want), v in zip(asked.items(), vecs[len(stored):], strict=True):
         hit = await cache.lookup("p", v, threshold, text=text)
         assert (hit.text if hit else None) == want, (text, hit and hit.similarity)
+
+
+@pytest.mark.integration
+def test_eval_cache_command_through_triton(trained_triton, trained_model_dir, tmp_path,
+                                           capsys) -> None:
+    """``router-svc eval cache`` embeds through the served model and ends with the summary."""
+    from router_svc.cli import main
+
+    pairs = tmp_path / "pairs.tsv"
+    rows = [
+        ("1", "Explain the theory of relativity.", "Please explain the theory of relativity."),
+        ("1", "Can you explain how photosynthesis works?",
+         "Could you explain how photosynthesis works?"),
+        ("0", "Explain the theory of relativity.", "Explain the theory of evolution."),
+        ("0", "Is it safe to eat raw chicken?", "Is it unsafe to eat raw chicken?"),
+        ("0", "How do I reverse a list in Python?", "How do I sort a list in Python?"),
+    ]
+    pairs.write_text("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n" + "".join(
+        f"{q}\t{i}\t{i + 100}\t{a}\t{b}\n" for i, (q, a, b) in enumerate(rows)))
+    rc = main(["eval", "cache", "--pairs", str(pairs), "--threshold", "0.97",
+               "--triton-url", trained_triton.grpc_url, "--model-dir", str(trained_model_dir),
+               "--concurrency", "4", "--out", str(tmp_path / "out")])
+    assert rc == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    print(last)
+    assert last.startswith("threshold=0.97 precision=")
+    fields = dict(kv.split("=") for kv in last.split())
+    assert 0.0 <= float(fields["precision"]) <= 1.0 and 0.0 <= float(fields["recall"]) <= 1.0
+    assert (tmp_path / "out" / "cache_pairs.png").is_file()
