@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from router_svc.demo_backends import OPTIONS, RECEIVED
+from router_svc.labels import PII_TYPES
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_backends")]
 
@@ -39,9 +40,18 @@ def set_backends(backends, **opts) -> None:
             setattr(backends[m].app[OPTIONS], k, v)
 
 
-async def cached_router(router_factory, **cache) -> str:
+async def cached_router(router_factory, allow_all_pii: bool = False, **cache) -> str:
     settings = {"enabled": True, **cache}
-    return await router_factory(mutate=lambda d: d.update(cache=settings))
+
+    def mutate(d: dict) -> None:
+        d.update(cache=settings)
+        if allow_all_pii:  # PII tests here are about storing, not about the model's precision
+            # Every type listed (not allow_by_default, which would skip the PII scan).
+            for m in d["model_config"].values():
+                m["pii_policy"] = {"allow_by_default": False,
+                                   "pii_types_allowed": list(PII_TYPES)}
+
+    return await router_factory(mutate=mutate)
 
 
 async def chat(url: str, text: str | list[dict], key: str = "test", **kw):
@@ -262,7 +272,7 @@ PII_TEXT = "Please send the report to john.doe@company.com"  # EMAIL: phi4 allow
 
 
 async def test_requests_with_pii_are_not_stored(router_factory, backends):
-    url = await cached_router(router_factory)
+    url = await cached_router(router_factory, allow_all_pii=True)
     _, h = await chat(url, PII_TEXT, model="phi4")
     assert "EMAIL" in h["x-router-pii"], dict(h)
     _, h = await chat(url, PII_TEXT, model="phi4")
@@ -271,7 +281,7 @@ async def test_requests_with_pii_are_not_stored(router_factory, backends):
 
 
 async def test_store_pii_requests_opts_in(router_factory, backends):
-    url = await cached_router(router_factory, store_pii_requests=True)
+    url = await cached_router(router_factory, allow_all_pii=True, store_pii_requests=True)
     await chat(url, PII_TEXT, model="phi4")
     _, h = await chat(url, PII_TEXT, model="phi4")
     assert h["x-router-cache"] == "hit"

@@ -102,4 +102,4 @@ def test_cli_reports_user_errors_in_one_line(tmp_path):
         cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
-    assert r.stderr.startswith("router-svc: error:")
+    assert r.stderr.strip().splitlines()[-1].startswith("router-svc: error: backbone")
