@@ -120,6 +120,21 @@ def router_config(triton_url: str, tokenizer: Path, backend_url: str, port: int,
     return data
 
 
+async def triton_url_or_start(stack: contextlib.ExitStack, triton_url: str | None,
+                              model_dir: Path, work: Path) -> str:
+    """The given Triton's gRPC URL, or an embedded CPU Triton started for this run (stopped
+    by ``stack``)."""
+    if triton_url is not None:
+        return triton_url
+    from router_svc.triton_launcher import TritonServer
+
+    say("starting Triton (embedded, CPU)")
+    server = TritonServer(model_dir, work_dir=work / "triton", startup_timeout_s=300)
+    await server.astart()
+    stack.callback(server.stop)
+    return server.grpc_url
+
+
 def start_router(work: Path, config: dict, label: str = "router") -> tuple[Service, str]:
     """``router-svc serve`` on the config's port; returns it and ``http://127.0.0.1:PORT``."""
     port = config["listen"]["port"]

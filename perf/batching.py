@@ -40,7 +40,7 @@ from _common import (
     say,
 )
 from _loadgen import closed_loop, http_sender
-from _stack import router_config, start_backend, start_router
+from _stack import router_config, start_backend, start_router, triton_url_or_start
 
 BATCHED, UNBATCHED = "batched", "unbatched"
 
@@ -79,7 +79,7 @@ async def run(args, out: Output) -> list[dict]:
     import aiohttp
 
     from router_svc.triton_client import TritonClient
-    from router_svc.triton_launcher import TritonServer, free_port
+    from router_svc.triton_launcher import free_port
 
     work = Path(tempfile.mkdtemp(prefix="perf-batching-", dir=out.dir))
     out.meta["work_dir"] = str(work)
@@ -90,13 +90,7 @@ async def run(args, out: Output) -> list[dict]:
                           "max_tokens": 32}).encode() for t in texts]
     per_round: dict[tuple[int, str], list[dict]] = {}
     with contextlib.ExitStack() as stack:
-        url = args.triton_url
-        if url is None:
-            say("starting Triton (embedded, CPU)")
-            server = TritonServer(args.model_dir, work_dir=work / "triton", startup_timeout_s=300)
-            await server.astart()
-            stack.callback(server.stop)
-            url = server.grpc_url
+        url = await triton_url_or_start(stack, args.triton_url, args.model_dir, work)
         backend, backend_url = start_backend(work)
         stack.callback(backend.stop)
         routers = {}

@@ -40,7 +40,7 @@ from _common import (
     say,
 )
 from _loadgen import closed_loop
-from _stack import router_config, start_backend, start_router
+from _stack import router_config, start_backend, start_router, triton_url_or_start
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -64,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 async def run(args) -> dict:
     import aiohttp
 
-    from router_svc.triton_launcher import TritonServer, free_port
+    from router_svc.triton_launcher import free_port
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="perf-cache-hit-", dir=args.out_dir))
@@ -72,13 +72,7 @@ async def run(args) -> dict:
     bodies = [json.dumps({"model": "auto", "messages": [{"role": "user", "content": t}]}).encode()
               for t in texts]
     with contextlib.ExitStack() as stack:
-        url = args.triton_url
-        if url is None:
-            say("starting Triton (embedded, CPU)")
-            server = TritonServer(args.model_dir, work_dir=work / "triton", startup_timeout_s=300)
-            await server.astart()
-            stack.callback(server.stop)
-            url = server.grpc_url
+        url = await triton_url_or_start(stack, args.triton_url, args.model_dir, work)
         backend, backend_url = start_backend(work)
         stack.callback(backend.stop)
         cfg = router_config(url, args.model_dir / "tokenizer.json", backend_url, free_port(),

@@ -54,7 +54,14 @@ from _common import (
     token_rows,
 )
 from _loadgen import closed_loop, http_sender, open_loop
-from _stack import PASSTHROUGH, litellm_binary, router_config, start_backend, start_litellm
+from _stack import (
+    PASSTHROUGH,
+    litellm_binary,
+    router_config,
+    start_backend,
+    start_litellm,
+    triton_url_or_start,
+)
 from _stack import start_router as start_router_proc
 
 ADDED_P50_TARGET_MS = 1.0
@@ -329,20 +336,14 @@ async def run(args, out: Output) -> dict[str, list[dict]]:
     import aiohttp
 
     from router_svc.triton_client import TritonClient
-    from router_svc.triton_launcher import TritonServer, free_port
+    from router_svc.triton_launcher import free_port
 
     work = Path(tempfile.mkdtemp(prefix="perf-router-overhead-", dir=out.dir))
     prompts = load_prompts(args.data_dir, args.prompts, args.pii_fraction, args.seed)
     texts = [p.text for p in prompts]
     results: dict[str, list[dict]] = {}
     with contextlib.ExitStack() as stack:
-        url = args.triton_url
-        if url is None:
-            say("starting Triton (embedded, CPU)")
-            server = TritonServer(args.model_dir, work_dir=work / "triton", startup_timeout_s=300)
-            await server.astart()
-            stack.callback(server.stop)
-            url = server.grpc_url
+        url = await triton_url_or_start(stack, args.triton_url, args.model_dir, work)
         backend, backend_url = start_backend(work)
         stack.callback(backend.stop)
         cfg = router_config(url, args.model_dir / "tokenizer.json", backend_url, free_port(),
