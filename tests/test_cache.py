@@ -176,8 +176,8 @@ def test_only_complete_answers_are_cacheable() -> None:
 
 
 def test_replay_sse_parses_with_the_openai_client() -> None:
-    httpx = pytest.importorskip("httpx")
-    openai = pytest.importorskip("openai")
+    import httpx
+    import openai
     from openai.types.chat import ChatCompletionChunk
 
     events = answer("four").replay_sse(include_usage=True)

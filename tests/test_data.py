@@ -25,9 +25,6 @@ MMLU = SHARED / "mmlu_pro" / "questions.jsonl"
 PRESIDIO = SHARED / "pii" / "synth_dataset_v2.json"
 ROOT = Path(__file__).resolve().parents[1]
 
-needs_shared = pytest.mark.skipif(not MMLU.exists(), reason="../shared/data is not checked out")
-
-
 @pytest.fixture(scope="module")
 def generated() -> list[PiiExample]:
     return data.generate_pii(3000, 0)
@@ -35,14 +32,11 @@ def generated() -> list[PiiExample]:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    tokenizers = pytest.importorskip("tokenizers")
-    from export.backbone import BackboneError, minilm_path
+    import tokenizers
 
-    try:
-        path = minilm_path() / "tokenizer.json"
-    except BackboneError as e:
-        pytest.skip(str(e))
-    tok = tokenizers.Tokenizer.from_file(str(path))
+    from export.backbone import minilm_path
+
+    tok = tokenizers.Tokenizer.from_file(str(minilm_path() / "tokenizer.json"))
     tok.no_padding()
     tok.no_truncation()
     return tok
@@ -55,7 +49,6 @@ def _digest(examples) -> str:
 # -- MMLU-Pro ---------------------------------------------------------------------------------
 
 
-@needs_shared
 def test_load_mmlu_real_file_counts_every_row():
     examples, report = data.load_mmlu(MMLU)
     assert report.read == 9986
@@ -96,7 +89,6 @@ def test_load_mmlu_counts_bad_rows_instead_of_failing(tmp_path):
     assert "unknown_category=1" in str(report)
 
 
-@needs_shared
 def test_split_mmlu_is_stratified_and_deterministic():
     examples, _ = data.load_mmlu(MMLU)
     train, val = data.split_mmlu(examples, val_fraction=0.1, seed=0)
@@ -114,7 +106,6 @@ def test_split_mmlu_is_stratified_and_deterministic():
     assert _digest(data.split_mmlu(examples, 0.1, 1)[1]) != _digest(val)
 
 
-@needs_shared
 def test_splits_and_generation_do_not_depend_on_the_hash_seed(generated):
     # Built-in hash() is salted per process; a split or generator using it would differ here.
     examples, _ = data.load_mmlu(MMLU)
@@ -141,7 +132,6 @@ def test_split_mmlu_keeps_a_small_category_in_val():
 # -- presidio-research file -------------------------------------------------------------------
 
 
-@needs_shared
 def test_load_presidio_real_file():
     examples, report = data.load_presidio(PRESIDIO)
     assert report.read == 1500 and report.used == len(examples) == 1500
@@ -197,7 +187,6 @@ def test_load_presidio_json_list_and_broken_file(tmp_path):
         data.load_presidio(path)
 
 
-@needs_shared
 def test_split_presidio_keeps_each_template_on_one_side():
     examples, _ = data.load_presidio(PRESIDIO)
     train, test = data.split_presidio(examples, test_fraction=0.25, seed=0)
@@ -230,7 +219,6 @@ def test_templates_are_many_varied_and_well_formed():
     assert all(per_type[t] >= 4 for t in PII_TYPES), per_type
 
 
-@needs_shared
 def test_templates_do_not_copy_the_held_out_wording():
     # The held-out file was generated from presidio-evaluator's templates: reusing their wording
     # would let the model memorise the test. No four-word run of plain text may be shared.
