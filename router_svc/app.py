@@ -7,7 +7,6 @@ Resources (Triton client, batcher, backend session) live in ``cleanup_ctx`` and 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,9 +15,19 @@ from typing import Any
 
 from aiohttp import web
 
-from router_svc import sse
+from router_svc.answers import (
+    SSE_HEADERS,
+    LocalAnswer,
+    cache_answer,
+    check_media_type,
+    error_answer,
+    error_reason,
+    parse_json_object,
+    rejection_answer,
+    replay_answer,
+    wants_usage,
+)
 from router_svc.batcher import Batcher, BatchStats
-from router_svc.cache import CachedResponse
 from router_svc.cache_flow import CacheFront, Lookup, model_id, open_cache
 from router_svc.classifier import Classifier
 from router_svc.config import Config, ConfigError, load_config, parse_config
@@ -27,7 +36,6 @@ from router_svc.errors import (
     BadRequest,
     PayloadTooLarge,
     RouterError,
-    UnsupportedMediaType,
 )
 from router_svc.metrics import Metrics, render
 from router_svc.pipeline import Kind, Routed, Router, classify_report
@@ -55,16 +63,8 @@ ENDPOINT_NAMES = {"/v1/chat/completions": "chat_completions", "/v1/completions":
 
 def error_response(err: RouterError, headers: dict[str, str] | None = None) -> web.Response:
     # An error may carry headers of its own (e.g. x-router-pii-check on a fail-closed 503).
-    h = {**getattr(err, "headers", {}), **(headers or {})}
-    retry = getattr(err, "retry_after_s", None)
-    if retry:
-        h["Retry-After"] = str(max(1, round(retry)))
-    return web.json_response(err.to_openai(), status=err.status, headers=h)
-
-
-def _error_reason(err: RouterError) -> str:
-    return {400: "bad_request", 404: "unknown_model", 413: "bad_request", 415: "bad_request",
-            429: "overloaded", 503: "classifier_unavailable"}.get(err.status, "backend_error")
+    answer = error_answer(err, headers)
+    return web.json_response(answer.json_body, status=answer.status, headers=answer.headers)
 
 
 @web.middleware
@@ -74,7 +74,7 @@ async def error_middleware(request: web.Request,
     try:
         return await handler(request)
     except RouterError as e:
-        metrics.count_error(_error_reason(e))
+        metrics.count_error(error_reason(e))
         return error_response(e)
     except web.HTTPRequestEntityTooLarge:
         # (aiohttp's exception does not keep the limit as an attribute: read it from the config)
@@ -103,17 +103,9 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     ctype = request.content_type  # aiohttp says application/octet-stream when it is absent
     if "Content-Type" not in request.headers:
         ctype = ""  # curl -d without -H, bare HTTP clients: read the body as JSON
-    if ctype not in ("application/json", "") and not ctype.endswith("+json"):
-        raise UnsupportedMediaType(
-            f"Content-Type must be application/json (got {ctype!r}).")
+    check_media_type(ctype)
     raw = await request.read()  # aiohttp enforces client_max_size (413) here
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadRequest(f"The body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    return body
+    return parse_json_object(raw)
 
 
 # ---------------------------------------------------------------- handlers
@@ -128,12 +120,19 @@ async def handle_generation(request: web.Request, kind: Kind) -> web.StreamRespo
     try:
         body = await read_json(request)
         router = app[ROUTER]
+        repeat = await app[CACHE].repeat(kind, body, request.headers)
+        if repeat is not None:  # the very same request as a cached one: no model call
+            known, cached = repeat
+            model = known.decision.model
+            router.count_decision(known.decision, "cache_hit")
+            status = 200
+            return await _render(request, replay_answer(known.headers, cached, body))
         routed = await router.route(kind, body, count_routing=False)
         model = routed.decision.model
         if routed.rejection is not None:
             router.count_decision(routed.decision)
             status = 200
-            return await answer_locally(request, routed, routed.rejection)
+            return await answer_locally(request, routed)
         cached = await app[CACHE].lookup(routed, request.headers)
         router.count_decision(routed.decision, "cache_hit" if cached.hit else None)
         if cached.hit is not None:
@@ -156,47 +155,31 @@ async def handle_generation(request: web.Request, kind: Kind) -> web.StreamRespo
         metrics.observe_request(endpoint, time.perf_counter() - t0)
 
 
-async def answer_locally(request: web.Request, routed: Routed,
-                         chat_body: dict[str, Any]) -> web.StreamResponse:
+async def answer_locally(request: web.Request, routed: Routed) -> web.StreamResponse:
     """A router-made answer (PII refusal) in the shape and mode the client asked for."""
-    headers = routed.headers()
-    if routed.kind == "completion":
-        body = sse.chat_to_text_completion(chat_body)
-        events = sse.text_completion_to_chunks(body)
-    else:
-        body = chat_body
-        events = sse.chat_to_chunks(body, include_usage=_wants_usage(routed))
-    if not routed.stream:
-        return web.json_response(body, headers=headers)
-    return await _send_events(request, headers, events)
-
-
-def _wants_usage(routed: Routed) -> bool:
-    options = routed.request.body.get("stream_options")
-    return isinstance(options, dict) and bool(options.get("include_usage"))
-
-
-async def _send_events(request: web.Request, headers: dict[str, str],
-                       events: list[bytes]) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
-                                       "Cache-Control": "no-cache"})
-    await resp.prepare(request)
-    for ev in events:
-        await resp.write(ev)
-    await resp.write_eof()
-    return resp
+    return await _render(request, rejection_answer(routed))
 
 
 async def answer_from_cache(request: web.Request, routed: Routed,
                             cached: Lookup) -> web.StreamResponse:
     """A cache hit in the mode the client asked for; no backend call."""
-    assert cached.hit is not None
-    headers = {**routed.headers(), **cached.headers()}
-    answer: CachedResponse = cached.hit.response
-    if not routed.stream:
-        return web.json_response(answer.replay_json(), headers=headers)
-    return await _send_events(request, headers,
-                              answer.replay_sse(include_usage=_wants_usage(routed)))
+    return await _render(request, cache_answer(routed, cached))
+
+
+async def _render(request: web.Request, answer: LocalAnswer) -> web.StreamResponse:
+    if not answer.stream:
+        return web.json_response(answer.json_body, status=answer.status, headers=answer.headers)
+    return await _send_events(request, answer.headers, list(answer.events))
+
+
+async def _send_events(request: web.Request, headers: dict[str, str],
+                       events: list[bytes]) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={**headers, **SSE_HEADERS})
+    await resp.prepare(request)
+    for ev in events:
+        await resp.write(ev)
+    await resp.write_eof()
+    return resp
 
 
 async def forward(request: web.Request, routed: Routed,
@@ -218,15 +201,14 @@ async def forward(request: web.Request, routed: Routed,
         await cache.store_body(cached, routed.kind, res.body)
         return web.json_response(res.body, status=res.status, headers=headers)
 
-    wants_usage = _wants_usage(routed)
+    client_usage = wants_usage(routed)
     capture = cache.capture(cached, routed.kind)
     clean = False
     resp: web.StreamResponse | None = None
     try:
         async with proxy.stream(routed.target, path, routed.body, request.headers,
-                                wants_usage) as up:
-            resp = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
-                                               "Cache-Control": "no-cache"})
+                                client_usage) as up:
+            resp = web.StreamResponse(headers={**headers, **SSE_HEADERS})
             await resp.prepare(request)
             try:
                 async for ev in up:

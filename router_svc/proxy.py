@@ -441,7 +441,7 @@ class UpstreamStream:
         self._path = path
         self._body = body
         self._headers = headers
-        self._client_wants_usage = client_wants_usage
+        self._scan = EventScan(client_wants_usage)
         self._response: aiohttp.ClientResponse | None = None
         self._start = 0.0
         self._iterated = False
@@ -549,14 +549,40 @@ class UpstreamStream:
 
     def _keep(self, event: bytes) -> bool:
         """Record usage / [DONE] / first token; False for a usage chunk to strip."""
+        had_output = self._scan.saw_output
+        keep = self._scan.keep(event)
+        r = self.result
+        if not had_output and self._scan.saw_output:
+            r.ttft_s = time.perf_counter() - self._start
+        r.usage, r.completed = self._scan.usage, self._scan.completed
+        r.stripped_usage_chunk = self._scan.stripped_usage_chunk
+        return keep
+
+
+@dataclass
+class EventScan:
+    """What a streamed answer says, one SSE event at a time, without I/O: ``[DONE]``, the
+    first generated output, the usage; and whether to pass each event on (the usage-only
+    chunk asked for on the client's behalf is dropped unless the client asked for it).
+
+    Shared by the HTTP proxy (``UpstreamStream``) and the Envoy ext_proc server, which sees
+    the same events as Envoy streams the backend's answer through it.
+    """
+
+    client_wants_usage: bool = False
+    usage: Usage | None = None
+    completed: bool = False  # saw ``data: [DONE]``
+    saw_output: bool = False  # an event carrying generated output went by
+    stripped_usage_chunk: bool = False
+
+    def keep(self, event: bytes) -> bool:
         data = sse_data(event)
         if data is None:
             return True
         if data.strip() == b"[DONE]":
-            self.result.completed = True
+            self.completed = True
             return True
-        needs_ttft = self.result.ttft_s is None
-        if not needs_ttft and b'"usage"' not in data:
+        if self.saw_output and b'"usage"' not in data:
             return True  # the common case: no JSON parsing per chunk
         try:
             chunk = json.loads(data)
@@ -565,13 +591,14 @@ class UpstreamStream:
         if not isinstance(chunk, dict):
             return True
         choices = chunk.get("choices")
-        if needs_ttft and isinstance(choices, list) and any(_has_output(c) for c in choices):
-            self.result.ttft_s = time.perf_counter() - self._start
+        if (not self.saw_output and isinstance(choices, list)
+                and any(_has_output(c) for c in choices)):
+            self.saw_output = True
         usage = extract_usage(chunk)
         if usage is not None:
-            self.result.usage = usage
-            if choices == [] and not self._client_wants_usage:
-                self.result.stripped_usage_chunk = True
+            self.usage = usage
+            if choices == [] and not self.client_wants_usage:
+                self.stripped_usage_chunk = True
                 return False
         return True
 
