@@ -15,6 +15,7 @@ import hmac
 import logging
 import os
 import re
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,15 +32,18 @@ from router_svc.cache import (
     run_maintenance,
 )
 from router_svc.cache_capture import StreamCapture
+from router_svc.cache_keys import Kind, cache_directives, request_fingerprint, tenant_of
 from router_svc.config import CacheConfig
 from router_svc.metrics import Metrics
 from router_svc.pipeline import Routed
+from router_svc.selection import Decision
 
 log = logging.getLogger(__name__)
 
 HEADER = "x-router-cache"
 SIMILARITY_HEADER = "x-router-cache-similarity"
 PARTITION_HEADER = "x-router-cache-partition"
+REPEAT_HEADER = "x-router-cache-repeat"
 _PARTITION = re.compile(r"[0-9a-f]{64}")
 
 
@@ -73,6 +77,63 @@ async def open_cache(config: CacheConfig, *, dim: int, model: str,
         await cache.close()
 
 
+@dataclass(frozen=True)
+class Remembered:
+    """What the pipeline said about a request whose answer is in the cache: enough to look
+    the answer up again for the very same request without tokenising or calling Triton."""
+
+    plan: CachePlan
+    decision: Decision
+    headers: dict[str, str]  # the routed request's x-router-* headers
+
+
+class RepeatMemo:
+    """Request fingerprint -> ``Remembered``, least recently used out first.
+
+    Only requests whose answer was stored or hit, that passed the PII check with nothing
+    found, enter: an identical request gets the same classification (the model is
+    deterministic), so skipping the model call skips no decision. The memo holds no answers:
+    a repeat still looks the answer up in the cache, so TTL, eviction, flush and invalidation
+    apply to it as to any lookup, and a miss there falls back to the whole pipeline.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._items: OrderedDict[str, Remembered] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, fingerprint: str) -> Remembered | None:
+        item = self._items.get(fingerprint)
+        if item is not None:
+            self._items.move_to_end(fingerprint)
+        return item
+
+    def put(self, fingerprint: str, item: Remembered) -> None:
+        self._items[fingerprint] = item
+        self._items.move_to_end(fingerprint)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def forget(self, fingerprint: str) -> None:
+        self._items.pop(fingerprint, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+def replay_mode(body: Mapping[str, Any]) -> tuple[bool, bool] | None:
+    """``(stream, include_usage)`` of a request whose fields are otherwise known valid, or
+    None when ``stream``/``stream_options`` are malformed (the full path reports the error)."""
+    stream, options = body.get("stream", False), body.get("stream_options")
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool) or (options is not None and not isinstance(options, dict)):
+        return None
+    return stream, bool(options and options.get("include_usage") is True)
+
+
 @dataclass
 class Lookup:
     """What the cache did for one request: the plan (None: not cacheable) and a hit."""
@@ -80,6 +141,9 @@ class Lookup:
     plan: CachePlan | None
     hit: Hit | None = None
     state: str = "off"  # x-router-cache: hit, miss or off
+    # Set when a stored answer or a hit may be remembered for a repeat of this request.
+    memo: tuple[str, Remembered] | None = None
+    repeat: bool = False  # answered through the repeat memo (no model call)
 
     def headers(self) -> dict[str, str]:
         h = {HEADER: self.state}
@@ -87,6 +151,8 @@ class Lookup:
             h[PARTITION_HEADER] = self.plan.partition
         if self.hit is not None:
             h[SIMILARITY_HEADER] = f"{self.hit.similarity:.4f}"
+        if self.repeat:
+            h[REPEAT_HEADER] = "1"
         return h
 
     @property
@@ -102,6 +168,7 @@ class CacheFront:
         self.config = config
         self.cache = cache
         self._env = os.environ if environ is None else environ
+        self.memo = RepeatMemo(config.capacity)
 
     @property
     def enabled(self) -> bool:
@@ -118,6 +185,10 @@ class CacheFront:
             pii_checked=routed.pii_status == "checked",
             store_pii_requests=self.config.store_pii_requests)
 
+    def _fingerprint(self, kind: Kind, body: Mapping[str, Any],
+                     headers: Mapping[str, str]) -> str:
+        return request_fingerprint(kind, body, tenant_of(headers, self.config.partition_header))
+
     async def lookup(self, routed: Routed, headers: Mapping[str, str]) -> Lookup:
         plan = self.plan(routed, headers)
         if plan is None or self.cache is None:
@@ -126,7 +197,38 @@ class CacheFront:
         if plan.lookup:
             hit = await self.cache.lookup(plan.partition, plan.embedding, self.config.threshold,
                                           plan.text)
-        return Lookup(plan, hit, "hit" if hit else "miss")
+        memo = None
+        if plan.store and self.config.repeat_memo:  # PII checked, none found, storable
+            memo = (self._fingerprint(routed.kind, routed.request.body, headers),
+                    Remembered(plan, routed.decision, routed.headers()))
+        found = Lookup(plan, hit, "hit" if hit else "miss", memo)
+        if hit is not None:
+            self._remember(found)
+        return found
+
+    def _remember(self, lookup: Lookup) -> None:
+        if lookup.memo is not None:
+            self.memo.put(*lookup.memo)
+
+    async def repeat(self, kind: Kind, body: Mapping[str, Any],
+                     headers: Mapping[str, str]) -> tuple[Remembered, Lookup] | None:
+        """A hit for the very same request as one answered or stored before, found without
+        the model; None: take the whole pipeline."""
+        if self.cache is None or not self.config.repeat_memo or not len(self.memo):
+            return None
+        if not cache_directives(headers.get("Cache-Control"))[0]:
+            return None
+        fingerprint = self._fingerprint(kind, body, headers)
+        known = self.memo.get(fingerprint)
+        if known is None:
+            return None
+        plan = known.plan
+        hit = await self.cache.lookup(plan.partition, plan.embedding, self.config.threshold,
+                                      plan.text)
+        if hit is None:  # expired, evicted, flushed or invalidated
+            self.memo.forget(fingerprint)
+            return None
+        return known, Lookup(plan, hit, "hit", repeat=True)
 
     async def store_body(self, lookup: Lookup, kind: str, body: Any) -> bool:
         """A non-streaming 2xx answer; stored only if complete."""
@@ -136,8 +238,15 @@ class CacheFront:
         response = CachedResponse.from_body(kind, body)  # type: ignore[arg-type]
         if response is None:
             return False
-        return await self.cache.store(lookup.plan.partition, lookup.plan.embedding,
-                                      lookup.plan.text, response)
+        return await self._store(lookup, response)
+
+    async def _store(self, lookup: Lookup, response: CachedResponse) -> bool:
+        assert self.cache is not None and lookup.plan is not None
+        stored = await self.cache.store(lookup.plan.partition, lookup.plan.embedding,
+                                        lookup.plan.text, response)
+        if stored:
+            self._remember(lookup)
+        return stored
 
     def capture(self, lookup: Lookup, kind: str) -> StreamCapture | None:
         """A capture to feed every forwarded event, or None when nothing will be stored."""
@@ -153,8 +262,7 @@ class CacheFront:
             if capture.failed:
                 log.debug("cache: stream not stored: %s", capture.failed)
             return False
-        return await self.cache.store(lookup.plan.partition, lookup.plan.embedding,
-                                      lookup.plan.text, response)
+        return await self._store(lookup, response)
 
     # ---- admin
 
@@ -177,6 +285,7 @@ class CacheFront:
 
     async def flush(self) -> int:
         assert self.cache is not None
+        self.memo.clear()
         return await self.cache.flush()
 
     async def invalidate(self, partition: Any) -> int | None:

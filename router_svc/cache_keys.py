@@ -91,6 +91,23 @@ def partition_key(model: str, tenant: str, body: Mapping[str, Any]) -> str:
     return hashlib.sha256(_canonical(payload)).hexdigest()
 
 
+# What a repeat of the very same request may differ in: a hit is replayed in either mode.
+REPLAY_FIELDS = frozenset({"stream", "stream_options"})
+
+
+def request_fingerprint(kind: Kind, body: Mapping[str, Any], tenant: str) -> str:
+    """The exact identity of a request for the repeat memo (sha256 hex): the whole body but
+    ``REPLAY_FIELDS``, its kind and the tenant. Two requests with one fingerprint get the same
+    routing decision and the same cache key, so the second needs no model call."""
+    payload = {
+        "v": KEY_VERSION,
+        "kind": kind,
+        "tenant": tenant,
+        "body": {k: v for k, v in body.items() if k not in REPLAY_FIELDS},
+    }
+    return hashlib.sha256(_canonical(payload)).hexdigest()
+
+
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     v = headers.get(name)
     if v is None:  # a plain dict is case-sensitive; aiohttp's CIMultiDict is not

@@ -135,6 +135,8 @@ class CacheConfig:
     persistence_dir: Path | None = None  # relative to the config file; None: no snapshots
     snapshot_interval_s: float = _bounded(300.0, lo=0, lo_open=True)
     admin_token_env: str | None = None  # env var with the admin bearer token; unset: no admin
+    # Answer an exact repeat of a cached request without the model call (cache_flow.RepeatMemo).
+    repeat_memo: bool = True
 
 
 @dataclass(frozen=True)

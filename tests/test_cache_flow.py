@@ -1,0 +1,63 @@
+"""The cache around one request (no HTTP): the repeat memo's identity and bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from router_svc.cache_flow import Remembered, RepeatMemo, replay_mode
+from router_svc.cache_keys import CachePlan, request_fingerprint
+from router_svc.selection import Decision
+
+BODY = {"model": "auto", "messages": [{"role": "user", "content": "What is 2+2?"}]}
+
+
+def remembered(model: str = "phi4") -> Remembered:
+    plan = CachePlan("p" * 64, "What is 2+2?", np.ones(4, np.float32), lookup=True, store=True)
+    decision = Decision(model, "math", 0.9, "category", "route", frozenset())
+    return Remembered(plan, decision, {"x-router-model": model})
+
+
+def test_fingerprint_ignores_only_the_replay_mode() -> None:
+    base = request_fingerprint("chat", BODY, "key:a")
+    assert request_fingerprint("chat", {**BODY, "stream": True}, "key:a") == base
+    assert request_fingerprint(
+        "chat", {**BODY, "stream": True, "stream_options": {"include_usage": True}},
+        "key:a") == base
+    assert request_fingerprint("chat", dict(reversed(list(BODY.items()))), "key:a") == base
+    different = [
+        request_fingerprint("chat", BODY, "key:b"),  # another tenant
+        request_fingerprint("completion", BODY, "key:a"),
+        request_fingerprint("chat", {**BODY, "model": "phi4"}, "key:a"),
+        request_fingerprint("chat", {**BODY, "temperature": 0.1}, "key:a"),
+        request_fingerprint("chat", {**BODY, "user": "u1"}, "key:a"),
+        request_fingerprint("chat", {**BODY, "messages": [
+            {"role": "system", "content": "be brief"}, *BODY["messages"]]}, "key:a"),
+        request_fingerprint("chat", {**BODY, "messages": [
+            {"role": "user", "content": "What is 2+3?"}]}, "key:a"),
+    ]
+    assert base not in different and len(set(different)) == len(different)
+
+
+def test_memo_is_lru_bounded() -> None:
+    memo = RepeatMemo(2)
+    memo.put("a", remembered("a"))
+    memo.put("b", remembered("b"))
+    assert memo.get("a") is not None  # a is now the most recent
+    memo.put("c", remembered("c"))
+    assert memo.get("b") is None and memo.get("a") is not None and memo.get("c") is not None
+    assert len(memo) == 2
+    memo.forget("a")
+    assert memo.get("a") is None and len(memo) == 1
+    memo.clear()
+    assert len(memo) == 0
+
+
+def test_replay_mode() -> None:
+    assert replay_mode(BODY) == (False, False)
+    assert replay_mode({**BODY, "stream": None}) == (False, False)
+    assert replay_mode({**BODY, "stream": True}) == (True, False)
+    assert replay_mode({**BODY, "stream": True,
+                        "stream_options": {"include_usage": True}}) == (True, True)
+    assert replay_mode({**BODY, "stream": "yes"}) is None
+    assert replay_mode({**BODY, "stream": 1}) is None
+    assert replay_mode({**BODY, "stream": True, "stream_options": "usage"}) is None
