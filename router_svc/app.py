@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -43,6 +43,9 @@ from router_svc.proxy import Proxy, UpstreamError, sse_error_event
 from router_svc.tokenization import TextTokenizer
 from router_svc.triton_client import ModelInfo, TritonClient
 
+if TYPE_CHECKING:
+    from router_svc.extproc import ExtProcServer
+
 log = logging.getLogger("router_svc")
 
 CONFIG = web.AppKey("config", Config)
@@ -52,6 +55,8 @@ PROXY = web.AppKey("proxy", Proxy)
 TRITON = web.AppKey("triton", TritonClient)
 MODEL_INFO = web.AppKey("model_info", ModelInfo)
 CACHE = web.AppKey("cache", CacheFront)
+# The Envoy ext_proc gRPC server when it runs beside the HTTP proxy (extproc.ExtProcServer).
+EXTPROC: web.AppKey[ExtProcServer] = web.AppKey("extproc")
 
 CLIENT_GONE = "router_client_gone"  # request key: the client hung up mid-answer
 
@@ -463,8 +468,30 @@ def proxy_ctx(config: Config):
     return ctx
 
 
+def extproc_ctx(config: Config, port: int | None):
+    """The Envoy ext_proc server over this app's router, cache and metrics: one pipeline,
+    two front doors. Stopped first on the way out, giving streams in flight
+    ``extproc.grace_s``."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        from router_svc.extproc import Door, ExtProcServer
+
+        server = ExtProcServer(Door(config, app[ROUTER], app[CACHE], app[METRICS]))
+        await server.start(config.extproc.host, config.extproc.port if port is None else port)
+        app[EXTPROC] = server
+        try:
+            yield
+        finally:
+            await server.stop(config.extproc.grace_s)
+
+    return ctx
+
+
 def create_app(config: Config, *, tokenizer: Path | None = None,
-               startup_timeout_s: float = 60.0) -> web.Application:
+               startup_timeout_s: float = 60.0, extproc: bool | None = None,
+               extproc_port: int | None = None) -> web.Application:
+    """``extproc``: also run the Envoy ext_proc server (default: ``extproc.enabled``), on
+    ``extproc_port`` (default: ``extproc.port``; 0 picks a free one)."""
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=config.proxy.max_body_bytes)
     app[CONFIG] = config
@@ -474,6 +501,8 @@ def create_app(config: Config, *, tokenizer: Path | None = None,
     app[CACHE] = CacheFront(config.cache, None)
     app.cleanup_ctx.append(classifier_ctx(config, tokenizer, startup_timeout_s))
     app.cleanup_ctx.append(cache_ctx(config, tokenizer))
+    if config.extproc.enabled if extproc is None else extproc:
+        app.cleanup_ctx.append(extproc_ctx(config, extproc_port))
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", models)
@@ -488,7 +517,11 @@ def create_app(config: Config, *, tokenizer: Path | None = None,
     return app
 
 
-def serve(config_path: Path) -> int:
+def serve(config_path: Path, *, extproc: bool | None = None,
+          extproc_port: int | None = None) -> int:
+    """``router-svc serve`` (ext_proc too when ``extproc.enabled``) and ``router-svc extproc``
+    (``extproc=True``: the ext_proc server, with the HTTP app beside it for health, readiness,
+    metrics and the OpenAI routes)."""
     import uvloop
 
     config = load_config(config_path)
@@ -496,8 +529,11 @@ def serve(config_path: Path) -> int:
         log.warning("config: %s", w)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvloop.install()
-    web.run_app(create_app(config), host=config.listen.host, port=config.listen.port,
-                handler_cancellation=True, access_log=None)
+    app = create_app(config, extproc=extproc, extproc_port=extproc_port)
+    # The ext_proc grace period runs inside aiohttp's shutdown: leave it room.
+    web.run_app(app, host=config.listen.host, port=config.listen.port,
+                handler_cancellation=True, access_log=None,
+                shutdown_timeout=max(60.0, config.extproc.grace_s + 5))
     return 0
 
 

@@ -51,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the router against a running Triton")
     serve.add_argument("--config", type=Path, required=True)
 
+    ext = sub.add_parser(
+        "extproc",
+        help="run the Envoy External Processor (gRPC) front door, with the HTTP one beside it",
+        description="Serves envoy.service.ext_proc.v3.ExternalProcessor for Envoy's ext_proc "
+        "filter (deploy/envoy/envoy.yaml) over the same pipeline and cache as the HTTP proxy, "
+        "which runs beside it on listen.port (health, readiness, metrics, OpenAI routes).")
+    ext.add_argument("--config", type=Path, required=True)
+    ext.add_argument("--port", type=int,
+                     help="gRPC port (default: the config's extproc.port, 50051 in the example)")
+
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", type=Path)
 
@@ -163,6 +173,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from router_svc.app import serve
 
         return serve(args.config)
+    if args.command == "extproc":
+        from router_svc.app import serve
+
+        return serve(args.config, extproc=True, extproc_port=args.port)
     if args.command == "up":
         from router_svc.embedded import up
 

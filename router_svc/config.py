@@ -147,6 +147,23 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True)
+class ExtProcConfig:
+    """The Envoy External Processor (gRPC) front door, ``router_svc/extproc.py``."""
+
+    # ``router-svc serve`` also starts it next to the HTTP proxy; ``router-svc extproc`` always
+    # does. Both doors share one classifier client, batcher and cache.
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = _bounded(50051, lo=0, hi=65535)
+    # The longest one request is worked on (parse, classify, cache lookup) before the answer
+    # is a 504; keep it below the Envoy filter's ``message_timeout``, after which Envoy stops
+    # waiting (deploy/envoy/envoy.yaml: 5 s).
+    message_timeout_s: float = _bounded(4.0, lo=0, lo_open=True)
+    # On shutdown, streams in flight (an answer still streaming through Envoy) get this long.
+    grace_s: float = _bounded(10.0, lo=0)
+
+
+@dataclass(frozen=True)
 class ModelScore:
     model: str
     score: float
@@ -207,6 +224,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     pii_action: PiiAction = "reject"
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    extproc: ExtProcConfig = field(default_factory=ExtProcConfig)
     warnings: tuple[str, ...] = ()
     source: Path | None = None
 
@@ -238,6 +256,7 @@ _SECTIONS: dict[str, type] = {
     "batching": BatchingConfig,
     "cache": CacheConfig,
     "proxy": ProxyConfig,
+    "extproc": ExtProcConfig,
 }
 _TOP_KEYS = (*_SECTIONS, "tokenizer", "pii_action", "default_model", "categories", "model_config")
 
@@ -458,6 +477,12 @@ def _check_sections(ctx: _Ctx, s: dict[str, Any]) -> None:
         ctx.error(
             "triton.url",
             f"{url!r} has a scheme; the gRPC client wants host:port, e.g. {TritonConfig().url}",
+        )
+    listen, ext = s["listen"], s["extproc"]
+    if ext.port and ext.port == listen.port:
+        ctx.error(
+            "extproc.port",
+            f"{ext.port} is also listen.port; the gRPC and HTTP front doors need a port each",
         )
     pm = s["classifier"].pii_model
     if pm.window_stride > pm.window_tokens:

@@ -161,6 +161,16 @@ def sse_data(event: bytes) -> bytes | None:
     return b"\n".join(data) if data else None
 
 
+def ask_for_usage(body: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a streaming request body that asks for the final usage chunk
+    (``stream_options.include_usage``), so tokens can be counted for every stream."""
+    sent = dict(body)
+    options = sent.get("stream_options")
+    sent["stream_options"] = {**(options if isinstance(options, dict) else {}),
+                              "include_usage": True}
+    return sent
+
+
 def sse_error_event(error: UpstreamError) -> bytes:
     """An SSE event carrying the OpenAI error body, for failures after the headers went."""
     return b"data: " + json.dumps(error.body).encode() + b"\n\n"
@@ -230,7 +240,7 @@ def normalise_error_body(status: int, raw: bytes, model: str) -> dict[str, Any]:
     return body
 
 
-def _scrub(body: dict[str, Any], target: BackendTarget) -> dict[str, Any]:
+def scrub_error(body: dict[str, Any], target: BackendTarget) -> dict[str, Any]:
     """Remove the backend URL and API key should the backend have echoed them."""
     err = body["error"]
     message: str = err["message"]
@@ -380,7 +390,7 @@ class Proxy:
         latency = time.perf_counter() - start
         if not 200 <= status < 300:
             raise UpstreamError(
-                status, _scrub(normalise_error_body(status, raw, target.model), target)
+                status, scrub_error(normalise_error_body(status, raw, target.model), target)
             )
         try:
             parsed = json.loads(raw)
@@ -414,14 +424,9 @@ class Proxy:
         Asks the backend for usage (``stream_options.include_usage``) on a copy of ``body``;
         the usage-only chunk is passed on only if ``client_wants_usage``.
         """
-        sent = dict(body)
-        options = sent.get("stream_options")
-        sent["stream_options"] = {
-            **(options if isinstance(options, dict) else {}),
-            "include_usage": True,
-        }
         headers = _backend_headers(target, client_headers, request_id)
-        return UpstreamStream(self.session, target, path, sent, headers, client_wants_usage)
+        return UpstreamStream(self.session, target, path, ask_for_usage(body), headers,
+                              client_wants_usage)
 
 
 class UpstreamStream:
@@ -467,7 +472,7 @@ class UpstreamStream:
         try:
             if not 200 <= resp.status < 300:
                 raw = await resp.read()
-                body = _scrub(normalise_error_body(resp.status, raw, target.model), target)
+                body = scrub_error(normalise_error_body(resp.status, raw, target.model), target)
                 raise self._fail(UpstreamError(resp.status, body))
             if not resp.content_type.startswith("text/event-stream"):
                 raise self._fail(
