@@ -193,7 +193,7 @@ def flag(cmd: list[str], name: str) -> str:
 def test_docker_compose_config_validates(files):
     config = compose_config(*files)
     expected = {"model-builder", "triton", "router", "demo-phi4", "demo-mistral", "demo-gemma",
-                "prometheus", "grafana"}
+                "prometheus", "grafana", "envoy"}
     assert expected <= set(config["services"])
 
 
@@ -256,7 +256,7 @@ def test_published_ports_are_unique(configs, variant):
         for published, _ in published_ports(svc):
             assert published not in seen, f"port {published}: {seen.get(published)} and {name}"
             seen[published] = name
-    assert set(seen) == {8000, 8001, 8002, 8801, 9090, 3000}
+    assert set(seen) == {8000, 8001, 8002, 8801, 9090, 3000, 10000}
 
 
 @pytest.mark.parametrize("variant", ["gpu", "cpu"])
@@ -310,6 +310,34 @@ def test_router_config_matches_the_compose_services(configs):
             assert flag(command(backend), "--host") == "0.0.0.0"
             assert url.port in container_ports(backend)
             assert flag(command(backend), "--name") == mc.backend.model
+
+
+def test_envoy_matches_the_compose_services(configs):
+    """compose's envoy runs deploy/envoy/envoy.yaml: its listener is the published port, its
+    ext_proc cluster is the router's extproc port, each backend cluster a service's port."""
+    envoy_yaml = DEPLOY / "envoy" / "envoy.yaml"
+    cfg = yaml.safe_load(envoy_yaml.read_text())
+    router_cfg = load_config(ROUTER_CONFIG)
+    for variant, config in configs.items():
+        services = config["services"]
+        names = hostnames(config)
+        envoy = services["envoy"]
+        assert flag(command(envoy), "-c") == bind_target(envoy, envoy_yaml)
+        listen = cfg["static_resources"]["listeners"][0]["address"]["socket_address"]
+        assert listen["address"] == "0.0.0.0"
+        assert (listen["port_value"], listen["port_value"]) in published_ports(envoy)
+        assert "router" in (envoy.get("depends_on") or {})
+        for c in cfg["static_resources"]["clusters"]:
+            if c["type"] == "ORIGINAL_DST":
+                continue
+            sa = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
+                "address"]["socket_address"]
+            host, port = sa["address"], sa["port_value"]
+            assert host in names, f"{variant}: cluster {c['name']} host {host!r} is no service"
+            if names[host] == "router":
+                assert router_cfg.extproc.enabled and port == router_cfg.extproc.port
+            else:
+                assert port in container_ports(services[names[host]]), (c["name"], port)
 
 
 def test_prometheus_scrapes_compose_services(configs):
