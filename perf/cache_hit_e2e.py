@@ -1,15 +1,19 @@
-"""A cache-hit request end to end against the miss path, side by side in one run.
+"""A cache hit end to end against the miss path, side by side in one run.
 
-Both go through ``router-svc serve`` (its own process) with the cache on, in front of the demo
-backend (answers at once) and Triton:
+All paths go through ``router-svc serve`` (its own process) with the cache on, in front of
+the demo backend (answers at once: the miss path's cheapest case) and Triton:
 
-- hit: the prompts were stored in a warm-up pass; each request is tokenised, embedded by
-  Triton, looked up and answered from the cache (no backend call);
+- repeat: the very request stored in a warm-up pass, again: the repeat memo answers it from
+  the cache without tokenising or a Triton call (``x-router-cache-repeat: 1``);
+- hit: the same prompts with a fresh ``user`` field per request (no part of the cache key,
+  but of the request's identity), so each is tokenised, embedded by Triton, looked up and
+  answered from the cache (no backend call): the semantic hit path;
 - miss: the same prompts under a fresh API key per request (its own tenant partition), so
   each is tokenised, embedded, looked up (miss), sent to the backend and stored.
 
-Rounds alternate hit/miss (A B, B A, ...); the medians of the rounds are reported. Every hit
-request is checked for ``x-router-cache: hit`` and every miss for ``miss``. Only MMLU-Pro
+Each path is measured twice: at concurrency 1 (latency: what one client sees) and at
+``--concurrency`` (throughput). Rounds alternate the paths (A B C, C B A, ...); medians of
+the rounds are reported. Every answer's ``x-router-cache`` header is checked. Only MMLU-Pro
 questions are used (requests with PII are not stored). Issue 4's targets: hit p50 at most
 10 ms and hit throughput at least 5x the miss path's.
 
@@ -41,6 +45,8 @@ from _common import (
 )
 from _loadgen import closed_loop
 from _stack import router_config, start_backend, start_router, triton_url_or_start
+
+MODES = ("repeat", "hit", "miss")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -81,72 +87,92 @@ async def run(args) -> dict:
         router, router_url = start_router(work, cfg)
         stack.callback(router.stop)
         endpoint = f"{router_url}/v1/chat/completions"
-        seen: dict[str, Counter] = {"hit": Counter(), "miss": Counter()}
-        keys = itertools.count()
+        seen: dict[str, Counter] = {m: Counter() for m in MODES}
+        fresh = itertools.count()
 
         conn = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=conn) as session:
 
             def sender(mode: str):
                 async def send(body: bytes) -> bool:
-                    key = "perf-hit" if mode == "hit" else f"perf-miss-{next(keys)}"
+                    key = f"perf-miss-{next(fresh)}" if mode == "miss" else "perf-hit"
+                    if mode == "hit":  # same cache key, another request: no repeat memo
+                        body = body[:-1] + b', "user": "u%d"}' % next(fresh)
                     headers = {"Content-Type": "application/json",
                                "Authorization": f"Bearer {key}"}
                     async with session.post(endpoint, data=body, headers=headers) as r:
                         await r.read()
-                        seen[mode][r.headers.get("x-router-cache", "absent")] += 1
+                        state = r.headers.get("x-router-cache", "absent")
+                        if r.headers.get("x-router-cache-repeat") == "1":
+                            state += "+repeat"
+                        seen[mode][state] += 1
                         return r.status == 200
                 return send
 
             say(f"warm-up: storing {len(bodies)} answers")
-            warm = sender("hit")
+            warm = sender("repeat")
             for b in bodies:  # one pass, in order, so every prompt is stored
                 await warm(b)
             kept = []  # what the model flags as PII is refused or not stored: leave it out
             for b in bodies:
-                before = seen["hit"]["hit"]
+                before = seen["repeat"]["hit+repeat"]
                 await warm(b)
-                if seen["hit"]["hit"] > before:
+                if seen["repeat"]["hit+repeat"] > before:
                     kept.append(b)
             say(f"{len(kept)} of {len(bodies)} prompts cacheable (the rest: PII found)")
             bodies = kept
-            seen["hit"].clear()
-            rows: dict[str, list[dict]] = {"hit": [], "miss": []}
-            for rnd, mode in alternating(["hit", "miss"], args.rounds):
-                r = await closed_loop(sender(mode), bodies, args.concurrency, args.duration,
-                                      warmup_s=0.5)
-                s = {"round": rnd, **r.summary()}
-                rows[mode].append(s)
-                say(f"round {rnd} {mode:4s}: {s['throughput']:.0f} req/s, "
-                    f"p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms, failed {s['failed']}")
-    summary = {
-        mode: {k: median(r[k] for r in rs) for k in ("throughput", "p50_ms", "p99_ms")}
-        for mode, rs in rows.items()
-    }
-    summary["hit_vs_miss_throughput"] = ratio(summary["hit"]["throughput"],
-                                              summary["miss"]["throughput"])
-    summary["cache_headers"] = {m: dict(c) for m, c in seen.items()}
-    result = {"summary": summary, "rounds": rows, "concurrency": args.concurrency,
+            for c in seen.values():
+                c.clear()
+            rows: list[dict] = []
+            for load in (1, args.concurrency):
+                for rnd, mode in alternating(MODES, args.rounds):
+                    r = await closed_loop(sender(mode), bodies, load, args.duration,
+                                          warmup_s=0.5)
+                    s = {"mode": mode, "concurrency": load, "round": rnd, **r.summary()}
+                    rows.append(s)
+                    say(f"c={load:<3d} round {rnd} {mode:6s}: {s['throughput']:.0f} req/s, "
+                        f"p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms, "
+                        f"failed {s['failed']}")
+
+    summary: dict = {}
+    for load in (1, args.concurrency):
+        for mode in MODES:
+            rs = [r for r in rows if r["mode"] == mode and r["concurrency"] == load]
+            summary[f"{mode}@{load}"] = {k: median(r[k] for r in rs)
+                                         for k in ("throughput", "p50_ms", "p99_ms")}
+    c = args.concurrency
+    for mode in ("hit", "repeat"):
+        summary[f"{mode}_vs_miss_throughput"] = ratio(summary[f"{mode}@{c}"]["throughput"],
+                                                      summary[f"miss@{c}"]["throughput"])
+    summary["cache_headers"] = {m: dict(n) for m, n in seen.items()}
+    result = {"summary": summary, "rounds": rows, "concurrency": c,
               "duration_s": args.duration, "prompts": len(bodies), "smoke": args.smoke,
               "machine": machine_info()}
     out = args.out_dir / ("cache_hit_e2e_smoke.json" if args.smoke else "cache_hit_e2e.json")
     out.write_text(json.dumps(result, indent=2))
-    print("| path | throughput (req/s) | p50 (ms) | p99 (ms) |\n|---|---|---|---|")
-    for mode in ("hit", "miss"):
-        m = summary[mode]
-        print(f"| {mode} | {m['throughput']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
+    print("| path | concurrency | throughput (req/s) | x miss | p50 (ms) | p99 (ms) |")
+    print("|---|---|---|---|---|---|")
+    for load in (1, c):
+        for mode in MODES:
+            m = summary[f"{mode}@{load}"]
+            x = ratio(m["throughput"], summary[f"miss@{load}"]["throughput"])
+            print(f"| {mode} | {load} | {m['throughput']:.0f} | {x:.2f} | {m['p50_ms']:.2f} | "
+                  f"{m['p99_ms']:.2f} |")
     print(f"cache headers seen: {summary['cache_headers']}; results {out}")
-    print(f"hit_p50_ms={summary['hit']['p50_ms']:.2f} hit_p99_ms={summary['hit']['p99_ms']:.2f} "
-          f"hit_vs_miss_throughput={summary['hit_vs_miss_throughput']:.2f}")
+    print(f"hit_p50_ms={summary['hit@1']['p50_ms']:.2f} "
+          f"repeat_p50_ms={summary['repeat@1']['p50_ms']:.2f} "
+          f"hit_vs_miss_throughput={summary['hit_vs_miss_throughput']:.2f} "
+          f"repeat_vs_miss_throughput={summary['repeat_vs_miss_throughput']:.2f}")
     return result
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     result = asyncio.run(run(args))
+    expected = {"repeat": "hit+repeat", "hit": "hit", "miss": "miss"}
     heads = result["summary"]["cache_headers"]
-    wrong = sum(n for k, n in heads["hit"].items() if k != "hit") + sum(
-        n for k, n in heads["miss"].items() if k != "miss")
+    wrong = sum(n for mode, counts in heads.items() for k, n in counts.items()
+                if k != expected[mode])
     if wrong:
         print(f"error: {wrong} requests were not the expected hit/miss", file=sys.stderr)
         return 1

@@ -1,8 +1,12 @@
 """Gathers concurrent classification requests into one Triton call.
 
 An actor: one consumer task owns the bounded queue; callers put a job (the token rows of one
-request) with a future and await it. The consumer takes jobs until the batch is full or
-``max_wait`` has passed since the first one, runs one inference, and sets every future. A failed
+request) with a future and await it. The consumer sends a batch as soon as Triton has a free
+slot (``max_inflight`` calls at once): an idle model starts on a lone request at once, and
+what arrives while both slots are busy gathers into the next batch, up to ``max_batch_size``
+rows (TEI's and vLLM's way: batch size follows load, no fixed delay). ``max_wait`` > 0 adds
+a fixed wait for company on top. A batch is sent as one Triton call per group of similar
+lengths (``length_groups``), so one long prompt does not pad many short ones. A failed
 inference fails the futures of that batch only; the consumer keeps running.
 """
 
@@ -57,6 +61,22 @@ def pad_rows(rows: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, np.nda
     return ids, mask
 
 
+def length_groups(lengths: list[int], max_rows: int, max_tokens: int) -> list[list[int]]:
+    """Row indices grouped for padding: longest first, a new group when the group is full
+    (``max_rows``, or ``max_tokens`` padded tokens) or when a row is under half the group's
+    longest (padding it would more than double its cost)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        g = groups[-1] if groups else None
+        if (g is None or len(g) >= max_rows or (len(g) + 1) * lengths[g[0]] > max_tokens
+                or 2 * lengths[i] < lengths[g[0]]):
+            groups.append([i])
+        else:
+            g.append(i)
+    return groups
+
+
 def split_outputs(
     rows: list[list[int]], cat: np.ndarray, pii: np.ndarray, emb: np.ndarray
 ) -> list[RowOutput]:
@@ -69,21 +89,24 @@ class Batcher:
         infer: InferFn,
         *,
         max_batch_size: int = 32,
-        max_wait_s: float = 0.002,
+        max_wait_s: float = 0.0,
         max_queue: int = 1024,
         max_inflight: int = 2,
+        max_batch_tokens: int = 8192,
         stats: BatchStats | None = None,
     ):
         self._infer = infer
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
+        self.max_batch_tokens = max_batch_tokens
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max_queue)
         self._task: asyncio.Task[None] | None = None
         self._stats = stats or BatchStats()
         self._held: _Job | None = None
         # One batch runs while the next is gathered and sent (TEI keeps one prefetched):
         # Triton never idles on the router's round trip, and the queue stays bounded.
-        self._inflight = asyncio.Semaphore(max_inflight)
+        self._free = max_inflight
+        self._wake = asyncio.Event()  # a job arrived or a slot came free
         self._running: set[asyncio.Task[None]] = set()
 
     @property
@@ -119,33 +142,50 @@ class Batcher:
             raise QueueFull(
                 f"classification queue is full ({self._queue.maxsize} waiting)"
             ) from None
+        self._wake.set()
         if self._stats.on_depth:
             self._stats.on_depth(self._queue.qsize())
         return await fut
 
-    async def _next_batch(self) -> list[_Job]:
-        if self._held is not None:
-            first, self._held = self._held, None
-        else:
-            first = await self._queue.get()
-        jobs, n_rows = [first], len(first.rows)
-        deadline = time.perf_counter() + self.max_wait_s
-        while n_rows < self.max_batch_size:
-            if self._queue.empty():
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                try:
-                    job = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            else:
-                job = self._queue.get_nowait()
+    def _take(self, jobs: list[_Job], n_rows: int) -> int:
+        """Move queued jobs into the batch while they fit; the rows it now holds."""
+        while n_rows < self.max_batch_size and not self._queue.empty():
+            job = self._queue.get_nowait()
             if n_rows + len(job.rows) > self.max_batch_size:
                 self._held = job  # does not fit: it leads the next batch
                 break
             jobs.append(job)
             n_rows += len(job.rows)
+        return n_rows
+
+    async def _next_batch(self) -> list[_Job]:
+        """The next batch, returned holding an inflight slot."""
+        if self._held is not None:
+            first, self._held = self._held, None
+        else:
+            first = await self._queue.get()
+        jobs = [first]
+        n_rows = self._take(jobs, len(first.rows))
+        # Gather while every slot is busy: no wait at all when Triton is idle.
+        try:
+            while self._free <= 0:
+                self._wake.clear()
+                await self._wake.wait()
+                if self._held is None:
+                    n_rows = self._take(jobs, n_rows)
+            deadline = first.enqueued + self.max_wait_s
+            while self._held is None and n_rows < self.max_batch_size:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), remaining)
+                n_rows = self._take(jobs, n_rows)
+        except asyncio.CancelledError:  # shutting down: these callers must not hang
+            self._fail(jobs, RuntimeError("classifier is shutting down"))
+            raise
+        self._free -= 1
         return jobs
 
     async def _run(self) -> None:
@@ -154,19 +194,10 @@ class Batcher:
             # Callers that went away (client hung up) need no inference.
             jobs = [j for j in jobs if not j.future.done()]
             if not jobs:
+                self._release()
                 continue
             if self._stats.on_depth:
                 self._stats.on_depth(self._queue.qsize())
-            try:
-                await self._inflight.acquire()
-            except asyncio.CancelledError:
-                self._fail(jobs, RuntimeError("classifier is shutting down"))
-                raise
-            # Re-check: a caller may have gone while this batch waited for a free slot.
-            jobs = [j for j in jobs if not j.future.done()]
-            if not jobs:
-                self._inflight.release()
-                continue
             task = asyncio.create_task(self._execute(jobs))
             self._running.add(task)
             task.add_done_callback(self._finished)
@@ -177,9 +208,13 @@ class Batcher:
             if not j.future.done():
                 j.future.set_exception(error)
 
+    def _release(self) -> None:
+        self._free += 1
+        self._wake.set()
+
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        self._inflight.release()
+        self._release()
 
     async def _execute(self, jobs: list[_Job]) -> None:
         now = time.perf_counter()
@@ -188,16 +223,7 @@ class Batcher:
                 self._stats.on_queue_wait(now - j.enqueued)
         rows = [r for j in jobs for r in j.rows]
         try:
-            outputs: list[RowOutput] = []
-            # A single job larger than the batch limit (a very long prompt) runs in chunks.
-            for s in range(0, len(rows), self.max_batch_size):
-                chunk = rows[s : s + self.max_batch_size]
-                ids, mask = pad_rows(chunk)
-                t = time.perf_counter()
-                cat, pii, emb = await self._infer(ids, mask)
-                if self._stats.on_batch:
-                    self._stats.on_batch(len(chunk), int(ids.size), time.perf_counter() - t)
-                outputs += split_outputs(chunk, cat, pii, emb)
+            outputs = await self._infer_rows(rows)
         except Exception as e:  # every waiter learns of the failure; the consumer lives on
             self._fail(jobs, e)
             return
@@ -209,3 +235,25 @@ class Batcher:
             if not j.future.done():
                 j.future.set_result(outputs[i : i + len(j.rows)])
             i += len(j.rows)
+
+    async def _infer_rows(self, rows: list[list[int]]) -> list[RowOutput]:
+        """One Triton call per length group (sent together), outputs in the rows' order. A
+        single job larger than the batch limit (a very long prompt) is split the same way."""
+        groups = length_groups([len(r) for r in rows], self.max_batch_size,
+                               self.max_batch_tokens)
+
+        async def run(group: list[int]) -> list[RowOutput]:
+            chunk = [rows[i] for i in group]
+            ids, mask = pad_rows(chunk)
+            t = time.perf_counter()
+            cat, pii, emb = await self._infer(ids, mask)
+            if self._stats.on_batch:
+                self._stats.on_batch(len(chunk), int(ids.size), time.perf_counter() - t)
+            return split_outputs(chunk, cat, pii, emb)
+
+        results = await asyncio.gather(*(run(g) for g in groups))
+        outputs: list[RowOutput | None] = [None] * len(rows)
+        for group, outs in zip(groups, results, strict=True):
+            for i, out in zip(group, outs, strict=True):
+                outputs[i] = out
+        return outputs  # type: ignore[return-value]

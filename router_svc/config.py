@@ -109,8 +109,13 @@ class ClassifierConfig:
 @dataclass(frozen=True)
 class BatchingConfig:
     max_batch_size: int = _bounded(32, lo=1)
-    max_wait_ms: float = _bounded(2.0, lo=0)
+    # 0: send as soon as Triton has a free slot (batches form while it is busy); > 0 also
+    # waits this long for company, which only adds latency on CPU (perf/batching.py).
+    max_wait_ms: float = _bounded(0.0, lo=0)
     max_queue: int = _bounded(1024, lo=1)
+    # Padded tokens per Triton call; a batch is split by length so short prompts are not
+    # padded to a long one's length.
+    max_batch_tokens: int = _bounded(8192, lo=1)
 
 
 # The cache threshold below which the config check warns: under it, more than one hit in ten

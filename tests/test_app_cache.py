@@ -366,3 +366,87 @@ async def test_corrupt_snapshot_starts_empty(router_factory, backends, tmp_path)
     _, h = await chat(url, QUESTION)
     assert h["x-router-cache"] == "hit"
 
+
+
+# ---------------------------------------------------------------- the repeat memo
+
+
+async def classifications(url: str) -> float:
+    """How many classifications (tokenise + Triton) the router has run."""
+    async with aiohttp.ClientSession() as s, s.get(f"{url}/metrics") as r:
+        text = await r.text()
+    for line in text.splitlines():
+        if line.startswith("router_classification_seconds_count"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_exact_repeat_is_answered_without_the_model(router_factory, backends):
+    url = await cached_router(router_factory)
+    first, h1 = await chat(url, QUESTION)
+    assert h1["x-router-cache"] == "miss" and "x-router-cache-repeat" not in h1
+    n = await classifications(url)
+    assert n >= 1
+    again, h2 = await chat(url, QUESTION)
+    assert h2["x-router-cache"] == "hit" and h2["x-router-cache-repeat"] == "1"
+    assert await classifications(url) == n  # no tokenising, no Triton call
+    for h in ("x-router-model", "x-router-category", "x-router-confidence", "x-router-pii",
+              "x-router-cache-partition"):
+        assert h2[h] == h1[h]
+    assert again.choices[0].message.content == first.choices[0].message.content
+    assert again.id != first.id
+    # streaming is no part of the identity: the repeat replays as SSE
+    content, chunks, h3 = await chat_stream(url, QUESTION)
+    assert h3["x-router-cache-repeat"] == "1" and content == first.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert calls(backends) == 1 and await classifications(url) == n
+    # a paraphrase is a semantic hit (model call), then a repeat of it is not
+    _, h4 = await chat(url, PARAPHRASE)
+    assert h4["x-router-cache"] == "hit" and "x-router-cache-repeat" not in h4
+    assert await classifications(url) == n + 1
+    _, h5 = await chat(url, PARAPHRASE)
+    assert h5["x-router-cache-repeat"] == "1" and await classifications(url) == n + 1
+    assert h5["x-router-cache-similarity"] == h4["x-router-cache-similarity"]
+
+
+async def test_repeat_memo_keeps_tenants_and_cache_rules(router_factory, backends, monkeypatch):
+    monkeypatch.setenv(ADMIN_ENV, TOKEN)
+    url = await cached_router(router_factory, admin_token_env=ADMIN_ENV)
+    await chat(url, QUESTION, key="alice-key")
+    _, h = await chat(url, QUESTION, key="bob-key")  # another tenant: a full miss
+    assert h["x-router-cache"] == "miss" and "x-router-cache-repeat" not in h
+    assert calls(backends) == 2
+    _, h = await chat(url, QUESTION, key="alice-key", temperature=0.3)  # another body
+    assert h["x-router-cache"] == "miss"
+    _, h = await chat(url, QUESTION, key="alice-key", extra_headers={"Cache-Control": "no-cache"})
+    assert h["x-router-cache"] == "miss"
+    assert calls(backends) == 4
+    status, _, _ = await admin(url, "POST", "/flush", TOKEN)
+    assert status == 200
+    _, h = await chat(url, QUESTION, key="alice-key")  # flushed: the memo does not answer
+    assert h["x-router-cache"] == "miss" and "x-router-cache-repeat" not in h
+    assert calls(backends) == 5
+    # malformed stream flag on a repeat: the full path's 400, not a replay
+    async with aiohttp.ClientSession() as s, s.post(
+            f"{url}/v1/chat/completions", headers={"Authorization": "Bearer alice-key"},
+            json={"model": "auto", "messages": user(QUESTION), "stream": "yes"}) as r:
+        assert r.status == 400
+        assert (await r.json())["error"]["type"] == "invalid_request_error"
+
+
+async def test_repeat_memo_never_skips_a_pii_check(router_factory, backends):
+    url = await cached_router(router_factory, allow_all_pii=True)
+    await chat(url, PII_TEXT, model="phi4")
+    n = await classifications(url)
+    _, h = await chat(url, PII_TEXT, model="phi4")
+    assert "EMAIL" in h["x-router-pii"] and "x-router-cache-repeat" not in h
+    assert await classifications(url) == n + 1  # checked again
+
+
+async def test_repeat_memo_can_be_turned_off(router_factory, backends):
+    url = await cached_router(router_factory, repeat_memo=False)
+    await chat(url, QUESTION)
+    n = await classifications(url)
+    _, h = await chat(url, QUESTION)
+    assert h["x-router-cache"] == "hit" and "x-router-cache-repeat" not in h
+    assert await classifications(url) == n + 1

@@ -138,3 +138,41 @@ async def test_stop_fails_pending_callers_instead_of_hanging():
     await b.stop()
     results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 1)
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+async def test_idle_model_starts_at_once_and_busy_model_gathers():
+    model = FakeModel(delay=0.05)
+    b = await started(model, max_batch_size=32, max_inflight=1)  # max_wait 0: adaptive
+    try:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        first = asyncio.create_task(b.submit([row(1)]))
+        await asyncio.sleep(0.005)
+        assert model.calls == [1] and loop.time() - t0 < 0.04  # no wait for company
+        rest = [asyncio.create_task(b.submit([row(10 + i)])) for i in range(10)]
+        outs = await asyncio.gather(first, *rest)
+    finally:
+        await b.stop()
+    assert model.calls == [1, 10]  # what came while the model was busy went as one batch
+    assert [int(o[0].embedding[0]) for o in outs] == [1, *range(10, 20)]
+
+
+def test_length_groups_keep_short_rows_away_from_long_ones():
+    from router_svc.batcher import length_groups
+
+    groups = length_groups([10, 200, 12, 9, 180, 11], max_rows=32, max_tokens=10_000)
+    assert groups == [[1, 4], [2, 5, 0, 3]]
+    assert length_groups([8] * 5, max_rows=2, max_tokens=10_000) == [[0, 1], [2, 3], [4]]
+    assert length_groups([100] * 4, max_rows=32, max_tokens=250) == [[0, 1], [2, 3]]
+
+
+async def test_mixed_lengths_run_as_separate_calls_in_the_callers_order():
+    model = FakeModel(delay=0.01)
+    b = await started(model, max_batch_size=32, max_inflight=1)
+    try:
+        outs = await b.submit([row(1, 4), row(2, 120), row(3, 5), row(4, 100)])
+    finally:
+        await b.stop()
+    assert sorted(model.calls) == [2, 2]
+    assert [int(o.embedding[0]) for o in outs] == [1, 2, 3, 4]
+    assert [int(o.category_logits[0]) for o in outs] == [4, 120, 5, 100]
