@@ -59,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=float, default=1.0, help="(default: %(default)s)")
     ap.add_argument("--max-batch", type=int, default=32,
                     help="the batched router's batching.max_batch_size (default: %(default)s)")
-    ap.add_argument("--max-wait-ms", type=float, default=2.0,
+    ap.add_argument("--max-wait-ms", type=float, default=0.0,
                     help="the batched router's batching.max_wait_ms (default: %(default)s)")
     ap.add_argument("--endpoint", choices=["classify", "chat"], default="classify",
                     help="classify: /api/v1/classify; chat: /v1/chat/completions with model "
