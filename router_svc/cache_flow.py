@@ -216,7 +216,7 @@ class CacheFront:
         the model; None: take the whole pipeline."""
         if self.cache is None or not self.config.repeat_memo or not len(self.memo):
             return None
-        if not cache_directives(headers.get("Cache-Control"))[0]:
+        if not cache_directives(headers.get("Cache-Control"))[0] or replay_mode(body) is None:
             return None
         fingerprint = self._fingerprint(kind, body, headers)
         known = self.memo.get(fingerprint)

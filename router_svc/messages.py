@@ -89,6 +89,9 @@ def _common(body: Any) -> tuple[str, bool]:
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _invalid_type("stream", "a boolean", stream)
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise _invalid_type("stream_options", "an object", options)
     return model, bool(stream)
 
 

@@ -68,6 +68,7 @@ AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "w
         (chat(user([{"type": "text", "text": 5}])), "messages[0].content[0].text", "integer"),
         (chat(user("hi"), stream="yes"), "stream", "expected a boolean"),
         (chat(user("hi"), stream=1), "stream", "expected a boolean"),
+        (chat(user("hi"), stream=True, stream_options="usage"), "stream_options", "an object"),
     ],
 )
 def test_chat_bad_input(body: Any, param: str | None, words: str) -> None:
