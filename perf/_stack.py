@@ -97,6 +97,17 @@ def start_backend(work: Path, name: str = "demo") -> tuple[Service, str]:
     return svc, f"http://127.0.0.1:{port}/v1"
 
 
+def start_forwarder(work: Path, backend_url: str) -> tuple[Service, str]:
+    """``perf/forwarder.py`` in front of ``backend_url``: the floor of one aiohttp hop;
+    returns it and its base URL (``http://127.0.0.1:PORT/v1``)."""
+    port = free_port()
+    svc = Service("forwarder", [sys.executable, str(Path(__file__).with_name("forwarder.py")),
+                                "--port", str(port), "--backend", backend_url],
+                  work / f"forwarder-{port}.log")
+    svc.wait_ready(f"http://127.0.0.1:{port}/health", 60)
+    return svc, f"http://127.0.0.1:{port}/v1"
+
+
 def router_config(triton_url: str, tokenizer: Path, backend_url: str, port: int,
                   batching: dict[str, Any] | None = None, cache: bool = False) -> dict:
     """The example config, every model on the demo backend, plus ``passthrough``."""

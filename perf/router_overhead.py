@@ -13,6 +13,9 @@ everything, so the router runs no classification for it) and, for part c, LiteLL
     the same prompts (the router's async TritonClient: one prompt per request at the same
     concurrency, and pre-batched ``--triton-batch`` rows per request), closed loop at
     ``--concurrency``, alternating. Target: auto >= 80% of the better Triton-only figure.
+    The floor, in the same rounds: ``perf/forwarder.py``, a bare aiohttp server that
+    forwards each body to the backend and decides nothing (what one more Python process hop
+    costs here); the router's own work is what it adds above that floor.
 (c) LiteLLM's proxy (``litellm[proxy]`` in its own venv, ``perf/.venv-litellm``, installed on
     first use) in front of the same backend, as a third target of (a). If it cannot be
     installed or started the script says why and goes on.
@@ -59,6 +62,7 @@ from _stack import (
     litellm_binary,
     router_config,
     start_backend,
+    start_forwarder,
     start_litellm,
     triton_url_or_start,
 )
@@ -185,6 +189,12 @@ async def part_a(args, session, prog, targets: dict[str, tuple[str, dict]],
                                          for r, d in zip(rs, direct, strict=True))
             row["p99_x_direct"] = median(ratio(r["p99_ms"], d["p99_ms"])
                                          for r, d in zip(rs, direct, strict=True))
+        floor = runs.get("forwarder", [])
+        if name == "router" and floor:
+            row["above_floor_p50_ms"] = median(r["p50_ms"] - f["p50_ms"]
+                                               for r, f in zip(rs, floor, strict=True))
+            row["above_floor_p99_ms"] = median(r["p99_ms"] - f["p99_ms"]
+                                               for r, f in zip(rs, floor, strict=True))
         if name == "router" and direct:
             row["target_check"] = (f"p50 added <= {ADDED_P50_TARGET_MS:g} ms: "
                                    + ("met" if row["added_p50_ms"] <= ADDED_P50_TARGET_MS
@@ -384,8 +394,11 @@ async def run(args, out: Output) -> dict[str, list[dict]]:
         async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
             with progress() as prog:
                 if "a" in args.part_set:
+                    fwd, fwd_url = start_forwarder(work, backend_url)
+                    stack.callback(fwd.stop)
                     targets = {"direct": (f"{backend_url}/chat/completions", {}),
-                               "router": (f"{router_url}/v1/chat/completions", {})}
+                               "router": (f"{router_url}/v1/chat/completions", {}),
+                               "forwarder": (f"{fwd_url}/chat/completions", {})}
                     if litellm_url:
                         targets["litellm"] = (f"{litellm_url}/v1/chat/completions",
                                               litellm_auth)
@@ -466,6 +479,10 @@ def main(argv=None) -> int:
         for r in results["a"]:
             if r.get("target_check"):
                 print(f"\nrouter: {r['target_check']}")
+            if "above_floor_p50_ms" in r:
+                print(f"router above the bare aiohttp forwarder (the floor of one more hop): "
+                      f"p50 {r['above_floor_p50_ms']:+.2f} ms, "
+                      f"p99 {r['above_floor_p99_ms']:+.2f} ms")
         print()
     if results.get("b"):
         print(f"## (b) auto path vs Triton-only classification, closed loop at concurrency "
