@@ -31,7 +31,13 @@ from router_svc.triton_client import (
     parse_model_config,
 )
 from router_svc.triton_launcher import TritonServer, TritonStartError, free_port, session_pids
-from router_svc.triton_python.model import BadRequest, check_inputs, pad_batch, split_outputs
+from router_svc.triton_python.model import (
+    BadRequest,
+    check_inputs,
+    length_groups,
+    pad_batch,
+    split_outputs,
+)
 from router_svc.triton_repo import (
     COMMITTED,
     REPO_ROOT,
@@ -130,6 +136,15 @@ def test_python_model_pads_and_splits_ragged_requests():
         check_inputs(a[0].astype(np.int32), a[1].astype(np.int32), 512)
     with pytest.raises(BadRequest, match="max_sequence_length"):
         check_inputs(a[0], a[1], 2)
+
+
+def test_python_model_groups_requests_by_length():
+    # near lengths share a run; a short request is not padded to a long one
+    assert length_groups([(1, 100), (1, 98), (1, 20), (1, 19)]) == [[0, 1], [2, 3]]
+    # two batch-32 requests of 180 and 120 tokens: padding would waste 25%, so two runs
+    assert length_groups([(32, 180), (32, 120)]) == [[0], [1]]
+    assert length_groups([(4, 64)] * 3) == [[0, 1, 2]]
+    assert length_groups([]) == []
 
 
 def test_error_mapping():

@@ -3,8 +3,10 @@
 Copied next to ``model.onnx`` by the launcher; imports nothing from ``router_svc``.
 
 ``execute`` gets every request the dynamic batcher gathered. Their sequence lengths may differ
-(the inputs are ``allow_ragged_batch``), so the valid requests are padded into one batch
-(``input_ids`` and ``attention_mask`` with 0), run once, and the outputs split back:
+(the inputs are ``allow_ragged_batch``), so the valid requests are grouped by length
+(``length_groups``: padding may add at most ``MAX_PAD_WASTE`` of a group's real tokens, since
+on a CPU a padded token costs as much as a real one), each group padded into one batch
+(``input_ids`` and ``attention_mask`` with 0) and run once, and the outputs split back:
 ``pii_logits`` trimmed to each request's own sequence length. A bad request gets an error
 response of its own; the others in the batch still get their results.
 """
@@ -62,6 +64,28 @@ def pad_batch(items: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, n
         mask_out[r : r + b, :s] = mask
         r += b
     return ids_out, mask_out
+
+
+MAX_PAD_WASTE = 0.15
+
+
+def length_groups(shapes: list[tuple[int, int]],
+                  max_waste: float = MAX_PAD_WASTE) -> list[list[int]]:
+    """Indices of requests (``[(rows, seq), ...]``) to run together: longest first, a request
+    joins the current group while the group's padded tokens stay within ``1 + max_waste``
+    times its real tokens."""
+    order = sorted(range(len(shapes)), key=lambda i: -shapes[i][1])
+    groups: list[list[int]] = []
+    rows = real = longest = 0
+    for i in order:
+        b, s = shapes[i]
+        if groups and (rows + b) * longest <= (1 + max_waste) * (real + b * s):
+            groups[-1].append(i)
+            rows, real = rows + b, real + b * s
+        else:
+            groups.append([i])
+            rows, real, longest = b, b * s, s
+    return groups
 
 
 def split_outputs(outputs: dict[str, np.ndarray], shapes: list[tuple[int, int]]):
@@ -125,23 +149,26 @@ class TritonPythonModel:
                 good.append((i, ids, mask))
             except BadRequest as e:
                 responses[i] = self._error(str(e))
-        if good:
-            try:
-                ids, mask = pad_batch([(a, m) for _, a, m in good])
-                parts = split_outputs(self._run(ids, mask), [a.shape for _, a, _ in good])
-                for (i, _, _), part in zip(good, parts, strict=True):
-                    responses[i] = self._response(part)
-            except Exception as e:  # onnxruntime error types vary; isolate the culprit below
-                self.logger.log_warn(
-                    f"semantic_router: batch of {len(good)} failed ({e}); "
-                    "running its requests one by one"
-                )
-                for i, a, m in good:
-                    try:
-                        responses[i] = self._response(self._run(a, m))
-                    except Exception as e1:
-                        responses[i] = self._error(f"inference failed: {e1}")
+        for group in length_groups([a.shape for _, a, _ in good]):
+            self._run_group([good[k] for k in group], responses)
         return responses
+
+    def _run_group(self, good: list[tuple[int, np.ndarray, np.ndarray]], responses: list) -> None:
+        try:
+            ids, mask = pad_batch([(a, m) for _, a, m in good])
+            parts = split_outputs(self._run(ids, mask), [a.shape for _, a, _ in good])
+            for (i, _, _), part in zip(good, parts, strict=True):
+                responses[i] = self._response(part)
+        except Exception as e:  # onnxruntime error types vary; isolate the culprit below
+            self.logger.log_warn(
+                f"semantic_router: batch of {len(good)} failed ({e}); "
+                "running its requests one by one"
+            )
+            for i, a, m in good:
+                try:
+                    responses[i] = self._response(self._run(a, m))
+                except Exception as e1:
+                    responses[i] = self._error(f"inference failed: {e1}")
 
     def finalize(self):
         self.session = None
