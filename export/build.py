@@ -70,6 +70,29 @@ class StepTimer:
         return out
 
 
+def write_heldout(data_dir: Path, out_dir: Path, seed: int = 0) -> dict[str, Path]:
+    """The build's held-out splits as eval files (the same deterministic split as ``build``
+    with this seed): ``mmlu_val.jsonl`` (question, category) for ``eval category`` and
+    ``pii_test.json`` (presidio-research format, held-out templates) for ``eval pii``."""
+    from export import data as D
+
+    opts = BuildOptions(data_dir=data_dir, seed=seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mmlu, _ = D.load_mmlu(_data_file(opts, "mmlu_pro/questions.jsonl"))
+    _, val = D.split_mmlu(mmlu, val_fraction=0.1, seed=seed)
+    pres, _ = D.load_presidio(_data_file(opts, "pii/synth_dataset_v2.json"))
+    _, test = D.split_presidio(pres, test_fraction=0.25, seed=seed)
+    paths = {"category": out_dir / "mmlu_val.jsonl", "pii": out_dir / "pii_test.json"}
+    paths["category"].write_text("".join(
+        json.dumps({"question": e.text, "category": e.category}) + "\n" for e in val))
+    rows = [{"full_text": e.text, "template_id": e.template_id,
+             "spans": [{"entity_type": sp.type, "entity_value": e.text[sp.start:sp.end],
+                        "start_position": sp.start, "end_position": sp.end} for sp in e.spans]}
+            for e in test]
+    paths["pii"].write_text(json.dumps(rows, indent=1))
+    return paths
+
+
 def require_torch() -> None:
     try:
         import torch  # noqa: F401

@@ -83,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="small frozen-encoder build in about a minute (tests, smoke runs)")
     b.add_argument("--limit", type=int, help="use at most N examples per data set (smoke test)")
 
+    h = msub.add_parser("heldout", help="write the build's held-out splits as eval files",
+                        description="mmlu_val.jsonl (for eval category) and pii_test.json (for "
+                        "eval pii): the validation and held-out-template splits the build "
+                        "reports on, for the same --seed.")
+    h.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    h.add_argument("--out", type=Path, default=Path("eval_out/heldout"))
+    h.add_argument("--seed", type=int, default=0)
+
     ev = sub.add_parser("eval", help="evaluate the served model")
     esub = ev.add_subparsers(dest="eval_command", required=True)
     ec = esub.add_parser("category", help="accuracy, macro-F1, confusion matrix, calibration")
@@ -128,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "model":
-        from export.build import BuildOptions, build, quick_options
+        from export.build import BuildOptions, build, quick_options, write_heldout
 
+        if args.model_command == "heldout":
+            for name, path in write_heldout(args.data_dir, args.out, args.seed).items():
+                print(f"{name}: {path}")
+            return 0
         if args.quick:
             build(quick_options(out_dir=args.out, data_dir=args.data_dir, seed=args.seed))
             return 0

@@ -73,3 +73,20 @@ def test_eval_pii_through_triton(tmp_path, trained_triton, trained_model_dir, ca
     assert report["rows"] == 80
     gold_types = {s.type for e in test[:80] for s in e.spans}
     assert gold_types <= set(report["per_type"])  # every gold type is scored
+
+
+def test_heldout_files_are_the_build_splits_and_load_for_eval(tmp_path):
+    from export.build import write_heldout
+
+    paths = write_heldout(DATA, tmp_path)
+    rows, _ = load_mmlu(paths["category"])
+    all_rows, _ = load_mmlu(DATA / "mmlu_pro" / "questions.jsonl")
+    train, val = split_mmlu(all_rows, 0.1, 0)
+    assert [r.text for r in rows] == [r.text for r in val]
+    assert not {r.text for r in rows} & {r.text for r in train}
+    pii, report = load_presidio(paths["pii"])
+    p_train, p_test = split_presidio(load_presidio(DATA / "pii" / "synth_dataset_v2.json")[0],
+                                     0.25, 0)
+    assert not report.skipped and len(pii) == len(p_test)
+    assert [(e.text, e.spans) for e in pii] == [(e.text, e.spans) for e in p_test]
+    assert not {e.template_id for e in pii} & {e.template_id for e in p_train}
