@@ -96,7 +96,7 @@ class Exchange:
         self.headers: dict[str, str] = {}
         self.endpoint: tuple[Kind, str, str] | None = None  # set for generation requests
         self.model = "none"
-        self.status: int | None = None  # set once the answer is known to have ended
+        self.status: int | None = None  # set once the answer is known (counted then)
         self.watch: ResponseWatch | None = None
 
     async def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
@@ -185,7 +185,7 @@ class Exchange:
         return edit.reply()
 
     def answer(self, answer: LocalAnswer, details: str) -> pb.ProcessingResponse:
-        self.status = answer.status
+        self.done(answer.status)
         return immediate(answer, details)
 
     def error(self, err: RouterError, *, reason: str | None = None) -> pb.ProcessingResponse:
@@ -197,26 +197,36 @@ class Exchange:
     async def on_response_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
         if self.watch is None:
             return response_headers_reply()
-        return await self.watch.on_headers(header_map(msg), msg.end_of_stream)
+        reply = await self.watch.on_headers(header_map(msg), msg.end_of_stream)
+        if self.watch.complete:
+            self.done(self.watch.status)
+        return reply
 
     async def on_response_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
         if self.watch is None:
             return response_body_reply()
-        return await self.watch.on_body(msg.body, msg.end_of_stream)
+        reply = await self.watch.on_body(msg.body, msg.end_of_stream)
+        if self.watch.complete:
+            self.done(self.watch.status)
+        return reply
 
     # ---------------------------------------------------------------- the end
 
-    def finish(self) -> None:
-        """The stream is over: count the request as the HTTP proxy does."""
+    def done(self, status: int) -> None:
+        """Count the request as the HTTP proxy does, once, as soon as its answer is known:
+        before Envoy gets the last reply, so the client never sees the end first."""
+        if self.status is not None:
+            return
+        self.status = status
         if self.endpoint is None:
             return
-        status = self.status
-        if status is None:
-            w = self.watch
-            status = w.status if w is not None and w.complete else CLIENT_GONE
         m = self.door.metrics
         m.count_request(self.model, status)
         m.observe_request(self.endpoint[2], time.perf_counter() - self.t0)
+
+    def finish(self) -> None:
+        """The stream is over; an answer that did not reach its end is the client's going."""
+        self.done(CLIENT_GONE)
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):

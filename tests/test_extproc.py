@@ -126,7 +126,7 @@ async def post(url: str, body: bytes | dict, headers: dict | None = None):
     async with aiohttp.ClientSession() as s, s.post(
             url + CHAT, data=data, headers={"Content-Type": "application/json",
                                             **(headers or {})}) as r:
-        return r.status, dict(r.headers), await r.read()
+        return r.status, r.headers.copy(), await r.read()  # case-insensitive
 
 
 async def metric_lines(http: str, name: str) -> list[str]:
