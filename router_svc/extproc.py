@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from multidict import CIMultiDict
 
 from router_svc.answers import (
     LocalAnswer,
@@ -38,6 +39,7 @@ from router_svc.answers import (
     media_type,
     parse_json_object,
     rejection_answer,
+    replay_answer,
 )
 from router_svc.cache_flow import CacheFront
 from router_svc.config import Config
@@ -163,14 +165,22 @@ class Exchange:
         door, endpoint = self.door, self.endpoint
         assert endpoint is not None
         kind, backend_path, _ = endpoint
+        # The cache reads Cache-Control, the tenant header and Authorization by name.
+        headers = CIMultiDict(self.headers)
         try:
             body = parse_json_object(raw)
+            repeat = await door.cache.repeat(kind, body, headers)
+            if repeat is not None:  # the very same request as a cached one: no model call
+                known, hit = repeat
+                self.model = known.decision.model
+                door.router.count_decision(known.decision, "cache_hit")
+                return self.answer(replay_answer(known.headers, hit, body), "router_cache_hit")
             routed = await door.router.route(kind, body, count_routing=False)
             self.model = routed.decision.model
             if routed.rejection is not None:
                 door.router.count_decision(routed.decision)
                 return self.answer(rejection_answer(routed), "router_pii_rejected")
-            cached = await door.cache.lookup(routed, self.headers)
+            cached = await door.cache.lookup(routed, headers)
             door.router.count_decision(routed.decision, "cache_hit" if cached.hit else None)
             if cached.hit is not None:
                 return self.answer(cache_answer(routed, cached), "router_cache_hit")

@@ -294,6 +294,33 @@ async def test_cache_hit_is_answered_by_envoy_without_a_backend(envoy_stack, bac
                for ln in await metric_lines(stack.http, "router_routing_decisions_total"))
 
 
+async def test_cache_rules_hold_through_envoy(envoy_stack, backends):
+    """An exact repeat skips the model (repeat memo), a paraphrase is a semantic hit, and the
+    client's Cache-Control and its API key (the tenant) count as they do on the HTTP proxy."""
+    stack = await envoy_stack(cache={"enabled": True})
+
+    async def chat(text: str, key: str = "test", **headers: str):
+        raw = await client(stack.url, key).chat.completions.with_raw_response.create(
+            model="auto", messages=user(text), extra_headers=headers or None)
+        return raw.headers
+
+    async def classified() -> float:
+        lines = await metric_lines(stack.http, "router_classification_seconds_count")
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines)
+
+    assert (await chat(QUESTION))["x-router-cache"] == "miss"
+    n = await classified()
+    h = await chat(QUESTION)
+    assert h["x-router-cache"] == "hit" and h["x-router-cache-repeat"] == "1"
+    assert await classified() == n  # no tokenising, no Triton call
+    h = await chat("Please explain the theory of relativity.")
+    assert h["x-router-cache"] == "hit" and "x-router-cache-repeat" not in h
+    assert sum(calls(backends).values()) == 1
+    assert (await chat(QUESTION, **{"Cache-Control": "no-cache"}))["x-router-cache"] == "miss"
+    assert (await chat(QUESTION, key="another-tenant"))["x-router-cache"] == "miss"
+    assert sum(calls(backends).values()) == 3
+
+
 async def test_streamed_answer_is_stored_only_when_complete(envoy_stack, backends):
     stack = await envoy_stack(cache={"enabled": True})
     c = client(stack.url)
