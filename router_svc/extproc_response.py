@@ -92,9 +92,14 @@ class ResponseWatch:
                 self.metrics.count_error(BACKEND_BAD_RESPONSE)
         else:
             self.shape = "json"
-        if end_of_stream:
-            await self._end()
-        return response_headers_reply(common(set_h, remove))
+        if not end_of_stream:
+            return response_headers_reply(common(set_h, remove))
+        c = common(set_h, remove)
+        if self.shape == "error":  # an error without a body still gets the OpenAI JSON
+            c = common(set_h, remove, body=self._error_body(b"", True))
+            c.status = pb.CommonResponse.CONTINUE_AND_REPLACE  # adds a body where none was
+        await self._end()
+        return response_headers_reply(c)
 
     # ---------------------------------------------------------------- body
 

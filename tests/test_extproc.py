@@ -415,6 +415,32 @@ async def test_unreachable_backend_is_an_openai_error(envoy_stack, backends):
     assert err["type"] == "server_error" and "phi4" in err["message"]
 
 
+async def test_backend_error_without_a_body_gets_the_openai_json(envoy_stack, backends):
+    async def bare_502(request: web.Request) -> web.Response:
+        return web.Response(status=502)  # no body at all: Envoy ends the stream at the headers
+
+    bare = web.Application()
+    bare.router.add_post("/v1/chat/completions", bare_502)
+    runner = web.AppRunner(bare)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        def mutate(d: dict) -> None:
+            d["model_config"]["bare"] = {"pii_policy": {"allow_by_default": True},
+                                         "backend": {"base_url": f"http://127.0.0.1:{port}/v1"}}
+
+        stack = await envoy_stack(mutate)
+        status, headers, body = await post(stack.url, {"model": "bare", "messages": user("hi")})
+        assert status == 502 and headers["content-type"] == "application/json"
+        err = json.loads(body)["error"]
+        assert err["type"] == "server_error" and "HTTP 502" in err["message"]
+        assert headers["x-router-model"] == "bare"
+    finally:
+        await runner.cleanup()
+
+
 async def test_routing_deadline_answers_504(envoy_stack, backends):
     stack = await envoy_stack(extproc={"message_timeout_s": 0.001})
     status, _, body = await post(stack.url, {"model": "auto", "messages": user(MATH)})

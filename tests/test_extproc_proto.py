@@ -290,6 +290,16 @@ async def test_error_answer_becomes_openai_json():
     assert "upstream connect error" in err["message"] and "127.0.0.1:1" not in err["message"]
 
 
+async def test_error_without_a_body_gets_one():
+    watch = ResponseWatch(routed(False), Lookup(None), CacheFront(CacheConfig(), None),
+                          Metrics.create(models=["phi4"]), 0.0)
+    c = (await watch.on_headers({":status": "502"}, True)).response_headers.response
+    assert c.status == pb.CommonResponse.CONTINUE_AND_REPLACE
+    err = json.loads(c.body_mutation.body)["error"]
+    assert err["type"] == "server_error" and "502" in err["message"]
+    assert watch.complete and watch.status == 502
+
+
 # ---------------------------------------------------------------- the Envoy config
 
 
