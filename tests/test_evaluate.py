@@ -66,13 +66,31 @@ def test_eval_pii_through_triton(tmp_path, trained_triton, trained_model_dir, ca
     args = _args(tmp_path, trained_triton, trained_model_dir, "pii", data, threshold=0.5)
     assert evaluate.main(args) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    m = re.fullmatch(r"precision=([\d.]+) recall=([\d.]+) f1=([\d.]+)", last)
+    m = re.fullmatch(r"precision=([\d.]+) recall=([\d.]+) f1=([\d.]+) overlap_f1=([\d.]+)",
+                     last)
     assert m, last
     assert float(m.group(3)) > 0.3
+    assert float(m.group(4)) >= float(m.group(3))  # overlap matching is never stricter
     report = json.loads((tmp_path / "out" / "pii.json").read_text())
     assert report["rows"] == 80
+    errors = [json.loads(x) for x in (tmp_path / "out" / "pii_errors.jsonl").open()]
+    assert all(sorted(map(tuple, e["gold"])) != sorted(map(tuple, e["ours"])) for e in errors)
     gold_types = {s.type for e in test[:80] for s in e.spans}
     assert gold_types <= set(report["per_type"])  # every gold type is scored
+
+
+def test_overlap_matching_counts_each_gold_span_once():
+    from export.evaluate import match_spans_overlap
+
+    per: dict[str, PRF] = {}
+    gold = [("STREET_ADDRESS", 0, 30), ("PERSON", 40, 45)]
+    pred = [("STREET_ADDRESS", 0, 12), ("STREET_ADDRESS", 14, 30), ("GPE", 14, 20),
+            ("PERSON", 42, 50), ("PERSON", 46, 50)]
+    match_spans_overlap(gold, pred, per)
+    assert (per["STREET_ADDRESS"].tp, per["STREET_ADDRESS"].fp, per["STREET_ADDRESS"].fn) == (
+        1, 1, 0)
+    assert (per["GPE"].tp, per["GPE"].fp) == (0, 1)
+    assert (per["PERSON"].tp, per["PERSON"].fp, per["PERSON"].fn) == (1, 1, 0)
 
 
 def test_heldout_files_are_the_build_splits_and_load_for_eval(tmp_path):
