@@ -67,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--triton-batching", choices=["off", "on"], default="off",
                     help="Triton dynamic batching: off = same batch shapes as in-process "
                          "(default: %(default)s)")
+    ap.add_argument("--ort-spinning", choices=["on", "off"], default="on",
+                    help="onnxruntime's intra-op spinning inside Triton's Python backend "
+                         "(default: %(default)s, onnxruntime's own default)")
     ap.add_argument("--triton-url", default=None,
                     help="use a running Triton (gRPC host:port) instead of the embedded one; "
                          "its thread count and batching are then its own")
@@ -76,13 +79,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def triton_config_text(model_dir: Path, threads: int, max_batch: int, batching: bool) -> str:
+def triton_config_text(model_dir: Path, threads: int, max_batch: int, batching: bool,
+                       spinning: bool = True) -> str:
     from router_svc.labels import EMBEDDING
     from router_svc.triton_repo import onnx_output_dims, render_config
 
     dim = int(onnx_output_dims(model_dir / "model.onnx")[EMBEDDING][-1])
     text = render_config("python", max_batch_size=max(64, max_batch), embedding_dim=dim,
-                         ort_intra_op_threads=threads)
+                         ort_intra_op_threads=threads, ort_allow_spinning=spinning)
     if not batching:  # no dynamic_batching block: Triton runs each request as it comes
         text = re.sub(r"dynamic_batching \{.*?\n\}\n", "", text, flags=re.S)
     return text
@@ -155,9 +159,10 @@ async def run(args, out: Output) -> list[dict]:
             server = TritonServer(
                 args.model_dir, work_dir=work, startup_timeout_s=300,
                 config_text=triton_config_text(args.model_dir, args.threads, max(args.batches),
-                                               args.triton_batching == "on"))
+                                               args.triton_batching == "on",
+                                               args.ort_spinning == "on"))
             say(f"starting Triton (threads {args.threads}, dynamic batching "
-                f"{args.triton_batching})")
+                f"{args.triton_batching}, onnxruntime spinning {args.ort_spinning})")
             await server.astart()
             stack.push_async_callback(server.astop)
             url = server.grpc_url

@@ -58,6 +58,7 @@ P_PII_TAGS = "pii_tags"
 P_MAX_SEQ = "max_sequence_length"
 P_EMBED_DIM = "embedding_dim"
 P_ORT_THREADS = "ort_intra_op_threads"
+P_ORT_SPINNING = "ort_allow_spinning"
 
 
 def label_parameters(
@@ -96,6 +97,7 @@ def render_config(
     max_queue_delay_us: int | None = None,
     instance_count: int = 1,
     ort_intra_op_threads: int = 0,
+    ort_allow_spinning: bool = True,
     parameters: Mapping[str, str] | None = None,
 ) -> str:
     """``config.pbtxt`` text for one kind of deployment of the dual-head model.
@@ -114,6 +116,9 @@ def render_config(
         parameters = label_parameters(categories, pii_tags, max_sequence_length, embedding_dim)
         if kind == "python":
             parameters[P_ORT_THREADS] = str(int(ort_intra_op_threads))
+            # onnxruntime's idle intra-op threads spin for work; in Triton's stub process they
+            # compete with the server's own threads for the same cores.
+            parameters[P_ORT_SPINNING] = "1" if ort_allow_spinning else "0"
     # TensorRT has no INT64 network inputs in general: build_trt.sh rewrites the ONNX inputs to
     # INT32 (a Cast to INT64 right after them), so the plan's inputs, and this config, are INT32.
     in_type = "TYPE_INT32" if kind == "tensorrt" else "TYPE_INT64"

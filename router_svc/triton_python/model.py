@@ -116,9 +116,13 @@ class TritonPythonModel:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+        spinning = params.get("ort_allow_spinning", "1") != "0"
+        if not spinning:  # idle workers sleep instead of spinning (cores shared with Triton)
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         self.logger = pb_utils.Logger
-        self.logger.log_info(f"semantic_router: loaded {path} (ort intra-op threads {threads})")
+        self.logger.log_info(f"semantic_router: loaded {path} (ort intra-op threads {threads}, "
+                             f"spinning {spinning})")
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
         res = self.session.run(list(OUTPUTS), {INPUT_IDS: ids, ATTENTION_MASK: mask})
