@@ -234,7 +234,12 @@ async def test_dynamic_batching_under_concurrency(triton, tiny_model_dir):
         n = 64
         outs = await asyncio.gather(*(c.infer(ids[i % len(TEXTS)][None], mask[i % len(TEXTS)][None])
                                       for i in range(n)))
-        after = await c.model_statistics()
+        # Triton records an execution's statistics after its responses went out: wait for them.
+        for _ in range(50):
+            after = await c.model_statistics()
+            if after.inference_count - before.inference_count >= n:
+                break
+            await asyncio.sleep(0.1)
     assert len(outs) == n
     inferences = after.inference_count - before.inference_count
     executions = after.execution_count - before.execution_count
