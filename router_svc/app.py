@@ -1,7 +1,8 @@
 """The HTTP front door: parse, call the pipeline, proxy or answer, render errors. No decisions.
 
 ``create_app(config)`` is used by ``router-svc serve``, the embedded default and the tests.
-Resources (Triton client, batcher, backend session) live in ``cleanup_ctx`` and app keys.
+Resources (Triton client, batcher, backend session, cache, ext_proc server) are started and
+stopped by ``router_svc.resources``; what lives on the app is named in ``router_svc.app_state``.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -27,9 +28,17 @@ from router_svc.answers import (
     replay_answer,
     wants_usage,
 )
-from router_svc.batcher import Batcher, BatchStats
-from router_svc.cache_flow import CacheFront, Lookup, model_id, open_cache
-from router_svc.classifier import Classifier
+from router_svc.app_state import (
+    CACHE,
+    CONFIG,
+    EXTPROC,
+    METRICS,
+    MODEL_INFO,
+    PROXY,
+    ROUTER,
+    TRITON,
+)
+from router_svc.cache_flow import CacheFront, Lookup
 from router_svc.config import Config, ConfigError, load_config, parse_config
 from router_svc.errors import (
     BackendError,
@@ -38,25 +47,11 @@ from router_svc.errors import (
     RouterError,
 )
 from router_svc.metrics import Metrics, render
-from router_svc.pipeline import Kind, Routed, Router, classify_report
-from router_svc.proxy import Proxy, UpstreamError, sse_error_event
-from router_svc.tokenization import TextTokenizer
-from router_svc.triton_client import ModelInfo, TritonClient
-
-if TYPE_CHECKING:
-    from router_svc.extproc import ExtProcServer
+from router_svc.pipeline import Kind, Routed, classify_report
+from router_svc.proxy import UpstreamError, sse_error_event
+from router_svc.resources import cache_ctx, classifier_ctx, extproc_ctx, proxy_ctx
 
 log = logging.getLogger("router_svc")
-
-CONFIG = web.AppKey("config", Config)
-METRICS = web.AppKey("metrics", Metrics)
-ROUTER = web.AppKey("router", Router)
-PROXY = web.AppKey("proxy", Proxy)
-TRITON = web.AppKey("triton", TritonClient)
-MODEL_INFO = web.AppKey("model_info", ModelInfo)
-CACHE = web.AppKey("cache", CacheFront)
-# The Envoy ext_proc gRPC server when it runs beside the HTTP proxy (extproc.ExtProcServer).
-EXTPROC: web.AppKey[ExtProcServer] = web.AppKey("extproc")
 
 CLIENT_GONE = "router_client_gone"  # request key: the client hung up mid-answer
 
@@ -345,149 +340,6 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": ctype})
 
 
-# ---------------------------------------------------------------- resources
-
-def check_labels(config: Config, model_categories: tuple[str, ...]) -> None:
-    """The model is the authority on labels: a category it cannot output is a config error."""
-    for i, c in enumerate(config.categories):
-        if c.name not in model_categories:
-            raise ConfigError([
-                f"categories[{i}].name: {c.name!r} is not a category of the served model "
-                f"(it knows: {', '.join(model_categories)}); rename or remove it"])
-
-
-def _tokenizer_path(config: Config, tokenizer: Path | None) -> Path:
-    if tokenizer is not None:
-        return tokenizer
-    if config.tokenizer is not None:
-        return config.tokenizer
-    return Path("model_repository/semantic_router/1/tokenizer.json")
-
-
-def classifier_ctx(config: Config, tokenizer: Path | None, startup_timeout_s: float):
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        metrics = app[METRICS]
-        client = TritonClient(config.triton.url, config.triton.model_name,
-                              timeout_s=config.triton.timeout_s)
-        app[TRITON] = client
-        try:
-            info = await _wait_for_model(client, startup_timeout_s)
-            check_labels(config, info.categories)
-            app[MODEL_INFO] = info
-            tok = TextTokenizer(_tokenizer_path(config, tokenizer))
-        except BaseException:
-            await client.close()  # start-up failed: do not leak the gRPC channel
-            raise
-        stats = BatchStats(
-            on_batch=lambda rows, tokens, s: metrics.observe_triton_batch(s, rows, tokens),
-            on_depth=metrics.queue_depth.set,
-        )
-
-        async def infer(ids, mask):
-            out = await client.infer(ids, mask)
-            return out.category_logits, out.pii_logits, out.embedding
-
-        b = config.batching
-        batcher = Batcher(infer, max_batch_size=min(b.max_batch_size, info.max_batch_size),
-                          max_wait_s=b.max_wait_ms / 1000, max_queue=b.max_queue,
-                          max_batch_tokens=b.max_batch_tokens, stats=stats)
-        await batcher.start()
-        pm = config.classifier.pii_model
-        clf = Classifier(tok, batcher, list(info.categories), list(info.pii_tags),
-                         pii_threshold=pm.threshold,
-                         window=min(pm.window_tokens, info.max_sequence_length),
-                         stride=pm.window_stride)
-        app[ROUTER] = Router(config, clf, metrics)
-        try:
-            yield
-        finally:
-            await batcher.stop()
-            await client.close()
-
-    return ctx
-
-
-async def _wait_for_model(client: TritonClient, timeout_s: float):
-    """Triton may still be starting (compose): retry until the model answers or time is up.
-
-    Triton still down when the time is up fails start-up (``serve`` exits with this message)
-    rather than serving without a classifier; once started, a Triton outage is handled per
-    request by ``classifier.on_error`` and the router reconnects by itself.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return await client.load_model_info()
-        except Exception as e:
-            if not _retryable(e):
-                raise
-            if time.monotonic() >= deadline:  # a TritonError: say where we looked
-                raise type(e)(
-                    f"Triton at {client.url} (triton.url) did not serve model "
-                    f"{client.model_name!r} within {timeout_s:g}s: {e}", e.status) from e
-            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-
-
-def _retryable(e: Exception) -> bool:
-    from router_svc.triton_client import TritonError
-
-    return isinstance(e, TritonError)
-
-
-def cache_ctx(config: Config, tokenizer: Path | None):
-    """The semantic cache (``cache.enabled``) for the served model's embedding."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        if not config.cache.enabled:
-            yield
-            return
-        info = app[MODEL_INFO]
-        mid = model_id(info.name, info.embedding_dim, _tokenizer_path(config, tokenizer))
-        async with open_cache(config.cache, dim=info.embedding_dim, model=mid,
-                              metrics=app[METRICS]) as cache:
-            front = app[CACHE]
-            front.cache = cache
-            try:
-                yield
-            finally:
-                front.cache = None
-
-    return ctx
-
-
-def proxy_ctx(config: Config):
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        p = config.proxy
-        proxy = Proxy.create(connect_timeout_s=p.connect_timeout_s,
-                             read_timeout_s=p.read_timeout_s)
-        app[PROXY] = proxy
-        try:
-            yield
-        finally:
-            await proxy.close()
-
-    return ctx
-
-
-def extproc_ctx(config: Config, port: int | None):
-    """The Envoy ext_proc server over this app's router, cache and metrics: one pipeline,
-    two front doors. Stopped first on the way out, giving streams in flight
-    ``extproc.grace_s``."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        from router_svc.extproc import Door, ExtProcServer
-
-        server = ExtProcServer(Door(config, app[ROUTER], app[CACHE], app[METRICS]))
-        await server.start(config.extproc.host, config.extproc.port if port is None else port)
-        app[EXTPROC] = server
-        try:
-            yield
-        finally:
-            await server.stop(config.extproc.grace_s)
-
-    return ctx
-
-
 def create_app(config: Config, *, tokenizer: Path | None = None,
                startup_timeout_s: float = 60.0, extproc: bool | None = None,
                extproc_port: int | None = None) -> web.Application:
@@ -538,4 +390,5 @@ def serve(config_path: Path, *, extproc: bool | None = None,
     return 0
 
 
-__all__ = ["ConfigError", "create_app", "parse_config", "serve"]
+__all__ = ["CACHE", "CONFIG", "EXTPROC", "METRICS", "MODEL_INFO", "PROXY", "ROUTER", "TRITON",
+           "ConfigError", "create_app", "parse_config", "serve"]
