@@ -15,6 +15,7 @@ from typing import Any
 from router_svc import sse
 from router_svc.cache_flow import Lookup, replay_mode
 from router_svc.errors import BadRequest, RouterError, UnsupportedMediaType
+from router_svc.messages import usage_requested
 from router_svc.pipeline import Routed
 
 JSON_TYPE = "application/json"
@@ -54,8 +55,7 @@ class LocalAnswer:
 
 def wants_usage(routed: Routed) -> bool:
     """The client asked for the usage chunk at the end of a stream."""
-    options = routed.request.body.get("stream_options")
-    return isinstance(options, dict) and bool(options.get("include_usage"))
+    return usage_requested(routed.request.body)
 
 
 def rejection_answer(routed: Routed) -> LocalAnswer:

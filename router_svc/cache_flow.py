@@ -34,6 +34,7 @@ from router_svc.cache import (
 from router_svc.cache_capture import StreamCapture
 from router_svc.cache_keys import Kind, cache_directives, request_fingerprint, tenant_of
 from router_svc.config import CacheConfig
+from router_svc.messages import usage_requested
 from router_svc.metrics import Metrics
 from router_svc.pipeline import Routed
 from router_svc.selection import Decision
@@ -143,7 +144,7 @@ def replay_mode(body: Mapping[str, Any]) -> tuple[bool, bool] | None:
         stream = False
     if not isinstance(stream, bool) or (options is not None and not isinstance(options, dict)):
         return None
-    return stream, bool(options and options.get("include_usage") is True)
+    return stream, usage_requested(body)
 
 
 @dataclass

@@ -75,6 +75,13 @@ def _invalid_type(param: str, expected: str, got: Any) -> BadRequest:
     )
 
 
+def usage_requested(body: Mapping[str, Any]) -> bool:
+    """The client asked for the usage chunk at the end of a stream
+    (``stream_options.include_usage``)."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
 def _common(body: Any) -> tuple[str, bool]:
     """``model`` and ``stream``: shared by both endpoints."""
     if not isinstance(body, dict):

@@ -58,6 +58,9 @@ def test_replay_mode() -> None:
     assert replay_mode({**BODY, "stream": True}) == (True, False)
     assert replay_mode({**BODY, "stream": True,
                         "stream_options": {"include_usage": True}}) == (True, True)
+    # include_usage as the proxy path reads it (truthy), so a replay ends like a forward would
+    assert replay_mode({**BODY, "stream": True,
+                        "stream_options": {"include_usage": 1}}) == (True, True)
     assert replay_mode({**BODY, "stream": "yes"}) is None
     assert replay_mode({**BODY, "stream": 1}) is None
     assert replay_mode({**BODY, "stream": True, "stream_options": "usage"}) is None
