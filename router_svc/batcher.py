@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from router_svc.triton_python.model import length_groups as model_length_groups
+
 
 class QueueFull(Exception):
     """The batcher's queue is at capacity: shed load (HTTP 429) rather than time out."""
@@ -61,26 +63,13 @@ def pad_rows(rows: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, np.nda
     return ids, mask
 
 
-def length_groups(lengths: list[int], max_rows: int, max_tokens: int,
-                  max_waste: float = 0.15) -> list[list[int]]:
-    """Row indices grouped for padding: longest first, a new group when the group is full
-    (``max_rows``, or ``max_tokens`` padded tokens) or when padding would exceed ``max_waste``
-    of the group's real tokens (on a CPU a pad token costs what a real one does; the Triton
-    model groups the requests it gathers by the same rule)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    groups: list[list[int]] = []
-    real = 0
-    for i in order:
-        g = groups[-1] if groups else None
-        n = lengths[i]
-        if (g is None or len(g) >= max_rows or (len(g) + 1) * lengths[g[0]] > max_tokens
-                or (len(g) + 1) * lengths[g[0]] > (1 + max_waste) * (real + n)):
-            groups.append([i])
-            real = n
-        else:
-            g.append(i)
-            real += n
-    return groups
+def length_groups(lengths: list[int], max_rows: int, max_tokens: int) -> list[list[int]]:
+    """Row indices grouped for padding: at most ``max_rows`` rows and ``max_tokens`` padded
+    tokens per group, and padding at most 15% of a group's real tokens (on a CPU a pad token
+    costs what a real one does). The Triton model's own rule for the requests it gathers,
+    applied to single rows."""
+    return model_length_groups([(1, n) for n in lengths], max_rows=max_rows,
+                               max_tokens=max_tokens)
 
 
 def split_outputs(

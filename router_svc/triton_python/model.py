@@ -69,17 +69,22 @@ def pad_batch(items: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, n
 MAX_PAD_WASTE = 0.15
 
 
-def length_groups(shapes: list[tuple[int, int]],
-                  max_waste: float = MAX_PAD_WASTE) -> list[list[int]]:
+def length_groups(shapes: list[tuple[int, int]], max_waste: float = MAX_PAD_WASTE, *,
+                  max_rows: int | None = None,
+                  max_tokens: int | None = None) -> list[list[int]]:
     """Indices of requests (``[(rows, seq), ...]``) to run together: longest first, a request
     joins the current group while the group's padded tokens stay within ``1 + max_waste``
-    times its real tokens."""
+    times its real tokens (and, when given, within ``max_rows`` rows and ``max_tokens``
+    padded tokens). The router's batcher groups its rows by this same function."""
     order = sorted(range(len(shapes)), key=lambda i: -shapes[i][1])
     groups: list[list[int]] = []
     rows = real = longest = 0
     for i in order:
         b, s = shapes[i]
-        if groups and (rows + b) * longest <= (1 + max_waste) * (real + b * s):
+        padded = (rows + b) * longest
+        if (groups and padded <= (1 + max_waste) * (real + b * s)
+                and (max_rows is None or rows + b <= max_rows)
+                and (max_tokens is None or padded <= max_tokens)):
             groups[-1].append(i)
             rows, real = rows + b, real + b * s
         else:
