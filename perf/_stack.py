@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import yaml
 from _common import ROOT, say
 
+from router_svc.processes import log_tail, stop_session
 from router_svc.triton_launcher import free_port
 
 PASSTHROUGH = "passthrough"
@@ -68,22 +68,10 @@ class Service:
             time.sleep(0.3)
 
     def tail(self, n: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, n)
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        p = self.proc
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)  # its own session: the server and its workers
-            try:
-                p.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait(5)
+        stop_session(self.proc, timeout_s)  # its own session: the server and its workers
         self._log.close()
 
 

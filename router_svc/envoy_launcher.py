@@ -9,11 +9,8 @@ tested is what compose runs.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -26,6 +23,7 @@ from typing import Any
 import yaml
 
 from router_svc.extproc_proto import SELECTED_MODEL
+from router_svc.processes import log_tail, stop_session
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "envoy" / "envoy.yaml"
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
@@ -170,23 +168,12 @@ class EnvoyProcess:
         return self
 
     def tail(self, n: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, n)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         p, self.proc = self.proc, None
-        if p is None or p.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait(5)
+        if p is not None:
+            stop_session(p, timeout_s)
 
     def __enter__(self) -> EnvoyProcess:
         return self.start() if self.proc is None else self
