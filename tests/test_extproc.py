@@ -121,6 +121,15 @@ async def envoy_stack(trained_triton, trained_model_dir, backends, tmp_path
             await r.cleanup()
 
 
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
+    """``app`` on a free loopback port; the caller cleans the runner up."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
 async def post(url: str, body: bytes | dict, headers: dict | None = None):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     async with aiohttp.ClientSession() as s, s.post(
@@ -187,11 +196,7 @@ async def test_unrouted_model_uses_the_original_destination_cluster(envoy_stack,
     extra = web.Application()
     inner = create_backend_app("extra-model")
     extra.add_subapp("/openai", inner)
-    runner = web.AppRunner(extra)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_app(extra)
     try:
         def mutate(d: dict) -> None:
             d["model_config"]["extra"] = {
@@ -421,11 +426,7 @@ async def test_backend_error_without_a_body_gets_the_openai_json(envoy_stack, ba
 
     bare = web.Application()
     bare.router.add_post("/v1/chat/completions", bare_502)
-    runner = web.AppRunner(bare)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_app(bare)
     try:
         def mutate(d: dict) -> None:
             d["model_config"]["bare"] = {"pii_policy": {"allow_by_default": True},
