@@ -140,9 +140,11 @@ class TritonServer:
         model_name: str = MODEL_NAME,
         **render_kwargs,
     ):
-        self.model_dir = Path(model_dir)
+        # Absolute: tritonserver runs with cwd=work_dir, so a relative path would point elsewhere.
+        self.model_dir = Path(model_dir).resolve()
         self._own_work_dir = work_dir is None
-        self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="triton-"))
+        self.work_dir = (Path(work_dir) if work_dir
+                         else Path(tempfile.mkdtemp(prefix="triton-"))).resolve()
         self._fixed_ports = (http_port, grpc_port, metrics_port)
         self._pick_ports()
         self.startup_timeout_s = startup_timeout_s

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -304,8 +306,11 @@ def test_broken_config_fails_fast_with_the_log(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.integration
-def test_stop_leaves_no_process(tiny_model_dir, tmp_path):
-    with TritonServer(tiny_model_dir, work_dir=tmp_path) as server:
+def test_stop_leaves_no_process(tiny_model_dir, tmp_path, monkeypatch):
+    # Relative paths too (tritonserver runs in the work dir; `--out-dir .work/x` once broke it).
+    monkeypatch.chdir(tmp_path)
+    model_rel = os.path.relpath(tiny_model_dir, tmp_path)
+    with TritonServer(model_rel, work_dir=Path("work")) as server:
         pids = session_pids(server.pid)
         assert server.pid in pids and len(pids) >= 2  # the server and its Python stub
     assert server.process.returncode == 0
