@@ -8,6 +8,7 @@ stopped by ``router_svc.resources``; what lives on the app is named in ``router_
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -199,7 +200,9 @@ async def forward(request: web.Request, routed: Routed,
         metrics.observe_backend(model, res.backend_latency_s)
         metrics.count_tokens(model, res.usage)
         await cache.store_body(cached, routed.kind, res.body)
-        return web.json_response(res.body, status=res.status, headers=headers)
+        # The backend's own bytes: parsed above for usage and the cache, not re-encoded.
+        return web.Response(body=res.raw, status=res.status, headers=headers,
+                            content_type="application/json", charset="utf-8")
 
     client_usage = wants_usage(routed)
     capture = cache.capture(cached, routed.kind)
@@ -370,6 +373,14 @@ def create_app(config: Config, *, tokenizer: Path | None = None,
     return app
 
 
+async def _freeze_startup_objects(app: web.Application) -> None:
+    """Runs after the resources started: what exists now (config, tokenizer, clients, cache
+    index) lives as long as the process, and the garbage collector need not walk it again on
+    every full collection while requests are served."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(config_path: Path, *, extproc: bool | None = None,
           extproc_port: int | None = None) -> int:
     """``router-svc serve`` (ext_proc too when ``extproc.enabled``) and ``router-svc extproc``
@@ -383,6 +394,7 @@ def serve(config_path: Path, *, extproc: bool | None = None,
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvloop.install()
     app = create_app(config, extproc=extproc, extproc_port=extproc_port)
+    app.on_startup.append(_freeze_startup_objects)
     # The ext_proc grace period runs inside aiohttp's shutdown: leave it room.
     web.run_app(app, host=config.listen.host, port=config.listen.port,
                 handler_cancellation=True, access_log=None,

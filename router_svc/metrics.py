@@ -10,8 +10,8 @@ metric objects are there for anything else.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
@@ -196,6 +196,18 @@ class Metrics:
     cache_lookup_seconds: Histogram
     cache_hit_similarity: Histogram
     inflight_requests: Gauge
+    # (metric, label values) -> child: prometheus_client's labels() validates and locks on
+    # every call, a few microseconds each, several times per request. Values are bounded.
+    _children: dict[tuple[int, tuple[str, ...]], Any] = field(
+        default_factory=dict, repr=False, compare=False)
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)`` (label values in the metric's label order), memoised."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     @classmethod
     def create(
@@ -297,16 +309,12 @@ class Metrics:
     # ------------------------------------------------------------------------ bounded helpers
 
     def count_request(self, model: object, status: object) -> None:
-        self.requests_total.labels(
-            model=self.bounds.model(model), status=self.bounds.status(status)
-        ).inc()
+        self._child(self.requests_total, self.bounds.model(model),
+                    self.bounds.status(status)).inc()
 
     def count_routing(self, category: object, model: object, reason: object) -> None:
-        self.routing_decisions_total.labels(
-            category=self.bounds.category(category),
-            model=self.bounds.model(model),
-            reason=self.bounds.routing_reason(reason),
-        ).inc()
+        self._child(self.routing_decisions_total, self.bounds.category(category),
+                    self.bounds.model(model), self.bounds.routing_reason(reason)).inc()
 
     def count_error(self, reason: object) -> None:
         self.errors_total.labels(reason=self.bounds.error_reason(reason)).inc()
@@ -323,13 +331,11 @@ class Metrics:
         if usage is None:
             return
         label = self.bounds.model(model)
-        self.tokens_total.labels(model=label, kind="prompt").inc(max(0, usage.prompt_tokens))
-        self.tokens_total.labels(model=label, kind="completion").inc(
-            max(0, usage.completion_tokens)
-        )
+        self._child(self.tokens_total, label, "prompt").inc(max(0, usage.prompt_tokens))
+        self._child(self.tokens_total, label, "completion").inc(max(0, usage.completion_tokens))
 
     def count_cache(self, hit: bool) -> None:
-        self.cache_requests_total.labels(result="hit" if hit else "miss").inc()
+        self._child(self.cache_requests_total, "hit" if hit else "miss").inc()
 
     # The cache.CacheEvents protocol: an HnswCache created with events=metrics reports here.
     def observe_cache_lookup(self, seconds: float, similarity: float | None) -> None:
@@ -350,13 +356,13 @@ class Metrics:
         self.cache_entries.set(n)
 
     def observe_request(self, endpoint: object, seconds: float) -> None:
-        self.request_seconds.labels(endpoint=self.bounds.endpoint(endpoint)).observe(seconds)
+        self._child(self.request_seconds, self.bounds.endpoint(endpoint)).observe(seconds)
 
     def observe_backend(self, model: object, seconds: float) -> None:
-        self.backend_seconds.labels(model=self.bounds.model(model)).observe(seconds)
+        self._child(self.backend_seconds, self.bounds.model(model)).observe(seconds)
 
     def observe_ttft(self, model: object, seconds: float) -> None:
-        self.ttft_seconds.labels(model=self.bounds.model(model)).observe(seconds)
+        self._child(self.ttft_seconds, self.bounds.model(model)).observe(seconds)
 
     def observe_triton_batch(self, seconds: float, rows: int, tokens: int) -> None:
         self.triton_seconds.observe(seconds)

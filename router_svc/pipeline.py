@@ -177,9 +177,11 @@ class Router:
         if decision.action == "reject":
             routed.rejection = pii_rejection_response(decision, int(time.time()))
             return routed
-        out = copy.deepcopy(dict(req.body))
-        if decision.action == "redact":
-            out = self._redacted(req, out, entities, decision.denied_pii_types)
+        if decision.action == "redact":  # rewrites nested message content: a deep copy
+            out = self._redacted(req, copy.deepcopy(dict(req.body)), entities,
+                                 decision.denied_pii_types)
+        else:  # only the top-level "model" changes
+            out = dict(req.body)
         out["model"] = self.config.model_config[decision.model].backend.model
         routed.body = out
         routed.target = self.target_for(decision.model)

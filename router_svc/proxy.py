@@ -26,6 +26,7 @@ upstream connection at once, so the backend stops generating.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -36,6 +37,8 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+import orjson
+from yarl import URL
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,29 @@ class BackendTarget:
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + "/" + path.lstrip("/")
 
+    def parsed_url(self, path: str) -> URL:
+        """``url(path)`` parsed once per target and path: aiohttp would parse the string on
+        every request."""
+        return _parsed_url(self.base_url, path)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_url(base_url: str, path: str) -> URL:
+    return URL(base_url.rstrip("/") + "/" + path.lstrip("/"))
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def encode_json(body: Any) -> bytes:
+    """The body sent to a backend. orjson is ~15x faster than ``json.dumps`` on the
+    per-request path; it refuses what JSON allows but it does not (integers beyond 64 bits,
+    e.g. a client's huge ``seed``), and those go through the standard library unchanged."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body).encode("utf-8")
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -104,6 +130,7 @@ class ProxyResult:
     body: dict[str, Any]
     usage: Usage | None
     backend_latency_s: float
+    raw: bytes = b""  # the backend's bytes, relayed as they came (``body`` is their parse)
 
 
 @dataclass
@@ -381,7 +408,8 @@ class Proxy:
         headers = _backend_headers(target, client_headers, request_id)
         start = time.perf_counter()
         try:
-            async with self.session.post(target.url(path), json=body, headers=headers) as resp:
+            async with self.session.post(target.parsed_url(path), data=encode_json(body),
+                                         headers={**headers, **JSON_HEADERS}) as resp:
                 raw = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -407,7 +435,7 @@ class Proxy:
                 ),
                 BACKEND_BAD_RESPONSE,
             )
-        return ProxyResult(status, parsed, extract_usage(parsed), latency)
+        return ProxyResult(status, parsed, extract_usage(parsed), latency, raw)
 
     def stream(
         self,
@@ -462,7 +490,8 @@ class UpstreamStream:
         self._start = time.perf_counter()
         try:
             resp = await self._session.post(
-                target.url(self._path), json=self._body, headers=self._headers
+                target.parsed_url(self._path), data=encode_json(self._body),
+                headers={**self._headers, **JSON_HEADERS},
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("backend %s failed: %r", target.model, exc)

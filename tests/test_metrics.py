@@ -46,6 +46,8 @@ def test_separate_registries_do_not_clash():
     a, b = Metrics.create(), Metrics.create()
     a.count_request("x", 200)
     assert samples(a)[("router_requests_total", (("model", OTHER), ("status", "200")))] == 1
+    a.count_request("y", 200)  # the memoised child: the same series, counted on
+    assert samples(a)[("router_requests_total", (("model", OTHER), ("status", "200")))] == 2
     assert ("router_requests_total", (("model", OTHER), ("status", "200"))) not in samples(b)
     reg = CollectorRegistry()
     assert Metrics.create(reg).registry is reg

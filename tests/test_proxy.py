@@ -16,6 +16,7 @@ from router_svc.proxy import (
     Proxy,
     UpstreamError,
     Usage,
+    encode_json,
     extract_usage,
     normalise_error_body,
     parse_sse_events,
@@ -128,6 +129,27 @@ async def test_post_json_pass_through_with_usage(aiohttp_server, proxy):
     assert result.usage == Usage(3, 6, 9)
     assert result.backend_latency_s > 0
     assert app[RECEIVED][0].body == chat_body("one two three")
+    assert json.loads(result.raw) == result.body  # the bytes relayed are the ones parsed
+
+
+async def test_post_json_sends_integers_beyond_64_bits_exactly(aiohttp_server, proxy):
+    # orjson refuses them; the standard library's encoder takes over, nothing is rounded.
+    app, target = await backend(aiohttp_server)
+    body = chat_body("hi", seed=2**70 + 1)
+    assert encode_json(body) == json.dumps(body).encode()
+    await proxy.post_json(target, CHAT, body, {})
+    assert app[RECEIVED][0].body["seed"] == 2**70 + 1
+
+
+async def test_encode_json_is_json():
+    body = chat_body("café 😀 \"q\" \n", temperature=0.25, n=2, stop=None)
+    assert json.loads(encode_json(body)) == body
+
+
+async def test_parsed_url_is_memoised_and_equal_to_url():
+    t = BackendTarget("http://h:1/v1/", "m")
+    assert str(t.parsed_url("/chat/completions")) == t.url("/chat/completions")
+    assert t.parsed_url("/chat/completions") is t.parsed_url("/chat/completions")
 
 
 # ---------------------------------------------------------------------------- streaming
