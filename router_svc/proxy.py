@@ -420,10 +420,13 @@ class Proxy:
             raise UpstreamError(
                 status, scrub_error(normalise_error_body(status, raw, target.model), target)
             )
-        try:
-            parsed = json.loads(raw)
+        try:  # orjson first (several times faster); the standard library for what it refuses
+            parsed = orjson.loads(raw)
         except ValueError:
-            parsed = None
+            try:
+                parsed = json.loads(raw)
+            except (ValueError, RecursionError):
+                parsed = None
         if not isinstance(parsed, dict):
             raise UpstreamError(
                 502,
