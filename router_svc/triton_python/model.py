@@ -9,6 +9,13 @@ on a CPU a padded token costs as much as a real one), each group padded into one
 (``input_ids`` and ``attention_mask`` with 0) and run once, and the outputs split back:
 ``pii_logits`` trimmed to each request's own sequence length. A bad request gets an error
 response of its own; the others in the batch still get their results.
+
+A model that quantises its activations at run time (``router-svc model build --quantize``:
+one int8 scale per tensor, from the whole batch) would give a prompt different numbers, and
+now and then a different decision, depending on what it was batched with and how far it was
+padded. Such a model is run one row at a time, each row cut to its own tokens
+(``run_rows``), so that a prompt's answer depends on the prompt alone. On a CPU that costs
+little: batching gains a few per cent there (``perf/batching.py``).
 """
 
 from __future__ import annotations
@@ -93,6 +100,38 @@ def length_groups(shapes: list[tuple[int, int]], max_waste: float = MAX_PAD_WAST
     return groups
 
 
+# Operators whose output depends on the value range of the whole input tensor.
+BATCH_DEPENDENT_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul",
+                                 "MatMulInteger", "DynamicQuantizeLSTM"})
+
+
+def quantises_at_run_time(op_types: set[str]) -> bool:
+    return bool(op_types & BATCH_DEPENDENT_OPS)
+
+
+def run_rows(run, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """``run(ids, mask)`` for each row alone, without its padding; outputs as one batch (a
+    sequence output zero beyond each row's tokens). A row whose mask is not ones-then-zeros
+    runs whole."""
+    b, s = ids.shape
+    parts = []
+    for r in range(b):
+        n = int(mask[r].sum())
+        if n < 1 or not mask[r, :n].all():
+            n = s
+        parts.append((n, run(ids[r : r + 1, :n], mask[r : r + 1, :n])))
+    out = {}
+    for name, first in parts[0][1].items():
+        if name in SEQ_OUTPUTS:
+            a = np.zeros((b, s, *first.shape[2:]), dtype=first.dtype)
+            for r, (n, part) in enumerate(parts):
+                a[r, :n] = part[name][0]
+        else:
+            a = np.concatenate([part[name] for _, part in parts], axis=0)
+        out[name] = a
+    return out
+
+
 def split_outputs(outputs: dict[str, np.ndarray], shapes: list[tuple[int, int]]):
     """Inverse of :func:`pad_batch`: one ``{name: array}`` per request, sequence outputs trimmed."""
     parts, r = [], 0
@@ -104,6 +143,13 @@ def split_outputs(outputs: dict[str, np.ndarray], shapes: list[tuple[int, int]])
         parts.append(part)
         r += b
     return parts
+
+
+def _op_types(path: str) -> set[str]:
+    import onnx
+
+    graph = onnx.load(path, load_external_data=False).graph
+    return {n.op_type for n in graph.node}
 
 
 class TritonPythonModel:
@@ -125,11 +171,19 @@ class TritonPythonModel:
         if not spinning:  # idle workers sleep instead of spinning (cores shared with Triton)
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        by_row = params.get("ort_row_at_a_time", "auto")
+        self.row_at_a_time = (by_row == "1" if by_row in ("0", "1")
+                              else quantises_at_run_time(_op_types(path)))
         self.logger = pb_utils.Logger
         self.logger.log_info(f"semantic_router: loaded {path} (ort intra-op threads {threads}, "
-                             f"spinning {spinning})")
+                             f"spinning {spinning}, row at a time {self.row_at_a_time})")
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        if self.row_at_a_time:
+            return run_rows(self._run_batch, ids, mask)
+        return self._run_batch(ids, mask)
+
+    def _run_batch(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
         res = self.session.run(list(OUTPUTS), {INPUT_IDS: ids, ATTENTION_MASK: mask})
         return {
             n: a.astype(self.out_dtypes.get(n, a.dtype), copy=False)
