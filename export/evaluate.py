@@ -98,11 +98,13 @@ async def served_classifier(args: argparse.Namespace, pii_threshold: float = 0.5
     from router_svc.tokenization import TextTokenizer
     from router_svc.triton_client import TritonClient
     from router_svc.triton_launcher import TritonServer
+    from router_svc.triton_repo import model_file_for
 
     async with contextlib.AsyncExitStack() as stack:
         url = args.triton_url
         if not url:
-            server = TritonServer(model_dir=args.model_dir)
+            server = TritonServer(model_dir=args.model_dir,
+                                  model_file=model_file_for(getattr(args, "int8", False)))
             stack.enter_context(server)
             url = server.grpc_url
         client = TritonClient(url, args.model_name, timeout_s=60.0)

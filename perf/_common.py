@@ -39,10 +39,14 @@ RESULTS_DIR = ROOT / "perf" / "results"
 # ---------------------------------------------------------------- arguments
 
 
-def add_model_args(p, *, prompts: bool = True) -> None:
-    """``--model-dir`` and the prompt-mix options shared by every script."""
+def add_model_args(p, *, prompts: bool = True, int8: bool = False) -> None:
+    """``--model-dir`` and the prompt-mix options shared by every script; ``--int8`` for
+    the scripts that start the embedded Triton."""
     p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
                    help="folder with model.onnx and tokenizer.json (default: %(default)s)")
+    if int8:
+        p.add_argument("--int8", action="store_true",
+                       help="the embedded Triton serves model.int8.onnx from --model-dir")
     if not prompts:
         return
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,

@@ -120,15 +120,17 @@ def router_config(triton_url: str, tokenizer: Path, backend_url: str, port: int,
 
 
 async def triton_url_or_start(stack: contextlib.ExitStack, triton_url: str | None,
-                              model_dir: Path, work: Path) -> str:
+                              model_dir: Path, work: Path, int8: bool = False) -> str:
     """The given Triton's gRPC URL, or an embedded CPU Triton started for this run (stopped
     by ``stack``)."""
     if triton_url is not None:
         return triton_url
     from router_svc.triton_launcher import TritonServer
+    from router_svc.triton_repo import model_file_for
 
-    say("starting Triton (embedded, CPU)")
-    server = TritonServer(model_dir, work_dir=work / "triton", startup_timeout_s=300)
+    say(f"starting Triton (embedded, CPU{', int8 model' if int8 else ''})")
+    server = TritonServer(model_dir, work_dir=work / "triton", startup_timeout_s=300,
+                          model_file=model_file_for(int8))
     await server.astart()
     stack.callback(server.stop)
     return server.grpc_url

@@ -48,7 +48,7 @@ BATCHED, UNBATCHED = "batched", "unbatched"
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="perf/batching.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(ap)
+    add_model_args(ap, int8=True)
     ap.add_argument("--triton-url", default=None,
                     help="gRPC host:port of a running Triton (default: start the embedded one)")
     ap.add_argument("--concurrency", default="1,8,32,64",
@@ -90,7 +90,8 @@ async def run(args, out: Output) -> list[dict]:
                           "max_tokens": 32}).encode() for t in texts]
     per_round: dict[tuple[int, str], list[dict]] = {}
     with contextlib.ExitStack() as stack:
-        url = await triton_url_or_start(stack, args.triton_url, args.model_dir, work)
+        url = await triton_url_or_start(stack, args.triton_url, args.model_dir, work,
+                                       args.int8)
         backend, backend_url = start_backend(work)
         stack.callback(backend.stop)
         routers = {}

@@ -52,7 +52,7 @@ MODES = ("repeat", "hit", "miss")
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(ap)
+    add_model_args(ap, int8=True)
     ap.add_argument("--triton-url", help="gRPC host:port of a running Triton (default: start "
                     "the embedded CPU Triton)")
     ap.add_argument("--concurrency", type=int, default=16)
@@ -78,7 +78,8 @@ async def run(args) -> dict:
     bodies = [json.dumps({"model": "auto", "messages": [{"role": "user", "content": t}]}).encode()
               for t in texts]
     with contextlib.ExitStack() as stack:
-        url = await triton_url_or_start(stack, args.triton_url, args.model_dir, work)
+        url = await triton_url_or_start(stack, args.triton_url, args.model_dir, work,
+                                       args.int8)
         backend, backend_url = start_backend(work)
         stack.callback(backend.stop)
         cfg = router_config(url, args.model_dir / "tokenizer.json", backend_url, free_port(),

@@ -59,7 +59,7 @@ from _stack import (
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="perf/extproc_overhead.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(ap)
+    add_model_args(ap, int8=True)
     ap.add_argument("--triton-url", default=None,
                     help="gRPC host:port of a running Triton serving the model in --model-dir "
                          "(default: start the embedded one)")
@@ -159,7 +159,8 @@ async def run(args, out: Output) -> list[dict]:
                                           args.seed)]
     rows: list[dict] = []
     with contextlib.ExitStack() as stack:
-        triton = await triton_url_or_start(stack, args.triton_url, args.model_dir, work)
+        triton = await triton_url_or_start(stack, args.triton_url, args.model_dir, work,
+                                       args.int8)
         backend, backend_url = start_backend(work)
         stack.callback(backend.stop)
         cfg = router_config(triton, args.model_dir / "tokenizer.json", backend_url, free_port())

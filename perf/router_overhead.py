@@ -76,7 +76,7 @@ PARTS = ("a", "b", "c", "d")
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="perf/router_overhead.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(ap)
+    add_model_args(ap, int8=True)
     ap.add_argument("--parts", default="a,b,c,d",
                     help="which parts to run, comma list of a,b,c,d (default: %(default)s)")
     ap.add_argument("--triton-url", default=None,
@@ -353,7 +353,8 @@ async def run(args, out: Output) -> dict[str, list[dict]]:
     texts = [p.text for p in prompts]
     results: dict[str, list[dict]] = {}
     with contextlib.ExitStack() as stack:
-        url = await triton_url_or_start(stack, args.triton_url, args.model_dir, work)
+        url = await triton_url_or_start(stack, args.triton_url, args.model_dir, work,
+                                       args.int8)
         backend, backend_url = start_backend(work)
         stack.callback(backend.stop)
         cfg = router_config(url, args.model_dir / "tokenizer.json", backend_url, free_port(),

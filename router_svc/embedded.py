@@ -54,6 +54,7 @@ class Plan:
     model_dir: Path
     triton_url: str | None  # None: start the embedded Triton
     demo: list[tuple[str, str, int]]  # (backend model name, host, port) per demo backend
+    int8: bool = False  # serve model.int8.onnx (made from model.onnx if missing)
 
 
 def _say(msg: str) -> None:
@@ -108,7 +109,8 @@ def plan(args: argparse.Namespace) -> Plan:
     # Validate now (fast, before a build or Triton start); the real parse follows with the URL.
     parse_config(data, source.resolve().parent, source=source)
     return Plan(data=data, base_dir=source.resolve().parent, source=source, host=host, port=port,
-                model_dir=model_dir, triton_url=args.triton_url, demo=demo)
+                model_dir=model_dir, triton_url=args.triton_url, demo=demo,
+                int8=bool(getattr(args, "int8", False)))
 
 
 def _port_taken(host: str, port: int) -> bool:
@@ -180,6 +182,21 @@ def ensure_model(model_dir: Path, data_dir: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def ensure_int8(model_dir: Path) -> None:
+    """``model.int8.onnx`` quantised from ``model.onnx`` if missing (seconds; no torch)."""
+    from router_svc.triton_repo import INT8_MODEL_FILE
+
+    target = model_dir / INT8_MODEL_FILE
+    if target.is_file():
+        return
+    from export.onnx_export import quantize_int8
+
+    _say(f"{target} missing: quantising {model_dir / 'model.onnx'} (int8, dynamic)")
+    tmp = target.with_name(f".{target.name}.tmp")
+    quantize_int8(model_dir / "model.onnx", tmp)
+    tmp.replace(target)
+
+
 # ---------------------------------------------------------------- running
 
 
@@ -242,6 +259,7 @@ async def _serve(p: Plan, stop: asyncio.Event) -> None:
     from router_svc.app import create_app
     from router_svc.demo_backends import run_backends
     from router_svc.triton_launcher import TritonServer
+    from router_svc.triton_repo import model_file_for
 
     triton: TritonServer | None = None
     backends = None
@@ -251,7 +269,8 @@ async def _serve(p: Plan, stop: asyncio.Event) -> None:
         if triton_url is None:
             _say(f"starting Triton (CPU, Python backend) with {p.model_dir}")
             t0 = time.monotonic()
-            triton = TritonServer(p.model_dir, startup_timeout_s=180)
+            triton = TritonServer(p.model_dir, model_file=model_file_for(p.int8),
+                                  startup_timeout_s=180)
             await triton.astart()
             triton_url, triton_http = triton.grpc_url, triton.http_url
             _say(f"Triton ready on {triton_url} (gRPC) in {time.monotonic() - t0:.0f} s")
@@ -316,6 +335,8 @@ def up(args: argparse.Namespace) -> int:
         check_ports(p)
         if p.triton_url is None:
             ensure_model(p.model_dir, args.data_dir)
+            if p.int8:
+                ensure_int8(p.model_dir)
         elif not (p.model_dir / "tokenizer.json").is_file():
             raise FileNotFoundError(
                 f"{p.model_dir / 'tokenizer.json'} not found: with --triton-url, --model-dir "

@@ -122,7 +122,8 @@ class TritonServer:
     """A ``tritonserver`` serving ``semantic_router`` (Python backend) from a built model folder.
 
     ``with TritonServer(model_dir) as t: ...`` or ``await t.astart()`` / ``await t.astop()``.
-    ``model_dir`` holds ``model.onnx``. ``config_text`` replaces the rendered config (tests).
+    ``model_dir`` holds ``model.onnx`` (or ``model_file``, e.g. the int8 model).
+    ``config_text`` replaces the rendered config (tests).
     """
 
     def __init__(
@@ -138,6 +139,7 @@ class TritonServer:
         log_verbose: int = 0,
         config_text: str | None = None,
         model_name: str = MODEL_NAME,
+        model_file: str = "model.onnx",
         **render_kwargs,
     ):
         # Absolute: tritonserver runs with cwd=work_dir, so a relative path would point elsewhere.
@@ -152,6 +154,7 @@ class TritonServer:
         self.log_verbose = log_verbose
         self.config_text = config_text
         self.model_name = model_name
+        self.model_file = model_file
         self.render_kwargs = {"name": model_name, **render_kwargs}
         self.log_path = self.work_dir / "tritonserver.log"
         self.process: subprocess.Popen | None = None
@@ -198,7 +201,8 @@ class TritonServer:
             shutil.copy2(paths[key], backend / name)
         repo = self.work_dir / "models"
         write_python_repository(
-            repo, self.model_dir, config_text=self.config_text, **self.render_kwargs
+            repo, self.model_dir, config_text=self.config_text, model_file=self.model_file,
+            **self.render_kwargs
         )
         cmd = [
             str(paths["server"]),

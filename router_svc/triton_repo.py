@@ -207,26 +207,36 @@ def onnx_output_dims(model_onnx: Path) -> dict[str, list]:
     return {o.name: list(o.shape) for o in sess.get_outputs()}
 
 
+# What ``router-svc model build --quantize`` writes next to model.onnx.
+INT8_MODEL_FILE = "model.int8.onnx"
+
+
+def model_file_for(int8: bool) -> str:
+    """The file in a built model folder that Triton serves (``--int8``: the int8 model)."""
+    return INT8_MODEL_FILE if int8 else "model.onnx"
+
+
 def write_python_repository(
     repo_dir: Path,
     model_dir: Path,
     *,
     config_text: str | None = None,
     link: bool = True,
+    model_file: str = "model.onnx",
     **render_kwargs,
 ) -> Path:
     """A CPU model repository: ``<name>/config.pbtxt`` (python kind), ``<name>/1/model.py``
-    and ``<name>/1/model.onnx`` (a symlink to ``model_dir/model.onnx`` unless ``link=False``).
+    and ``<name>/1/model.onnx`` (a symlink to ``model_dir/model_file`` unless ``link=False``;
+    ``model_file`` is ``INT8_MODEL_FILE`` to serve the int8 model).
 
     ``embedding_dim`` defaults to the size found in the ONNX file. ``config_text`` replaces the
     rendered config (tests use it for broken repositories). Returns ``repo_dir``.
     """
     model_dir = Path(model_dir).resolve()
-    onnx_path = model_dir / "model.onnx"
+    onnx_path = model_dir / model_file
     if not onnx_path.is_file():
-        raise FileNotFoundError(
-            f"{onnx_path} not found: build the model first (`router-svc model build`)"
-        )
+        how = "router-svc model build" + (" --quantize" if model_file == INT8_MODEL_FILE else "")
+        raise FileNotFoundError(f"{onnx_path} not found: build the model first (`{how}`)")
     name = render_kwargs.get("name", MODEL_NAME)
     if config_text is None and "embedding_dim" not in render_kwargs:
         render_kwargs["embedding_dim"] = int(onnx_output_dims(onnx_path)[EMBEDDING][-1])

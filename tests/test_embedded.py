@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from router_svc.cli import build_parser
-from router_svc.embedded import PortInUse, check_ports, ensure_model, plan
+from router_svc.embedded import PortInUse, check_ports, ensure_int8, ensure_model, plan
 from router_svc.triton_launcher import free_port, session_pids
 
 MATH = "What is the derivative of f(x) = x³ + 2x² - 5x + 7?"
@@ -139,6 +139,28 @@ def test_missing_model_is_built_beside_then_moved_in(tmp_path, monkeypatch):
     assert not seen["out"].exists()
     ensure_model(model_dir, tmp_path)  # present: no second build
     assert len(list(model_dir.parent.iterdir())) == 1
+
+
+def test_int8_is_quantised_from_the_built_model_when_missing(tiny_model_dir, tmp_path):
+    import shutil
+
+    from router_svc.triton_repo import INT8_MODEL_FILE, write_python_repository
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model_dir)
+    p = plan(_up_args("--int8", "--model-dir", str(model_dir)))
+    assert p.int8
+    with pytest.raises(FileNotFoundError, match="--quantize"):
+        write_python_repository(tmp_path / "repo", model_dir, model_file=INT8_MODEL_FILE)
+    ensure_int8(model_dir)
+    q = model_dir / INT8_MODEL_FILE
+    assert q.is_file() and 0 < q.stat().st_size < (model_dir / "model.onnx").stat().st_size
+    assert [f.name for f in model_dir.iterdir() if f.name.startswith(".")] == []
+    repo = write_python_repository(tmp_path / "repo", model_dir, model_file=INT8_MODEL_FILE)
+    assert (repo / "semantic_router" / "1" / "model.onnx").resolve() == q.resolve()
+    mtime = q.stat().st_mtime_ns
+    ensure_int8(model_dir)  # present: left as it is
+    assert q.stat().st_mtime_ns == mtime
 
 
 @pytest.mark.integration
