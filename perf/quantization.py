@@ -13,6 +13,13 @@ Accuracy (baseline: fp32):
   256/192 windows, exact type and character span), token-level micro-F1 of the BIO tags against
   the gold alignment, and token argmax agreement with fp32.
 
+- embedding: STS-B test Spearman of the cosine similarity (the issue's >= 0.80 target).
+
+int8 runs the way Triton serves it (``router_svc/triton_python/model.py``): one row at a time,
+cut to its own tokens, since a model that quantises activations at run time would otherwise
+answer a prompt differently depending on its batch. So "batch 32" for int8 is 32 rows in one
+call, run one by one; fp32 runs them as one padded batch.
+
 The int8 model is ``--int8`` if given, else ``model.int8.onnx`` next to ``model.onnx`` when the
 build made one, else quantised afresh into this run's results folder.
 """
@@ -45,6 +52,56 @@ from _common import (
 )
 
 VARIANTS = ("fp32", "int8")
+
+
+class RowAtATime:
+    """An onnxruntime session run as the Triton Python model runs a run-time-quantised model."""
+
+    def __init__(self, sess) -> None:
+        self.sess = sess
+
+    def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        from router_svc.labels import ATTENTION_MASK, INPUT_IDS
+        from router_svc.triton_python.model import run_rows
+
+        def one(ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+            return dict(zip(names, self.sess.run(names, {INPUT_IDS: ids, ATTENTION_MASK: mask}),
+                            strict=True))
+
+        out = run_rows(one, feed[INPUT_IDS], feed[ATTENTION_MASK])
+        return [out[n] for n in names]
+
+
+def sts_eval(args, sessions, tok, prog) -> dict[str, dict]:
+    from _ort import infer
+
+    from router_svc.pairs import load_pairs
+
+    pairs = load_pairs(args.data_dir / "paraphrase" / "glue_STS-B_original_sts-test.tsv").pairs
+    if args.eval_limit:
+        pairs = pairs[: args.eval_limit]
+    gold = np.array([p.score for p in pairs])
+    out = {}
+    for name, sess in sessions.items():
+        task = prog.add_task(f"STS-B {name} ({len(pairs)} test pairs)", total=None)
+        embs = []
+        for texts in ([p.a for p in pairs], [p.b for p in pairs]):
+            wins = tok.truncated(texts, args.eval_max_len)
+            rows = []
+            for s in range(0, len(wins), args.eval_batch):
+                chunk = [np.asarray(w.ids, dtype=np.int64) for w in wins[s : s + args.eval_batch]]
+                ids, mask = pad_batch(chunk, [np.ones_like(c) for c in chunk])
+                rows.append(infer(sess, ids, mask)[2])
+            embs.append(np.concatenate(rows))
+        prog.remove_task(task)
+        out[name] = {"sts_spearman": _spearman((embs[0] * embs[1]).sum(1), gold)}
+    return out
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra = np.argsort(np.argsort(a)).astype(float)
+    rb = np.argsort(np.argsort(b)).astype(float)  # ties broken by order: STS-B has few
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -202,6 +259,7 @@ def main(argv=None) -> int:
     out = Output("quantization", args)
     paths = {"fp32": args.model_dir / "model.onnx", "int8": int8_path(args, out)}
     sessions = {n: session(p, args.threads) for n, p in paths.items()}
+    sessions["int8"] = RowAtATime(sessions["int8"])
     sizes = {n: p.stat().st_size / 2**20 for n, p in paths.items()}
     tok = TextTokenizer(args.model_dir / "tokenizer.json")
     speed: dict[tuple[str, int], list[float]] = {}
@@ -229,6 +287,8 @@ def main(argv=None) -> int:
                 acc[n].update(d)
             for n, d in pii_eval(args, sessions, tok, prog).items():
                 acc[n].update(d)
+            for n, d in sts_eval(args, sessions, tok, prog).items():
+                acc[n].update(d)
 
     rows_out = []
     for v in VARIANTS:
@@ -243,7 +303,7 @@ def main(argv=None) -> int:
             row[f"b{b}_p50_ms"] = lt["p50_ms"]
             row[f"b{b}_p99_ms"] = lt["p99_ms"]
         row.update(acc[v])
-        for k in ("category_accuracy", "pii_entity_f1", "pii_token_f1"):
+        for k in ("category_accuracy", "pii_entity_f1", "pii_token_f1", "sts_spearman"):
             if k in acc[v]:
                 row[f"{k}_delta"] = acc[v][k] - acc["fp32"][k]
         rows_out.append(row)
@@ -262,11 +322,13 @@ def main(argv=None) -> int:
             ("category_accuracy_delta", "delta"), ("category_agree_fp32", "agrees w/ fp32"),
             ("pii_entity_f1", "PII entity F1"), ("pii_entity_f1_delta", "delta"),
             ("pii_token_f1", "PII token F1"), ("pii_token_f1_delta", "delta"),
-            ("pii_token_agree_fp32", "token agrees w/ fp32")],
+            ("pii_token_agree_fp32", "token agrees w/ fp32"), ("sts_spearman", "STS-B"),
+            ("sts_spearman_delta", "delta")],
             digits={k: 3 for k in ("category_accuracy", "category_accuracy_delta",
                                    "category_agree_fp32", "pii_entity_f1",
                                    "pii_entity_f1_delta", "pii_token_f1",
-                                   "pii_token_f1_delta", "pii_token_agree_fp32")}))
+                                   "pii_token_f1_delta", "pii_token_agree_fp32",
+                                   "sts_spearman", "sts_spearman_delta")}))
         r0 = rows_out[0]
         print(f"\n(category: {r0.get('category_rows')} MMLU-Pro validation rows; PII: "
               f"{r0.get('pii_rows')} presidio test rows, threshold {args.pii_threshold})")
