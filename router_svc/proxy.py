@@ -26,7 +26,6 @@ upstream connection at once, so the backend stops generating.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import re
@@ -36,9 +35,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-import aiohttp
 import orjson
-from yarl import URL
+
+from router_svc.http1 import Http1Client, Http1Error, Response
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +91,6 @@ class BackendTarget:
 
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + "/" + path.lstrip("/")
-
-    def parsed_url(self, path: str) -> URL:
-        """``url(path)`` parsed once per target and path: aiohttp would parse the string on
-        every request."""
-        return _parsed_url(self.base_url, path)
-
-
-@functools.lru_cache(maxsize=1024)
-def _parsed_url(base_url: str, path: str) -> URL:
-    return URL(base_url.rstrip("/") + "/" + path.lstrip("/"))
 
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -353,41 +342,32 @@ def _stream_error(target: BackendTarget, exc: BaseException) -> UpstreamError:
 
 
 class Proxy:
-    """Backend HTTP client. One per app, sharing one pooled ``aiohttp.ClientSession``."""
+    """Backend HTTP client. One per app, sharing one connection pool (``http1.Http1Client``)."""
 
-    def __init__(self, session: aiohttp.ClientSession, *, owns_session: bool = False) -> None:
-        self.session = session
-        self._owns_session = owns_session
+    def __init__(self, client: Http1Client, *, owns_client: bool = False) -> None:
+        self.client = client
+        self._owns_client = owns_client
 
     @classmethod
     def create(
         cls,
         *,
         limit: int = 100,
-        limit_per_host: int = 0,
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 120.0,
     ) -> Proxy:
-        """Build the pooled session. Call inside a running loop (e.g. a ``cleanup_ctx``).
+        """Build the pool. Call inside a running loop (e.g. a ``cleanup_ctx``).
 
         ``read_timeout_s`` bounds each wait for backend bytes: the time to the response
         headers and every gap between streamed chunks, not the whole generation.
         """
-        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host)
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout_s, sock_read=read_timeout_s
-        )
-        session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=False,
-        )
-        return cls(session, owns_session=True)
+        client = Http1Client(limit=limit, connect_timeout_s=connect_timeout_s,
+                             read_timeout_s=read_timeout_s)
+        return cls(client, owns_client=True)
 
     async def close(self) -> None:
-        if self._owns_session:
-            await self.session.close()
+        if self._owns_client:
+            await self.client.close()
 
     async def __aenter__(self) -> Proxy:
         return self
@@ -407,12 +387,15 @@ class Proxy:
         """One non-streaming call. Non-2xx and transport failures raise ``UpstreamError``."""
         headers = _backend_headers(target, client_headers, request_id)
         start = time.perf_counter()
+        resp = None
         try:
-            async with self.session.post(target.parsed_url(path), data=encode_json(body),
-                                         headers={**headers, **JSON_HEADERS}) as resp:
-                raw = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            resp = await self.client.request("POST", target.url(path), {**headers, **JSON_HEADERS},
+                                             encode_json(body))
+            raw = await resp.read()
+            status = resp.status
+        except (Http1Error, TimeoutError, ValueError) as exc:
+            if resp is not None:
+                resp.close()
             log.warning("backend %s failed: %r", target.model, exc)
             raise _connect_error(target, exc) from None
         latency = time.perf_counter() - start
@@ -456,7 +439,7 @@ class Proxy:
         the usage-only chunk is passed on only if ``client_wants_usage``.
         """
         headers = _backend_headers(target, client_headers, request_id)
-        return UpstreamStream(self.session, target, path, ask_for_usage(body), headers,
+        return UpstreamStream(self.client, target, path, ask_for_usage(body), headers,
                               client_wants_usage)
 
 
@@ -465,20 +448,20 @@ class UpstreamStream:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        client: Http1Client,
         target: BackendTarget,
         path: str,
         body: dict[str, Any],
         headers: dict[str, str],
         client_wants_usage: bool,
     ) -> None:
-        self._session = session
+        self._client = client
         self.target = target
         self._path = path
         self._body = body
         self._headers = headers
         self._scan = EventScan(client_wants_usage)
-        self._response: aiohttp.ClientResponse | None = None
+        self._response: Response | None = None
         self._start = 0.0
         self._iterated = False
         self.result = StreamResult()
@@ -492,11 +475,11 @@ class UpstreamStream:
         target = self.target
         self._start = time.perf_counter()
         try:
-            resp = await self._session.post(
-                target.parsed_url(self._path), data=encode_json(self._body),
-                headers={**self._headers, **JSON_HEADERS},
+            resp = await self._client.request(
+                "POST", target.url(self._path), {**self._headers, **JSON_HEADERS},
+                encode_json(self._body),
             )
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (Http1Error, TimeoutError, ValueError) as exc:
             log.warning("backend %s failed: %r", target.model, exc)
             raise self._fail(_connect_error(target, exc)) from None
         self._response = resp
@@ -522,7 +505,7 @@ class UpstreamStream:
         except UpstreamError:
             resp.close()
             raise
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (Http1Error, TimeoutError) as exc:
             resp.close()
             raise self._fail(_connect_error(target, exc)) from None
         except BaseException:
@@ -539,7 +522,7 @@ class UpstreamStream:
         resp, self._response = self._response, None
         if resp is None:
             return
-        if self.result.completed and resp.content.at_eof():
+        if self.result.completed and resp.at_eof():
             resp.release()
         else:
             resp.close()
@@ -564,10 +547,10 @@ class UpstreamStream:
         self._iterated = True
         return self._events(self._response)
 
-    async def _events(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async def _events(self, resp: Response) -> AsyncIterator[bytes]:
         buffer = b""
         try:
-            async for data in resp.content.iter_any():
+            async for data in resp.iter_any():
                 events, buffer = parse_sse_events(buffer + data)
                 for event in events:
                     if self._keep(event):
@@ -576,7 +559,7 @@ class UpstreamStream:
             if buffer.strip() and self._keep(buffer):  # a last event without its blank line
                 self.result.events += 1
                 yield buffer
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (Http1Error, TimeoutError) as exc:
             log.warning("backend %s stream failed: %r", self.target.model, exc)
             raise self._fail(_stream_error(self.target, exc)) from None
         except (asyncio.CancelledError, GeneratorExit):

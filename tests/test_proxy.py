@@ -146,12 +146,6 @@ async def test_encode_json_is_json():
     assert json.loads(encode_json(body)) == body
 
 
-async def test_parsed_url_is_memoised_and_equal_to_url():
-    t = BackendTarget("http://h:1/v1/", "m")
-    assert str(t.parsed_url("/chat/completions")) == t.url("/chat/completions")
-    assert t.parsed_url("/chat/completions") is t.parsed_url("/chat/completions")
-
-
 # ---------------------------------------------------------------------------- streaming
 
 

@@ -105,8 +105,14 @@ BATCH_DEPENDENT_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul
                                  "MatMulInteger", "DynamicQuantizeLSTM"})
 
 
-def quantises_at_run_time(op_types: set[str]) -> bool:
-    return bool(op_types & BATCH_DEPENDENT_OPS)
+def quantises_at_run_time(path: str) -> bool:
+    """Whether the ONNX file at ``path`` uses one of those operators. A byte search for the
+    operator names (ONNX stores each node's op_type as a plain string): the Triton stub's
+    environment need not have the ``onnx`` package."""
+    import mmap
+
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return any(data.find(op.encode()) >= 0 for op in BATCH_DEPENDENT_OPS)
 
 
 def run_rows(run, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -145,13 +151,6 @@ def split_outputs(outputs: dict[str, np.ndarray], shapes: list[tuple[int, int]])
     return parts
 
 
-def _op_types(path: str) -> set[str]:
-    import onnx
-
-    graph = onnx.load(path, load_external_data=False).graph
-    return {n.op_type for n in graph.node}
-
-
 class TritonPythonModel:
     def initialize(self, args):
         import onnxruntime as ort
@@ -173,7 +172,7 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         by_row = params.get("ort_row_at_a_time", "auto")
         self.row_at_a_time = (by_row == "1" if by_row in ("0", "1")
-                              else quantises_at_run_time(_op_types(path)))
+                              else quantises_at_run_time(path))
         self.logger = pb_utils.Logger
         self.logger.log_info(f"semantic_router: loaded {path} (ort intra-op threads {threads}, "
                              f"spinning {spinning}, row at a time {self.row_at_a_time})")
