@@ -136,13 +136,15 @@ async def triton_url_or_start(stack: contextlib.ExitStack, triton_url: str | Non
     return server.grpc_url
 
 
-def start_router(work: Path, config: dict, label: str = "router") -> tuple[Service, str]:
-    """``router-svc serve`` on the config's port; returns it and ``http://127.0.0.1:PORT``."""
+def start_router(work: Path, config: dict, label: str = "router",
+                 root: Path | None = None) -> tuple[Service, str]:
+    """``router-svc serve`` on the config's port; returns it and ``http://127.0.0.1:PORT``.
+    ``root``: run the ``router_svc`` of another checkout (e.g. an older commit, for A/B)."""
     port = config["listen"]["port"]
-    path = work / f"{label}-{port}.yaml"
+    path = (work / f"{label}-{port}.yaml").resolve()
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     svc = Service(label, [sys.executable, "-m", "router_svc.cli", "serve", "--config", str(path)],
-                  work / f"{label}-{port}.log")
+                  work / f"{label}-{port}.log", cwd=Path(root).resolve() if root else None)
     base = f"http://127.0.0.1:{port}"
     svc.wait_ready(f"{base}/ready", 120)
     return svc, base

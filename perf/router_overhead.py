@@ -8,7 +8,8 @@ everything, so the router runs no classification for it) and, for part c, LiteLL
 (a) pass-through overhead: ``passthrough`` through the router versus the same body sent to the
     demo backend directly, open loop at ``--rate`` requests/s for ``--duration`` seconds per
     target per round, alternating targets every round; added p50/p99 latency = router minus
-    direct, per round, median over rounds. Target: p50 added <= 1 ms.
+    direct, per round, median over rounds. Target: p50 added <= 1 ms. Also the CPU time
+    the router and forwarder processes spend per request (/proc), steadier than latency here.
 (b) the ``auto`` path (classification + routing + proxy) versus Triton-only classification of
     the same prompts (the router's async TritonClient: one prompt per request at the same
     concurrency, and pre-batched ``--triton-batch`` rows per request), closed loop at
@@ -32,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import tempfile
 from collections import Counter
@@ -96,6 +98,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     b.add_argument("--triton-batch", type=int, default=32,
                    help="rows per request in the pre-batched Triton-only mode; 0 skips it "
                         "(default: %(default)s)")
+    a.add_argument("--baseline-root", type=Path, default=None,
+                   help="also run the router of another checkout (e.g. `git worktree add "
+                        "/tmp/base <commit>`) as target 'router@base', same config, same rounds")
     c = ap.add_argument_group("(c) LiteLLM")
     c.add_argument("--litellm-venv", type=Path, default=None,
                    help="virtualenv with litellm[proxy] (default: perf/.venv-litellm)")
@@ -141,9 +146,18 @@ async def check_target(session, url: str, body: bytes,
 # ---------------------------------------------------------------- (a) and (c)
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def part_a(args, session, prog, targets: dict[str, tuple[str, dict]],
-                 texts: list[str]) -> list[dict]:
-    """``targets``: name -> (URL, extra headers)."""
+                 texts: list[str], pids: dict[str, int] | None = None) -> list[dict]:
+    """``targets``: name -> (URL, extra headers). ``pids``: target -> the process in the
+    middle (router, forwarder), whose CPU time per request is reported: a steadier figure
+    than latency on a shared machine."""
+    pids = pids or {}
     bodies = [json.dumps(chat_body(PASSTHROUGH, t, args.max_tokens)).encode() for t in texts]
     for name, (url, headers) in list(targets.items()):
         why = await check_target(session, url, bodies[0], headers)
@@ -159,10 +173,15 @@ async def part_a(args, session, prog, targets: dict[str, tuple[str, dict]],
                                       f"@ {args.rate:g}/s")
         statuses: Counter = Counter()
         url, headers = targets[name]
+        pid = pids.get(name)
+        cpu0 = process_cpu_s(pid) if pid else 0.0
         run = await open_loop(http_sender(session, url, headers, statuses=statuses), bodies,
                               args.rate, args.duration, args.warmup,
                               tick=lambda dt: prog.advance(task, dt))
         s = run.summary()
+        if pid:  # the warm-up's requests are in the CPU time too
+            sent = s["ok"] + s["failed"] + round(args.rate * args.warmup)
+            s["cpu_us_per_req"] = (process_cpu_s(pid) - cpu0) / max(1, sent) * 1e6
         s["statuses"] = dict(statuses)
         runs[name].append(s)
         lat[name].extend(run.latencies_s)
@@ -179,6 +198,7 @@ async def part_a(args, session, prog, targets: dict[str, tuple[str, dict]],
             "p99_ms": median(r["p99_ms"] for r in rs),
             "pooled_p50_ms": pooled["p50_ms"], "pooled_p99_ms": pooled["p99_ms"],
             "gen_lag_p99_ms": median(r.get("gen_lag_p99_ms", float("nan")) for r in rs),
+            "cpu_us_per_req": median(r.get("cpu_us_per_req", float("nan")) for r in rs),
         }
         if direct:
             row["added_p50_ms"] = median(r["p50_ms"] - d["p50_ms"]
@@ -403,7 +423,16 @@ async def run(args, out: Output) -> dict[str, list[dict]]:
                     if litellm_url:
                         targets["litellm"] = (f"{litellm_url}/v1/chat/completions",
                                               litellm_auth)
-                    results["a"] = await part_a(args, session, prog, targets, texts)
+                    pids = {"router": router.proc.pid, "forwarder": fwd.proc.pid}
+                    if args.baseline_root:
+                        bcfg = router_config(url, args.model_dir / "tokenizer.json",
+                                             backend_url, free_port())
+                        base, base_url = start_router_proc(work, bcfg, "router-base",
+                                                           root=args.baseline_root)
+                        stack.callback(base.stop)
+                        targets["router@base"] = (f"{base_url}/v1/chat/completions", {})
+                        pids["router@base"] = base.proc.pid
+                    results["a"] = await part_a(args, session, prog, targets, texts, pids)
                 if "b" in args.part_set:
                     rows = token_rows(args.model_dir / "tokenizer.json", texts, args.max_len,
                                       args.seq_len)
@@ -475,8 +504,10 @@ def main(argv=None) -> int:
             ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
             ("added_p50_ms", "added p50 ms"), ("added_p99_ms", "added p99 ms"),
             ("p50_x_direct", "p50 x direct"), ("p99_x_direct", "p99 x direct"),
+            ("cpu_us_per_req", "proxy CPU us/req"),
             ("gen_lag_p99_ms", "gen lag p99 ms")], digits={"added_p50_ms": 2,
-                                                           "added_p99_ms": 2, "p50_ms": 2}))
+                                                           "added_p99_ms": 2, "p50_ms": 2,
+                                                           "cpu_us_per_req": 0}))
         for r in results["a"]:
             if r.get("target_check"):
                 print(f"\nrouter: {r['target_check']}")
