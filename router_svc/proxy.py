@@ -394,10 +394,11 @@ class Proxy:
             raw = await resp.read()
             status = resp.status
         except (Http1Error, TimeoutError, ValueError) as exc:
-            if resp is not None:
-                resp.close()
             log.warning("backend %s failed: %r", target.model, exc)
             raise _connect_error(target, exc) from None
+        finally:  # cancelled or failed mid-answer: the connection and its pool slot go
+            if resp is not None:
+                resp.close()  # (nothing to do once read() has put it back)
         latency = time.perf_counter() - start
         if not 200 <= status < 300:
             raise UpstreamError(

@@ -253,6 +253,39 @@ async def test_cancelling_a_request_closes_its_connection():
         server.close()
 
 
+async def test_a_call_cancelled_mid_body_frees_its_slot():
+    """limit=1: a call cancelled while its body is still coming must give its connection and
+    slot back, or every later call would wait for ever."""
+    from router_svc.proxy import BackendTarget, Proxy
+
+    async def handler(reader, writer):
+        try:
+            while True:
+                req = await read_request(reader)
+                if b"slow" in req:  # headers and half the body, then nothing
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}   ")
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+    server, base = await raw_server(handler)
+    proxy = Proxy.create(limit=1, read_timeout_s=5.0)
+    target = BackendTarget(base + "/v1", "m")
+    try:
+        task = asyncio.create_task(proxy.post_json(target, "/chat/completions", {"x": "slow"}))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        result = await asyncio.wait_for(proxy.post_json(target, "/chat/completions", {}), 2)
+        assert result.status == 200 and result.body == {}
+    finally:
+        await proxy.close()
+        server.close()
+
+
 async def test_https(aiohttp_server):
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
