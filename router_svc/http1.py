@@ -284,7 +284,9 @@ class Http1Client:
         loop = asyncio.get_running_loop()
         tls = None
         if origin.scheme == "https":
-            tls = self._ssl or ssl.create_default_context()
+            if self._ssl is None:  # once: loading the system CAs takes milliseconds
+                self._ssl = ssl.create_default_context()
+            tls = self._ssl
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 _, conn = await loop.create_connection(
