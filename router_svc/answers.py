@@ -12,9 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from router_svc import sse
+from router_svc import json_codec, sse
 from router_svc.cache_flow import Lookup, replay_mode
 from router_svc.errors import BadRequest, RouterError, UnsupportedMediaType
 from router_svc.messages import usage_requested
@@ -112,25 +110,15 @@ def media_type(header: str | None) -> str:
     return header.split(";", 1)[0].strip().lower() or "application/octet-stream"
 
 
-def _not_json(name: str) -> Any:
-    raise json.JSONDecodeError(f"{name} is not a JSON value", name, 0)
-
-
 def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """The request body. orjson (several times faster) reads nearly every body; what it
-    refuses is read again by the standard library, which takes a UTF-8 byte-order mark and an
-    unpaired surrogate escape (refused later, by name). Both refuse NaN and Infinity, which
-    are not JSON and which no backend could be sent. (Integers beyond 64 bits come back as
-    floats; no OpenAI parameter takes one.)"""
+    """The request body. NaN and Infinity are refused (not JSON; no backend could be sent
+    them); an unpaired surrogate escape is read, and refused later by name."""
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        try:
-            body = json.loads(raw, parse_constant=_not_json)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BadRequest(f"The body is not valid JSON: {e}") from None
-        except RecursionError:  # thousands of nested brackets
-            raise BadRequest("The body is not valid JSON: nested too deeply.") from None
+        body = json_codec.loads(raw, constants=False)
+    except ValueError as e:  # UnicodeDecodeError included
+        raise BadRequest(f"The body is not valid JSON: {e}") from None
+    except RecursionError:  # thousands of nested brackets
+        raise BadRequest("The body is not valid JSON: nested too deeply.") from None
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     return body

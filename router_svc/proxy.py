@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-import orjson
-
+from router_svc import json_codec
 from router_svc.http1 import Http1Client, Http1Error, Response
 
 log = logging.getLogger(__name__)
@@ -94,16 +93,6 @@ class BackendTarget:
 
 
 JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-def encode_json(body: Any) -> bytes:
-    """The body sent to a backend. orjson is ~15x faster than ``json.dumps`` on the
-    per-request path; it refuses what JSON allows but it does not (integers beyond 64 bits,
-    e.g. a client's huge ``seed``), and those go through the standard library unchanged."""
-    try:
-        return orjson.dumps(body)
-    except TypeError:
-        return json.dumps(body).encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -390,7 +379,7 @@ class Proxy:
         resp = None
         try:
             resp = await self.client.request("POST", target.url(path), {**headers, **JSON_HEADERS},
-                                             encode_json(body))
+                                             json_codec.dumps(body))
             raw = await resp.read()
             status = resp.status
         except (Http1Error, TimeoutError, ValueError) as exc:
@@ -404,13 +393,10 @@ class Proxy:
             raise UpstreamError(
                 status, scrub_error(normalise_error_body(status, raw, target.model), target)
             )
-        try:  # orjson first (several times faster); the standard library for what it refuses
-            parsed = orjson.loads(raw)
-        except ValueError:
-            try:
-                parsed = json.loads(raw)
-            except (ValueError, RecursionError):
-                parsed = None
+        try:
+            parsed = json_codec.loads(raw)
+        except (ValueError, RecursionError):
+            parsed = None
         if not isinstance(parsed, dict):
             raise UpstreamError(
                 502,
@@ -478,7 +464,7 @@ class UpstreamStream:
         try:
             resp = await self._client.request(
                 "POST", target.url(self._path), {**self._headers, **JSON_HEADERS},
-                encode_json(self._body),
+                json_codec.dumps(self._body),
             )
         except (Http1Error, TimeoutError, ValueError) as exc:
             log.warning("backend %s failed: %r", target.model, exc)

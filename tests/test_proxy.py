@@ -10,13 +10,13 @@ import time
 import pytest
 from aiohttp import web
 
+from router_svc import json_codec
 from router_svc.demo_backends import OPTIONS, RECEIVED, BackendOptions, create_backend_app
 from router_svc.proxy import (
     BackendTarget,
     Proxy,
     UpstreamError,
     Usage,
-    encode_json,
     extract_usage,
     normalise_error_body,
     parse_sse_events,
@@ -136,14 +136,14 @@ async def test_post_json_sends_integers_beyond_64_bits_exactly(aiohttp_server, p
     # orjson refuses them; the standard library's encoder takes over, nothing is rounded.
     app, target = await backend(aiohttp_server)
     body = chat_body("hi", seed=2**70 + 1)
-    assert encode_json(body) == json.dumps(body).encode()
+    assert json_codec.dumps(body) == json.dumps(body).encode()
     await proxy.post_json(target, CHAT, body, {})
     assert app[RECEIVED][0].body["seed"] == 2**70 + 1
 
 
-async def test_encode_json_is_json():
+async def test_json_codec_dumps_is_json():
     body = chat_body("café 😀 \"q\" \n", temperature=0.25, n=2, stop=None)
-    assert json.loads(encode_json(body)) == body
+    assert json.loads(json_codec.dumps(body)) == body
 
 
 # ---------------------------------------------------------------------------- streaming
