@@ -254,17 +254,12 @@ class Http1Client:
                     if conn.error is not None:
                         raise conn.error
                     return Response(self, conn)
-                except Http1Error:
-                    conn.close()
-                    self._open.discard(conn)
+                except BaseException as e:
+                    self._drop(conn)
                     # A pooled connection the server closed while idle: nothing was processed
                     # (no byte came back); send once more on a fresh connection.
-                    if conn.reused and not conn.got_bytes:
+                    if isinstance(e, Http1Error) and conn.reused and not conn.got_bytes:
                         continue
-                    raise
-                except BaseException:
-                    conn.close()
-                    self._open.discard(conn)
                     raise
         except BaseException:
             if self._slots is not None:
@@ -279,8 +274,7 @@ class Http1Client:
             if not conn.closed and now - conn.idle_since < IDLE_S:
                 conn.reused = True
                 return conn
-            conn.close()
-            self._open.discard(conn)
+            self._drop(conn)
         loop = asyncio.get_running_loop()
         tls = None
         if origin.scheme == "https":
@@ -302,10 +296,13 @@ class Http1Client:
             conn.idle_since = time.monotonic()
             self._idle.setdefault(conn.origin, collections.deque()).append(conn)
         else:
-            conn.close()
-            self._open.discard(conn)
+            self._drop(conn)
         if self._slots is not None:
             self._slots.release()
+
+    def _drop(self, conn: _Connection) -> None:
+        conn.close()
+        self._open.discard(conn)
 
     async def close(self) -> None:
         for conn in list(self._open):
