@@ -211,7 +211,10 @@ class TritonPythonModel:
                 good.append((i, ids, mask))
             except BadRequest as e:
                 responses[i] = self._error(str(e))
-        for group in length_groups([a.shape for _, a, _ in good]):
+        # Rows run one at a time are cut to their own tokens anyway: no padding across requests.
+        groups = ([[k] for k in range(len(good))] if self.row_at_a_time
+                  else length_groups([a.shape for _, a, _ in good]))
+        for group in groups:
             self._run_group([good[k] for k in group], responses)
         return responses
 
