@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from router_svc.labels import CATEGORIES, PII_TAGS
+from router_svc.triton_repo import INT8_MODEL_FILE
 
 DEFAULT_OUT = Path("model_repository/semantic_router/1")
 DEFAULT_DATA = Path("../shared/data")
@@ -256,7 +257,7 @@ def build(opts: BuildOptions) -> dict:
     if not par.ok:
         raise BuildError(f"ONNX parity check failed: {par}")
     if opts.quantize:
-        q = out / "model.int8.onnx"
+        q = out / INT8_MODEL_FILE
         timer.run("quantise int8", quantize_int8, onnx_path, q)
         report["int8"] = str(q)
     report["labels"] = {"categories": list(CATEGORIES), "pii_tags": list(PII_TAGS)}

@@ -51,6 +51,8 @@ from _common import (
     token_rows,
 )
 
+from router_svc.triton_repo import INT8_MODEL_FILE
+
 VARIANTS = ("fp32", "int8")
 
 
@@ -73,35 +75,30 @@ class RowAtATime:
 
 
 def sts_eval(args, sessions, tok, prog) -> dict[str, dict]:
+    """STS-B test Spearman, computed as the build computes it (``export.build.sts_spearman``)."""
     from _ort import infer
 
+    from export.build import sts_spearman
     from router_svc.pairs import load_pairs
 
     pairs = load_pairs(args.data_dir / "paraphrase" / "glue_STS-B_original_sts-test.tsv").pairs
     if args.eval_limit:
         pairs = pairs[: args.eval_limit]
-    gold = np.array([p.score for p in pairs])
     out = {}
     for name, sess in sessions.items():
-        task = prog.add_task(f"STS-B {name} ({len(pairs)} test pairs)", total=None)
-        embs = []
-        for texts in ([p.a for p in pairs], [p.b for p in pairs]):
+        def embed(texts: list[str], sess=sess) -> np.ndarray:
             wins = tok.truncated(texts, args.eval_max_len)
             rows = []
             for s in range(0, len(wins), args.eval_batch):
                 chunk = [np.asarray(w.ids, dtype=np.int64) for w in wins[s : s + args.eval_batch]]
                 ids, mask = pad_batch(chunk, [np.ones_like(c) for c in chunk])
                 rows.append(infer(sess, ids, mask)[2])
-            embs.append(np.concatenate(rows))
+            return np.concatenate(rows)
+
+        task = prog.add_task(f"STS-B {name} ({len(pairs)} test pairs)", total=None)
+        out[name] = {"sts_spearman": sts_spearman(embed, pairs)}
         prog.remove_task(task)
-        out[name] = {"sts_spearman": _spearman((embs[0] * embs[1]).sum(1), gold)}
     return out
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra = np.argsort(np.argsort(a)).astype(float)
-    rb = np.argsort(np.argsort(b)).astype(float)  # ties broken by order: STS-B has few
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -140,13 +137,13 @@ def int8_path(args, out: Output) -> Path:
         if not args.int8.is_file():
             sys.exit(f"error: --int8 {args.int8} not found")
         return args.int8
-    built = args.model_dir / "model.int8.onnx"
+    built = args.model_dir / INT8_MODEL_FILE
     if built.is_file():
         say(f"int8 model: {built} (from the build)")
         return built
     from export.onnx_export import quantize_int8
 
-    dst = Path(tempfile.mkdtemp(prefix="perf-quantization-", dir=out.dir)) / "model.int8.onnx"
+    dst = Path(tempfile.mkdtemp(prefix="perf-quantization-", dir=out.dir)) / INT8_MODEL_FILE
     say(f"quantising {args.model_dir / 'model.onnx'} -> {dst}")
     quantize_int8(args.model_dir / "model.onnx", dst)
     return dst
