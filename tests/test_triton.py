@@ -45,6 +45,7 @@ from router_svc.triton_python.model import (
 )
 from router_svc.triton_repo import (
     COMMITTED,
+    DEFAULT_MAX_BATCH_SIZE,
     REPO_ROOT,
     label_parameters,
     onnx_output_dims,
@@ -266,21 +267,31 @@ async def test_triton_infer_matches_onnxruntime(triton, tiny_model_dir):
 @pytest.mark.integration
 async def test_dynamic_batching_under_concurrency(triton, tiny_model_dir):
     ids, mask = encode(tiny_model_dir, TEXTS)
-    async with TritonClient(triton.grpc_url, timeout_s=30) as c:
+    # A full batch of the longest rows first: it runs alone (it fills max_batch_size) and keeps
+    # the model instance busy while the single rows arrive, so they queue and Triton must batch
+    # them. Without it, on a loaded machine each single row could finish before the next came.
+    long_rows = DEFAULT_MAX_BATCH_SIZE
+    long_ids = np.full((long_rows, 512), 1996, dtype=np.int64)
+    long_ids[:, 0], long_ids[:, -1] = 101, 102
+    long_mask = np.ones_like(long_ids)
+    async with TritonClient(triton.grpc_url, timeout_s=60) as c:
         await c.load_model_info()
         before = await c.model_statistics()
         n = 64
+        busy = asyncio.ensure_future(c.infer(long_ids, long_mask))
+        await asyncio.sleep(0)  # the long request goes out first
         outs = await asyncio.gather(*(c.infer(ids[i % len(TEXTS)][None], mask[i % len(TEXTS)][None])
                                       for i in range(n)))
+        await busy
         # Triton records an execution's statistics after its responses went out: wait for them.
         for _ in range(50):
             after = await c.model_statistics()
-            if after.inference_count - before.inference_count >= n:
+            if after.inference_count - before.inference_count >= n + long_rows:
                 break
             await asyncio.sleep(0.1)
     assert len(outs) == n
-    inferences = after.inference_count - before.inference_count
-    executions = after.execution_count - before.execution_count
+    inferences = after.inference_count - before.inference_count - long_rows
+    executions = after.execution_count - before.execution_count - 1  # the long batch's own
     assert inferences == n
     assert executions < inferences, f"{executions} executions for {inferences} rows: no batching"
 
