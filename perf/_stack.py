@@ -1,6 +1,7 @@
 """The services the router benchmarks run against, each in its own process.
 
-- the demo OpenAI-compatible backend (``python -m router_svc.demo_backends``), answering at once;
+- the demo OpenAI-compatible backend (``python -m router_svc.demo_backends``), answering at once
+  or after a fixed delay;
 - the router (``python -m router_svc.cli serve --config``) with a generated config: the example
   config pointed at this run's Triton, tokenizer and demo backend, plus an explicit model
   ``passthrough`` whose PII policy allows everything (so the router classifies nothing for it);
@@ -75,11 +76,13 @@ class Service:
         self._log.close()
 
 
-def start_backend(work: Path, name: str = "demo") -> tuple[Service, str]:
-    """The demo backend; returns it and its base URL (``http://127.0.0.1:PORT/v1``)."""
+def start_backend(work: Path, name: str = "demo", delay_s: float = 0.0) -> tuple[Service, str]:
+    """The demo backend, answering after ``delay_s`` (a stand-in for an LLM's generation time);
+    returns it and its base URL (``http://127.0.0.1:PORT/v1``)."""
     port = free_port()
     svc = Service("demo backend", [sys.executable, "-m", "router_svc.demo_backends", "--name",
-                                   name, "--host", "127.0.0.1", "--port", str(port)],
+                                   name, "--host", "127.0.0.1", "--port", str(port),
+                                   "--delay", str(delay_s)],
                   work / f"backend-{port}.log")
     svc.wait_ready(f"http://127.0.0.1:{port}/health", 60)
     return svc, f"http://127.0.0.1:{port}/v1"

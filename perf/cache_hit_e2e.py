@@ -1,7 +1,7 @@
 """A cache hit end to end against the miss path, side by side in one run.
 
 All paths go through ``router-svc serve`` (its own process) with the cache on, in front of
-the demo backend (answers at once: the miss path's cheapest case) and Triton:
+the demo backend and Triton:
 
 - repeat: the very request stored in a warm-up pass, again: the repeat memo answers it from
   the cache without tokenising or a Triton call (``x-router-cache-repeat: 1``);
@@ -10,6 +10,14 @@ the demo backend (answers at once: the miss path's cheapest case) and Triton:
   answered from the cache (no backend call): the semantic hit path;
 - miss: the same prompts under a fresh API key per request (its own tenant partition), so
   each is tokenised, embedded, looked up (miss), sent to the backend and stored.
+
+The miss path's cost is the router's work plus the backend's answer time, which is what the
+cache saves. The demo backend answers at once (0 ms: the router's own floor, both paths then
+bound by the same forward pass) and, with ``--backend-delays-ms``, after a fixed delay standing
+in for an LLM's generation time (a short answer from a small model on a GPU takes a few hundred
+ms; a chat answer of a few hundred tokens, seconds). Each delay has its own backend and router
+process (same config, same Triton); its miss path (``miss+Nms``) runs in the same alternating
+rounds as the others.
 
 Each path is measured twice: at concurrency 1 (latency: what one client sees) and at
 ``--concurrency`` (throughput). Rounds alternate the paths (A B C, C B A, ...); medians of
@@ -46,8 +54,6 @@ from _common import (
 from _loadgen import closed_loop
 from _stack import router_config, start_backend, start_router, triton_url_or_start
 
-MODES = ("repeat", "hit", "miss")
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__,
@@ -58,13 +64,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per round")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--backend-delays-ms", default="0,200,1000",
+                    help="comma-separated answer delays of the demo backend for the miss path; "
+                    "0 (the router's own floor) is always measured")
     ap.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     ap.add_argument("--smoke", action="store_true",
                     help="2 s rounds, 1 round, 64 prompts, concurrency 4")
     args = ap.parse_args(argv)
+    try:
+        args.delays_ms = sorted({0} | {int(d) for d in args.backend_delays_ms.split(",") if d})
+    except ValueError:
+        ap.error(f"--backend-delays-ms: integers separated by commas, got "
+                 f"{args.backend_delays_ms!r}")
+    if args.delays_ms[0] < 0:
+        ap.error("--backend-delays-ms: a delay cannot be negative")
     if args.smoke:
         args.duration, args.rounds, args.prompts, args.concurrency = 2.0, 1, 64, 4
     return args
+
+
+def miss_mode(delay_ms: int) -> str:
+    return "miss" if delay_ms == 0 else f"miss+{delay_ms}ms"
 
 
 async def run(args) -> dict:
@@ -80,15 +100,20 @@ async def run(args) -> dict:
     with contextlib.ExitStack() as stack:
         url = await triton_url_or_start(stack, args.triton_url, args.model_dir, work,
                                        args.int8)
-        backend, backend_url = start_backend(work)
-        stack.callback(backend.stop)
-        cfg = router_config(url, args.model_dir / "tokenizer.json", backend_url, free_port(),
-                            cache=True)
-        cfg["cache"]["capacity"] = 100_000
-        router, router_url = start_router(work, cfg)
-        stack.callback(router.stop)
-        endpoint = f"{router_url}/v1/chat/completions"
-        seen: dict[str, Counter] = {m: Counter() for m in MODES}
+        endpoints: dict[int, str] = {}  # backend delay (ms) -> the router in front of it
+        for delay_ms in args.delays_ms:
+            backend, backend_url = start_backend(work, delay_s=delay_ms / 1000)
+            stack.callback(backend.stop)
+            cfg = router_config(url, args.model_dir / "tokenizer.json", backend_url, free_port(),
+                                cache=True)
+            cfg["cache"]["capacity"] = 100_000
+            router, router_url = start_router(work, cfg)
+            stack.callback(router.stop)
+            endpoints[delay_ms] = f"{router_url}/v1/chat/completions"
+        modes = ("repeat", "hit", *(miss_mode(d) for d in args.delays_ms))
+        target = {"repeat": endpoints[0], "hit": endpoints[0]}
+        target.update({miss_mode(d): endpoints[d] for d in args.delays_ms})
+        seen: dict[str, Counter] = {m: Counter() for m in modes}
         fresh = itertools.count()
 
         conn = aiohttp.TCPConnector(limit=0)
@@ -96,12 +121,14 @@ async def run(args) -> dict:
 
             def sender(mode: str):
                 async def send(body: bytes) -> bool:
-                    key = f"perf-miss-{next(fresh)}" if mode == "miss" else "perf-hit"
+                    miss = mode.startswith("miss")
+                    key = f"perf-miss-{next(fresh)}" if miss else "perf-hit"
                     if mode == "hit":  # same cache key, another request: no repeat memo
                         body = body[:-1] + b', "user": "u%d"}' % next(fresh)
                     headers = {"Content-Type": "application/json",
                                "Authorization": f"Bearer {key}"}
-                    async with session.post(endpoint, data=body, headers=headers) as r:
+                    async with session.post(target[mode], data=body,
+                                            headers=headers) as r:
                         await r.read()
                         state = r.headers.get("x-router-cache", "absent")
                         if r.headers.get("x-router-cache-repeat") == "1":
@@ -126,7 +153,7 @@ async def run(args) -> dict:
                 c.clear()
             rows: list[dict] = []
             for load in (1, args.concurrency):
-                for rnd, mode in alternating(MODES, args.rounds):
+                for rnd, mode in alternating(modes, args.rounds):
                     r = await closed_loop(sender(mode), bodies, load, args.duration,
                                           warmup_s=0.5)
                     s = {"mode": mode, "concurrency": load, "round": rnd, **r.summary()}
@@ -135,45 +162,52 @@ async def run(args) -> dict:
                         f"p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms, "
                         f"failed {s['failed']}")
 
+    c = args.concurrency
     summary: dict = {}
-    for load in (1, args.concurrency):
-        for mode in MODES:
+    for load in (1, c):
+        for mode in modes:
             rs = [r for r in rows if r["mode"] == mode and r["concurrency"] == load]
             summary[f"{mode}@{load}"] = {k: median(r[k] for r in rs)
                                          for k in ("throughput", "p50_ms", "p99_ms")}
-    c = args.concurrency
+    misses = [miss_mode(d) for d in args.delays_ms]
+    for load in (1, c):
+        for miss in misses:
+            summary[f"hit_vs_{miss}@{load}"] = ratio(summary[f"hit@{load}"]["throughput"],
+                                                      summary[f"{miss}@{load}"]["throughput"])
     for mode in ("hit", "repeat"):
         summary[f"{mode}_vs_miss_throughput"] = ratio(summary[f"{mode}@{c}"]["throughput"],
                                                       summary[f"miss@{c}"]["throughput"])
     summary["cache_headers"] = {m: dict(n) for m, n in seen.items()}
     result = {"summary": summary, "rounds": rows, "concurrency": c,
-              "duration_s": args.duration, "prompts": len(bodies), "smoke": args.smoke,
-              "machine": machine_info()}
+              "backend_delays_ms": args.delays_ms, "duration_s": args.duration,
+              "prompts": len(bodies), "smoke": args.smoke, "machine": machine_info()}
     out = args.out_dir / ("cache_hit_e2e_smoke.json" if args.smoke else "cache_hit_e2e.json")
     out.write_text(json.dumps(result, indent=2))
-    print("| path | concurrency | throughput (req/s) | x miss | p50 (ms) | p99 (ms) |")
+    print("| path | concurrency | throughput (req/s) | hit / this | p50 (ms) | p99 (ms) |")
     print("|---|---|---|---|---|---|")
     for load in (1, c):
-        for mode in MODES:
+        for mode in modes:
             m = summary[f"{mode}@{load}"]
-            x = ratio(m["throughput"], summary[f"miss@{load}"]["throughput"])
-            print(f"| {mode} | {load} | {m['throughput']:.0f} | {x:.2f} | {m['p50_ms']:.2f} | "
+            x = ratio(summary[f"hit@{load}"]["throughput"], m["throughput"])
+            print(f"| {mode} | {load} | {m['throughput']:.1f} | {x:.2f} | {m['p50_ms']:.2f} | "
                   f"{m['p99_ms']:.2f} |")
     print(f"cache headers seen: {summary['cache_headers']}; results {out}")
+    per_delay = " ".join(f"hit_vs_{miss.replace('+', '_')}@{c}="
+                         f"{summary[f'hit_vs_{miss}@{c}']:.2f}" for miss in misses[1:])
     print(f"hit_p50_ms={summary['hit@1']['p50_ms']:.2f} "
           f"repeat_p50_ms={summary['repeat@1']['p50_ms']:.2f} "
           f"hit_vs_miss_throughput={summary['hit_vs_miss_throughput']:.2f} "
-          f"repeat_vs_miss_throughput={summary['repeat_vs_miss_throughput']:.2f}")
+          f"repeat_vs_miss_throughput={summary['repeat_vs_miss_throughput']:.2f} {per_delay}")
     return result
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     result = asyncio.run(run(args))
-    expected = {"repeat": "hit+repeat", "hit": "hit", "miss": "miss"}
     heads = result["summary"]["cache_headers"]
+    expected = {"repeat": "hit+repeat", "hit": "hit"}
     wrong = sum(n for mode, counts in heads.items() for k, n in counts.items()
-                if k != expected[mode])
+                if k != expected.get(mode, "miss"))
     if wrong:
         print(f"error: {wrong} requests were not the expected hit/miss", file=sys.stderr)
         return 1
