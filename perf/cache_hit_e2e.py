@@ -205,9 +205,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     result = asyncio.run(run(args))
     heads = result["summary"]["cache_headers"]
-    expected = {"repeat": "hit+repeat", "hit": "hit"}
+    # A repeat may come back as a plain hit: the repeat memo's lookup does not wait while the
+    # cache's maintenance thread holds the index lock, and the whole pipeline then answers it.
+    expected = {"repeat": {"hit+repeat", "hit"}, "hit": {"hit"}}
     wrong = sum(n for mode, counts in heads.items() for k, n in counts.items()
-                if k != expected.get(mode, "miss"))
+                if k not in expected.get(mode, {"miss"}))
     if wrong:
         print(f"error: {wrong} requests were not the expected hit/miss", file=sys.stderr)
         return 1

@@ -191,7 +191,8 @@ def ensure_int8(model_dir: Path) -> None:
         return
     from export.onnx_export import quantize_int8
 
-    _say(f"{target} missing: quantising {model_dir / 'model.onnx'} (int8, dynamic)")
+    print(f"router-svc: {target} missing: quantising {model_dir / 'model.onnx'} (int8, "
+          "dynamic)", file=sys.stderr, flush=True)
     tmp = target.with_name(f".{target.name}.tmp")
     quantize_int8(model_dir / "model.onnx", tmp)
     tmp.replace(target)

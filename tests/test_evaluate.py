@@ -108,3 +108,25 @@ def test_heldout_files_are_the_build_splits_and_load_for_eval(tmp_path):
     assert not report.skipped and len(pii) == len(p_test)
     assert [(e.text, e.spans) for e in pii] == [(e.text, e.spans) for e in p_test]
     assert not {e.template_id for e in pii} & {e.template_id for e in p_train}
+
+
+def test_eval_int8_quantises_a_missing_int8_model_and_serves_it(tmp_path, tiny_model_dir, capsys):
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    rows, _ = load_presidio(DATA / "pii" / "synth_dataset_v2.json")
+    data = tmp_path / "pii.json"
+    data.write_text(json.dumps([
+        {"full_text": e.text, "spans": [
+            {"entity_type": s.type, "entity_value": e.text[s.start:s.end],
+             "start_position": s.start, "end_position": s.end} for s in e.spans]}
+        for e in rows[:5]]))
+    args = argparse.Namespace(eval_command="pii", data=data, triton_url=None, int8=True,
+                              model_dir=model_dir, model_name="semantic_router",
+                              out=tmp_path / "out", presidio=False, threshold=0.5)
+    assert evaluate.main(args) == 0  # no --triton-url: starts its own Triton on the int8 file
+    assert (model_dir / "model.int8.onnx").stat().st_size > 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"precision=[\d.]+ recall=[\d.]+ f1=[\d.]+ overlap_f1=[\d.]+", last), last
+    assert json.loads((tmp_path / "out" / "pii.json").read_text())["rows"] == 5
