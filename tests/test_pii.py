@@ -97,6 +97,18 @@ def test_argmax_picks_the_tag() -> None:
     assert e.type == "GPE" and e.score == pytest.approx(0.55)
 
 
+def test_phone_number_that_passes_luhn_is_a_credit_card() -> None:
+    for number, kind in (("4111 1111 1111 1111", "CREDIT_CARD"),  # 16 digits, Luhn valid
+                         ("4111-1111-1111-1111", "CREDIT_CARD"),
+                         ("4047737215142", "CREDIT_CARD"),  # 13 digits
+                         ("4111 1111 1111 1112", "PHONE_NUMBER"),  # fails Luhn
+                         ("+1 555 123 4567", "PHONE_NUMBER"),  # 11 digits
+                         ("4111 1111 1111 111x", "PHONE_NUMBER")):  # not digits only
+        text = f"call {number} today"
+        [e] = decode(text, ["call", number, "today"], ["O", "B-PHONE_NUMBER", "O"])
+        assert (e.type, e.text) == (kind, number)
+
+
 # --------------------------------------------------------------------------- words
 
 
