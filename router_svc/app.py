@@ -39,6 +39,7 @@ from router_svc.app_state import (
     ROUTER,
     TRITON,
 )
+from router_svc.backend_errors import UpstreamError, sse_error_event
 from router_svc.cache_flow import CacheFront, Lookup
 from router_svc.config import Config, ConfigError, load_config, parse_config
 from router_svc.errors import (
@@ -49,7 +50,6 @@ from router_svc.errors import (
 )
 from router_svc.metrics import Metrics, render
 from router_svc.pipeline import Kind, Routed, classify_report
-from router_svc.proxy import UpstreamError, sse_error_event
 from router_svc.resources import cache_ctx, classifier_ctx, extproc_ctx, proxy_ctx
 
 log = logging.getLogger("router_svc")

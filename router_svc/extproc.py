@@ -61,7 +61,7 @@ from router_svc.extproc_proto import (
 from router_svc.extproc_response import ResponseWatch
 from router_svc.metrics import Metrics
 from router_svc.pipeline import Kind, Router
-from router_svc.proxy import ask_for_usage
+from router_svc.stream_events import ask_for_usage
 
 log = logging.getLogger("router_svc.extproc")
 

@@ -6,13 +6,13 @@ reply to each. What happens, by answer, mirrors ``app.forward``:
 - a JSON answer (2xx, not streamed): passed on untouched; once complete, its usage is counted
   and it is stored in the cache (``CacheFront.store_body``);
 - an SSE stream (2xx, the client asked to stream): events pass as they arrive, except the
-  usage-only chunk the router asked for on the client's behalf (``proxy.EventScan``); time to
-  first token, backend latency and usage are recorded, and a stream that ended with
+  usage-only chunk the router asked for on the client's behalf (``stream_events.EventScan``);
+  time to first token, backend latency and usage are recorded, and a stream that ended with
   ``[DONE]`` is stored (``CacheFront.store_stream``); a stream Envoy did not see to its end is
   never stored;
 - an error (non-2xx, including Envoy's own 503 when a backend is unreachable): replaced by the
-  OpenAI error JSON the HTTP proxy would relay (``proxy.normalise_error_body``), the backend's
-  URL and key scrubbed.
+  OpenAI error JSON the HTTP proxy would relay (``backend_errors.normalise_error_body``), the
+  backend's URL and key scrubbed.
 
 Every answer carries the routed request's ``x-router-*`` headers. No gRPC server here.
 """
@@ -27,20 +27,14 @@ from typing import Any, Literal
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from router_svc.answers import JSON_TYPE, SSE_TYPE, media_type, wants_usage
+from router_svc.backend_errors import BACKEND_BAD_RESPONSE, BACKEND_ERROR, normalise_error_body
 from router_svc.cache_capture import StreamCapture
 from router_svc.cache_flow import CacheFront, Lookup
 from router_svc.extproc_proto import common, response_body_reply, response_headers_reply
 from router_svc.metrics import Metrics
 from router_svc.pipeline import Routed
-from router_svc.proxy import (
-    BACKEND_BAD_RESPONSE,
-    BACKEND_ERROR,
-    EventScan,
-    extract_usage,
-    normalise_error_body,
-    parse_sse_events,
-    scrub_error,
-)
+from router_svc.proxy import scrub_error
+from router_svc.stream_events import EventScan, extract_usage, parse_sse_events
 
 log = logging.getLogger(__name__)
 

@@ -95,7 +95,7 @@ CACHE_RESULTS = frozenset({"hit", "miss"})
 CACHE_EVICTION_REASONS = frozenset({"capacity", "expired"})
 # Why a model was chosen: selection.py's fixed reason codes, plus the cache short-cut.
 ROUTING_REASONS = frozenset({*REASONS, "cache_hit"})
-# errors_total{reason}. Includes proxy.UpstreamError reasons.
+# errors_total{reason}. Includes backend_errors.UpstreamError reasons.
 ERROR_REASONS = frozenset(
     {
         "bad_request",

@@ -21,14 +21,15 @@ answer with a proper status; errors later raise from the iteration)::
 
 Leaving the ``async with`` early (client hung up, handler cancelled, exception) closes the
 upstream connection at once, so the backend stops generating.
+
+What an answer says (usage, SSE events) is read by ``stream_events``; failures become
+OpenAI error objects in ``backend_errors``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -36,11 +37,25 @@ from types import TracebackType
 from typing import Any
 
 from router_svc import json_codec
+from router_svc.backend_errors import (
+    BACKEND_BAD_RESPONSE,
+    BACKEND_STREAM_ABORTED,
+    BACKEND_TIMEOUT,
+    BACKEND_UNREACHABLE,
+    UpstreamError,
+    normalise_error_body,
+    openai_error,
+)
 from router_svc.http1 import Http1Client, Http1Error, Response
+from router_svc.stream_events import (
+    EventScan,
+    Usage,
+    ask_for_usage,
+    extract_usage,
+    parse_sse_events,
+)
 
 log = logging.getLogger(__name__)
-
-MAX_ERROR_TEXT = 500
 
 # Client headers passed to every backend. Everything else is dropped (allowlist), which
 # also keeps out hop-by-hop headers, Host, Content-Length, Cookie and stray credentials.
@@ -53,26 +68,6 @@ FORWARDED_HEADERS: tuple[str, ...] = (
 )
 # Tied to the client's credential: forwarded only with the client's Authorization.
 FORWARDED_WITH_CLIENT_AUTH: tuple[str, ...] = ("OpenAI-Organization", "OpenAI-Project")
-
-# Upstream failure reasons (``UpstreamError.reason``); metrics.ERROR_REASONS lists them too.
-BACKEND_UNREACHABLE = "backend_unreachable"
-BACKEND_TIMEOUT = "backend_timeout"
-BACKEND_ERROR = "backend_error"
-BACKEND_BAD_RESPONSE = "backend_bad_response"
-BACKEND_STREAM_ABORTED = "backend_stream_aborted"
-
-
-class UpstreamError(Exception):
-    """A backend call failed. ``body`` is an OpenAI error object: ``{"error": {...}}``.
-
-    The message names the backend model, never its URL or API key.
-    """
-
-    def __init__(self, status: int, body: dict[str, Any], reason: str = BACKEND_ERROR) -> None:
-        self.status = status
-        self.body = body
-        self.reason = reason
-        super().__init__(f"{status} {reason}: {body.get('error', {}).get('message', '')}")
 
 
 @dataclass(frozen=True)
@@ -93,13 +88,6 @@ class BackendTarget:
 
 
 JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
 
 
 @dataclass
@@ -126,123 +114,6 @@ class StreamResult:
 
 
 # ---------------------------------------------------------------------------- pure helpers
-
-
-def extract_usage(body: Any) -> Usage | None:
-    """``Usage`` from an OpenAI response or chunk, or None when absent or malformed."""
-    if not isinstance(body, dict):
-        return None
-    usage = body.get("usage")
-    if not isinstance(usage, dict):
-        return None
-    prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens", 0)
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    total = usage.get("total_tokens")
-    if not isinstance(total, int):
-        total = prompt + completion
-    return Usage(prompt, completion, total)
-
-
-_EVENT_END = re.compile(rb"\r?\n\r?\n")
-
-
-def parse_sse_events(buffer: bytes) -> tuple[list[bytes], bytes]:
-    """Split ``buffer`` into complete SSE events (each with its blank-line terminator,
-    so joining them gives the input back) and the incomplete remainder."""
-    events: list[bytes] = []
-    start = 0
-    while (match := _EVENT_END.search(buffer, start)) is not None:
-        events.append(buffer[start : match.end()])
-        start = match.end()
-    return events, buffer[start:]
-
-
-def sse_data(event: bytes) -> bytes | None:
-    """The joined ``data:`` field of one event, or None when it has none (comments...)."""
-    lines = [line.rstrip(b"\r") for line in event.split(b"\n")]
-    data = [line[5:].removeprefix(b" ") for line in lines if line.startswith(b"data:")]
-    return b"\n".join(data) if data else None
-
-
-def ask_for_usage(body: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a streaming request body that asks for the final usage chunk
-    (``stream_options.include_usage``), so tokens can be counted for every stream."""
-    sent = dict(body)
-    options = sent.get("stream_options")
-    sent["stream_options"] = {**(options if isinstance(options, dict) else {}),
-                              "include_usage": True}
-    return sent
-
-
-def sse_error_event(error: UpstreamError) -> bytes:
-    """An SSE event carrying the OpenAI error body, for failures after the headers went."""
-    return b"data: " + json.dumps(error.body).encode() + b"\n\n"
-
-
-def _error_type(status: int) -> str:
-    """As ``errors.BackendError``: the client's fault below 500, the server's from 500."""
-    return "invalid_request_error" if 400 <= status < 500 else "server_error"
-
-
-def openai_error(
-    status: int, message: str, err_type: str | None = None, code: Any = None
-) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": message,
-            "type": err_type or _error_type(status),
-            "param": None,
-            "code": code,
-        }
-    }
-
-
-def _truncate(text: str, limit: int = MAX_ERROR_TEXT) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def normalise_error_body(status: int, raw: bytes, model: str) -> dict[str, Any]:
-    """A backend's error answer in OpenAI format, whatever it looked like.
-
-    Understands OpenAI ``{"error": {...}}``, Ollama ``{"error": "..."}``, vLLM
-    ``{"object": "error", "message": ...}`` and FastAPI ``{"detail": ...}``; anything else
-    (including non-JSON) is wrapped, truncated, into the message.
-    """
-    text = raw.decode("utf-8", errors="replace").strip()
-    try:
-        parsed: Any = json.loads(text)
-    except ValueError:
-        parsed = None
-    message: Any = None
-    err_type: Any = None
-    code: Any = None
-    param: Any = None
-    if isinstance(parsed, dict):
-        err = parsed.get("error")
-        if isinstance(err, dict):
-            message, err_type = err.get("message"), err.get("type")
-            code, param = err.get("code"), err.get("param")
-        elif isinstance(err, str):
-            message = err
-        elif "message" in parsed:
-            message, err_type, code = parsed.get("message"), parsed.get("type"), parsed.get("code")
-        elif "detail" in parsed:
-            detail = parsed["detail"]
-            message = detail if isinstance(detail, str) else json.dumps(detail)
-    if not isinstance(message, str) or not message:
-        shown = _truncate(text) if text else "(empty body)"
-        message = f"backend for model '{model}' answered HTTP {status}: {shown}"
-    body = openai_error(
-        status,
-        _truncate(message),
-        err_type if isinstance(err_type, str) and err_type else None,
-        code if isinstance(code, str | int) else None,
-    )
-    if isinstance(param, str):
-        body["error"]["param"] = param
-    return body
 
 
 def scrub_error(body: dict[str, Any], target: BackendTarget) -> dict[str, Any]:
@@ -565,57 +436,3 @@ class UpstreamStream:
         r.stripped_usage_chunk = self._scan.stripped_usage_chunk
         return keep
 
-
-@dataclass
-class EventScan:
-    """What a streamed answer says, one SSE event at a time, without I/O: ``[DONE]``, the
-    first generated output, the usage; and whether to pass each event on (the usage-only
-    chunk asked for on the client's behalf is dropped unless the client asked for it).
-
-    Shared by the HTTP proxy (``UpstreamStream``) and the Envoy ext_proc server, which sees
-    the same events as Envoy streams the backend's answer through it.
-    """
-
-    client_wants_usage: bool = False
-    usage: Usage | None = None
-    completed: bool = False  # saw ``data: [DONE]``
-    saw_output: bool = False  # an event carrying generated output went by
-    stripped_usage_chunk: bool = False
-
-    def keep(self, event: bytes) -> bool:
-        data = sse_data(event)
-        if data is None:
-            return True
-        if data.strip() == b"[DONE]":
-            self.completed = True
-            return True
-        if self.saw_output and b'"usage"' not in data:
-            return True  # the common case: no JSON parsing per chunk
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            return True
-        if not isinstance(chunk, dict):
-            return True
-        choices = chunk.get("choices")
-        if (not self.saw_output and isinstance(choices, list)
-                and any(_has_output(c) for c in choices)):
-            self.saw_output = True
-        usage = extract_usage(chunk)
-        if usage is not None:
-            self.usage = usage
-            if choices == [] and not self.client_wants_usage:
-                self.stripped_usage_chunk = True
-                return False
-        return True
-
-
-def _has_output(choice: Any) -> bool:
-    if not isinstance(choice, dict):
-        return False
-    delta = choice.get("delta")
-    if isinstance(delta, dict) and (
-        delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content")
-    ):
-        return True
-    return bool(choice.get("text"))

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from router_svc.metrics import OTHER, LabelBounds, Metrics, render
-from router_svc.proxy import Usage
+from router_svc.stream_events import Usage
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -11,17 +11,10 @@ import pytest
 from aiohttp import web
 
 from router_svc import json_codec
+from router_svc.backend_errors import UpstreamError, normalise_error_body
 from router_svc.demo_backends import OPTIONS, RECEIVED, BackendOptions, create_backend_app
-from router_svc.proxy import (
-    BackendTarget,
-    Proxy,
-    UpstreamError,
-    Usage,
-    extract_usage,
-    normalise_error_body,
-    parse_sse_events,
-    sse_data,
-)
+from router_svc.proxy import BackendTarget, Proxy
+from router_svc.stream_events import Usage, extract_usage, parse_sse_events, sse_data
 
 # pytest-aiohttp's fixtures run on the session loop (asyncio_default_fixture_loop_scope).
 pytestmark = pytest.mark.asyncio(loop_scope="session")
