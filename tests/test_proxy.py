@@ -11,10 +11,10 @@ import pytest
 from aiohttp import web
 
 from router_svc import json_codec
-from router_svc.backend_errors import UpstreamError, normalise_error_body
+from router_svc.backend_errors import UpstreamError
 from router_svc.demo_backends import OPTIONS, RECEIVED, BackendOptions, create_backend_app
 from router_svc.proxy import BackendTarget, Proxy
-from router_svc.stream_events import Usage, extract_usage, parse_sse_events, sse_data
+from router_svc.stream_events import Usage, sse_data
 
 # pytest-aiohttp's fixtures run on the session loop (asyncio_default_fixture_loop_scope).
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -58,57 +58,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-# ---------------------------------------------------------------------------- pure helpers
-
-
-async def test_parse_sse_events_every_split():
-    stream = (b"data: {\"a\": 1}\n\n: comment\n\nevent: x\ndata: two\r\n\r\n"
-              b"data: [DONE]\n\n")
-    expected = [b"data: {\"a\": 1}\n\n", b": comment\n\n", b"event: x\ndata: two\r\n\r\n",
-                b"data: [DONE]\n\n"]
-    for cut in range(len(stream) + 1):
-        events, rest = parse_sse_events(stream[:cut])
-        more, rest = parse_sse_events(rest + stream[cut:])
-        assert events + more == expected
-        assert rest == b""
-    assert parse_sse_events(b"data: partial\n") == ([], b"data: partial\n")
-    assert sse_data(b"event: x\ndata: two\r\n\r\n") == b"two"
-    assert sse_data(b"data: a\ndata:b\n\n") == b"a\nb"
-    assert sse_data(b": ping\n\n") is None
-
-
-async def test_extract_usage():
-    assert extract_usage({"usage": {"prompt_tokens": 3, "completion_tokens": 4,
-                                    "total_tokens": 7}}) == Usage(3, 4, 7)
-    assert extract_usage({"usage": {"prompt_tokens": 3, "completion_tokens": 4}}) == Usage(3, 4, 7)
-    assert extract_usage({"usage": None}) is None
-    assert extract_usage({"usage": {"prompt_tokens": "3"}}) is None
-    assert extract_usage([]) is None
-
-
-@pytest.mark.parametrize(("raw", "message", "err_type"), [
-    (b'{"error": {"message": "bad", "type": "invalid_request_error", "code": "x"}}', "bad",
-     "invalid_request_error"),
-    (b'{"error": "model not loaded"}', "model not loaded", "server_error"),
-    (b'{"object": "error", "message": "too long", "type": "BadRequestError", "code": 400}',
-     "too long", "BadRequestError"),
-    (b'{"detail": "Not Found"}', "Not Found", "server_error"),
-])
-async def test_normalise_error_body_shapes(raw, message, err_type):
-    body = normalise_error_body(500, raw, "phi-4")
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    assert body["error"]["message"] == message
-    assert body["error"]["type"] == err_type
-
-
-async def test_normalise_error_body_wraps_text_truncated():
-    body = normalise_error_body(502, b"<html>" + b"x" * 5000 + b"</html>", "phi-4")
-    message = body["error"]["message"]
-    assert "phi-4" in message and "502" in message and "<html>" in message
-    assert len(message) < 700
-    assert body["error"]["type"] == "server_error"
 
 
 # ---------------------------------------------------------------------------- non-streaming
