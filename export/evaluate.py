@@ -95,19 +95,16 @@ async def served_classifier(args: argparse.Namespace, pii_threshold: float = 0.5
                             max_batch: int = 32) -> AsyncIterator[Classifier]:
     """A classifier over a given Triton, or over an embedded one started for the evaluation."""
     from router_svc.batcher import Batcher
-    from router_svc.embedded import ensure_int8
+    from router_svc.embedded import served_model_file
     from router_svc.tokenization import TextTokenizer
     from router_svc.triton_client import TritonClient
     from router_svc.triton_launcher import TritonServer
-    from router_svc.triton_repo import model_file_for
 
     async with contextlib.AsyncExitStack() as stack:
         url = args.triton_url
         if not url:
-            if getattr(args, "int8", False):
-                ensure_int8(args.model_dir)
-            server = TritonServer(model_dir=args.model_dir,
-                                  model_file=model_file_for(getattr(args, "int8", False)))
+            server = TritonServer(model_dir=args.model_dir, model_file=served_model_file(
+                args.model_dir, getattr(args, "int8", False)))
             stack.enter_context(server)
             url = server.grpc_url
         client = TritonClient(url, args.model_name, timeout_s=60.0)

@@ -128,15 +128,13 @@ async def triton_url_or_start(stack: contextlib.ExitStack, triton_url: str | Non
     by ``stack``)."""
     if triton_url is not None:
         return triton_url
-    from router_svc.embedded import ensure_int8
+    from router_svc.embedded import served_model_file
     from router_svc.triton_launcher import TritonServer
-    from router_svc.triton_repo import model_file_for
 
-    if int8:
-        ensure_int8(model_dir)
+    model_file = served_model_file(model_dir, int8)
     say(f"starting Triton (embedded, CPU{', int8 model' if int8 else ''})")
     server = TritonServer(model_dir, work_dir=work / "triton", startup_timeout_s=300,
-                          model_file=model_file_for(int8))
+                          model_file=model_file)
     await server.astart()
     stack.callback(server.stop)
     return server.grpc_url

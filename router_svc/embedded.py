@@ -198,6 +198,16 @@ def ensure_int8(model_dir: Path) -> None:
     tmp.replace(target)
 
 
+def served_model_file(model_dir: Path, int8: bool) -> str:
+    """The file in ``model_dir`` Triton serves: ``model.onnx``, or with ``int8`` the int8 file,
+    quantised first if missing."""
+    from router_svc.triton_repo import model_file_for
+
+    if int8:
+        ensure_int8(model_dir)
+    return model_file_for(int8)
+
+
 # ---------------------------------------------------------------- running
 
 

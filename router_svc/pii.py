@@ -240,11 +240,15 @@ def _is_card_number(value: str) -> bool:
     number, whatever the model called it (it confuses long digit runs with phone numbers)."""
     if any(not (ch.isdigit() or ch in " -") for ch in value):
         return False
-    digits = [int(ch) for ch in value if ch.isdigit()]
-    if not 13 <= len(digits) <= 19:
-        return False
+    digits = "".join(ch for ch in value if ch.isdigit())
+    return 13 <= len(digits) <= 19 and passes_luhn(digits)
+
+
+def passes_luhn(digits: str) -> bool:
+    """The Luhn checksum of a string of digits (payment card numbers pass it)."""
     total = 0
-    for i, d in enumerate(reversed(digits)):
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
         if i % 2:
             d = d * 2 - 9 if d > 4 else d * 2
         total += d
