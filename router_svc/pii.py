@@ -8,6 +8,8 @@ the same code serves the router, the evaluation and the tests.
 from __future__ import annotations
 
 import functools
+import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -111,7 +113,7 @@ def decode_bio(
         found = better + [e for e in found if not any(
             f.type == e.type and f.start < e.end and e.start < f.end for f in better)]
     # Two runs of one word (a B- on each sub-word) grow to the same span: report it once.
-    return _join_names(_merge_overlaps(found), text)
+    return _checked_types(_join_names(_merge_overlaps(found), text))
 
 
 def _runs(tag_of: Sequence[int], real: list[int], tags: Sequence[str]
@@ -151,10 +153,17 @@ def _entity(kind: str, toks: list[int], score: float, threshold: float, text: st
     start = offsets[lead[-1] if lead else first][0]
     end = offsets[trail[-1] if trail else last][1]
     start, end = _trim(text, start, end)
-    if end <= start:
+    if kind in _NAME_TYPES and kind != "STREET_ADDRESS":
+        start, end = _trim_name_edges(text, start, end)
+    value = text[start:end]
+    # Nothing to protect in "&", "#" or the word "IBAN" the model tagged beside a value.
+    if not any(ch.isalnum() for ch in value) or (
+            kind in _DIGIT_TYPES and not any(ch.isdigit() for ch in value)):
         return None
     if kind == "PHONE_NUMBER" and _is_card_number(text[start:end]):
         kind = "CREDIT_CARD"
+    if kind == "DOMAIN_NAME" and "://" in text[start:end] and text[end:end + 1] == "/":
+        end += 1  # a URL keeps its closing slash ("https://www.example.com/")
     return PiiEntity(kind, start, end, text[start:end], score)
 
 
@@ -287,18 +296,101 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
 
 
 def _join_names(entities: list[PiiEntity], text: str) -> list[PiiEntity]:
-    """A name split by a stray B- tag ("Faina D." + "Yefremova") is one PERSON: join PERSON
-    spans separated by a single space."""
+    """A name split by a stray B- tag is one PERSON (see ``_name_gap``), and a TITLE inside a
+    name (its initial "J." read as a title) goes: a title comes before a name."""
     out: list[PiiEntity] = []
     for e in entities:
-        prev = out[-1] if out else None
-        if (prev is not None and prev.type == e.type == "PERSON"
-                and text[prev.end:e.start] == " "):
-            out[-1] = PiiEntity("PERSON", prev.start, e.end, text[prev.start:e.end],
-                                max(prev.score, e.score))
+        i = next((i for i in range(len(out) - 1, -1, -1) if out[i].type == "PERSON"), None)
+        prev = out[i] if i is not None else None
+        if e.type == "PERSON" and prev is not None and _name_gap(text, prev, e):
+            joined = PiiEntity("PERSON", prev.start, e.end, text[prev.start:e.end],
+                               max(prev.score, e.score))
+            out[i] = joined
         else:
             out.append(e)
-    return out
+    names = [e for e in out if e.type == "PERSON"]
+    return [e for e in out if not (e.type == "TITLE" and any(
+        n.start <= e.start and e.end <= n.end for n in names))]
+
+
+def _name_gap(text: str, prev: PiiEntity, e: PiiEntity) -> bool:
+    """Whether two PERSON spans are one name: one space, or a middle initial ("Sari J."
+    "Paavolainen", "Faina D" ". " "Yefremova", "Ravil" " G " "Yefimov") between them."""
+    gap = text[prev.end:e.start]
+    if _NAME_GAP.fullmatch(gap):
+        return True
+    last_word = prev.text.rsplit(maxsplit=1)[-1]
+    return gap == ". " and len(last_word) == 1 and last_word.isupper()
+
+
+_NAME_GAP = re.compile(r" (?:[A-Z]\.? )?")
+
+
+# Words the model sometimes tags at the edge of a name ("Marrero and", "and Murphy"), a
+# possessive ("roberto's"), and a stray character after it (mojibake: "Yuri Bulgakov ג€");
+# inside a name they stay ("Clark, Romero and Hall").
+_NAME_EDGE = re.compile(
+    r"^(?:and|or|&)\s+|\s+(?:and|or|&)$|['\u2019]s$|\s+[^\sA-Za-z0-9]\W*$", re.IGNORECASE)
+
+
+def _trim_name_edges(text: str, start: int, end: int) -> tuple[int, int]:
+    while (m := _NAME_EDGE.search(text[start:end])) is not None and m.end() - m.start() < (
+            end - start):
+        if m.start() == 0:
+            start += m.end()
+        else:
+            end = start + m.start()
+    return start, end
+
+
+# Types whose every value holds a digit.
+_DIGIT_TYPES = frozenset({"AGE", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "PHONE_NUMBER",
+                          "US_SSN", "ZIP_CODE"})
+
+
+def _checked_types(entities: list[PiiEntity]) -> list[PiiEntity]:
+    """Where a value's own checksum or syntax says what it is, that beats the model's guess:
+    a value that parses as an IP address is an IP_ADDRESS, and of entities with one span, one
+    whose value passes its type's check (card Luhn, IP syntax, e-mail syntax, IBAN mod 97)
+    drops the others there ("48.90.248.226" read as IP, DOMAIN_NAME and PHONE_NUMBER)."""
+    relabelled = [PiiEntity("IP_ADDRESS", e.start, e.end, e.text, e.score)
+                  if e.type != "IP_ADDRESS" and _is_ip_address(e.text) else e for e in entities]
+    if len(relabelled) < 2:
+        return relabelled
+    merged = _merge_overlaps(relabelled)
+    checked = {(e.start, e.end) for e in merged if _passes_check(e)}
+    return [e for e in merged if (e.start, e.end) not in checked or _passes_check(e)]
+
+
+def _is_ip_address(value: str) -> bool:
+    if value.count(".") != 3 and value.count(":") < 2:
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
+_IBAN = re.compile(r"[A-Z]{2}\d{2}[A-Z0-9]{10,30}")
+
+
+def _passes_check(e: PiiEntity) -> bool:
+    if e.type == "IP_ADDRESS":
+        return _is_ip_address(e.text)
+    if e.type == "CREDIT_CARD":
+        digits = "".join(ch for ch in e.text if ch.isdigit())
+        return 12 <= len(digits) <= 19 and passes_luhn(digits)
+    if e.type == "EMAIL_ADDRESS":
+        return _EMAIL.fullmatch(e.text) is not None
+    if e.type == "IBAN_CODE":
+        iban = e.text.replace(" ", "").upper()
+        if _IBAN.fullmatch(iban) is None:
+            return False
+        moved = iban[4:] + iban[:4]
+        return int("".join(str(int(ch, 36)) for ch in moved)) % 97 == 1
+    return False
 
 
 def _merge_overlaps(entities: Iterable[PiiEntity]) -> list[PiiEntity]:

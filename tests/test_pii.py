@@ -137,15 +137,119 @@ def test_a_run_of_mixed_types_is_one_span_of_its_likeliest_type_and_keeps_the_ot
 
 
 def test_a_type_viterbi_drops_is_kept_from_the_argmax() -> None:
+    # "alice@intranet" is no valid e-mail address, so no syntax check settles the type.
+    text = "mail alice@intranet now"
+    pieces = ["mail", "alice", "@", "intra", "net", "now"]
+    inside = {"I-EMAIL_ADDRESS": 0.5, "I-ORGANIZATION": 0.45, "O": 0.05}
+    rows = _rows(6, {1: {"B-ORGANIZATION": 0.6, "B-EMAIL_ADDRESS": 0.05, "O": 0.35},
+                     **{k: inside for k in range(2, 5)}})
+    ents = decode_bio(rows, offsets_of(text, pieces), TAGS, text, 0.45)
+    # Viterbi prefers ORGANIZATION for the whole run; the argmax's e-mail address stays.
+    assert ("ORGANIZATION", "alice@intranet") in spans(ents)
+    assert ("EMAIL_ADDRESS", "alice@intranet") in spans(ents)
+
+
+def test_a_value_that_passes_its_types_check_drops_other_readings_of_its_span() -> None:
     text = "mail alice@example.org now"
     pieces = ["mail", "alice", "@", "example", ".", "org", "now"]
     inside = {"I-EMAIL_ADDRESS": 0.5, "I-ORGANIZATION": 0.45, "O": 0.05}
     rows = _rows(7, {1: {"B-ORGANIZATION": 0.6, "B-EMAIL_ADDRESS": 0.05, "O": 0.35},
                      **{k: inside for k in range(2, 6)}})
     ents = decode_bio(rows, offsets_of(text, pieces), TAGS, text, 0.45)
-    # Viterbi prefers ORGANIZATION for the whole run; the argmax's e-mail address stays.
-    assert ("ORGANIZATION", "alice@example.org") in spans(ents)
-    assert ("EMAIL_ADDRESS", "alice@example.org") in spans(ents)
+    assert spans(ents) == [("EMAIL_ADDRESS", "alice@example.org")]
+
+
+@pytest.mark.parametrize(("value", "tag", "kind"), [
+    ("48.90.248.226", "B-DOMAIN_NAME", "IP_ADDRESS"),  # an IPv4 address read as a domain
+    ("2001:db8::8a2e:370:7334", "B-PHONE_NUMBER", "IP_ADDRESS"),
+    ("48.90.248", "B-PHONE_NUMBER", "PHONE_NUMBER"),  # three parts: not an address
+    ("300.1.1.1", "B-DOMAIN_NAME", "DOMAIN_NAME"),  # 300 is no octet
+])
+def test_a_value_that_parses_as_an_ip_address_is_one(value: str, tag: str, kind: str) -> None:
+    text = f"ping {value} now"
+    [e] = decode(text, ["ping", value, "now"], ["O", tag, "O"])
+    assert (e.type, e.text) == (kind, value)
+
+
+def test_card_and_iban_checks_settle_a_span_read_two_ways() -> None:
+    card = "503802053770"  # 12 digits, Luhn valid (Maestro): too short for the phone rule
+    iban = "DE89 3704 0044 0532 0130 00"  # mod 97 valid
+    for value, right, wrong in ((card, "CREDIT_CARD", "PHONE_NUMBER"),
+                                (iban, "IBAN_CODE", "US_DRIVER_LICENSE")):
+        text = f"use {value} please"
+        rows = _rows(5, {1: {f"B-{right}": 0.5, f"B-{wrong}": 0.45, "O": 0.05},
+                         2: {f"I-{wrong}": 0.6, f"I-{right}": 0.35, "O": 0.05}})
+        half = len(value) // 2
+        n = len(value)
+        offs = [(0, 3), (4, 4 + half), (4 + half, 4 + n), (5 + n, 11 + n), (0, 0)]
+        ents = decode_bio(rows, offs, TAGS, text, 0.3)
+        assert spans(ents) == [(right, value)], value
+    bad = "4111 1111 1111 1112"  # fails Luhn: both readings stay
+    text = f"use {bad} please"
+    rows = _rows(5, {1: {"B-CREDIT_CARD": 0.5, "B-PHONE_NUMBER": 0.45, "O": 0.05},
+                     2: {"I-PHONE_NUMBER": 0.6, "I-CREDIT_CARD": 0.35, "O": 0.05}})
+    offs = [(0, 3), (4, 13), (13, 23), (24, 30), (0, 0)]
+    assert {t for t, _ in spans(decode_bio(rows, offs, TAGS, text, 0.3))} == {
+        "CREDIT_CARD", "PHONE_NUMBER"}
+
+
+def test_connectors_at_the_edge_of_a_name_are_left_out() -> None:
+    text = "ask Marrero and Park and Mann, or Clark, Romero and Hall"
+    pieces = ["ask", "Marrero", "and", "Park", "and", "Mann", ",", "or", "Clark", ",", "Romero",
+              "and", "Hall"]
+    tags = ["O", "B-PERSON", "I-PERSON", "O", "O", "B-PERSON", "O", "B-ORGANIZATION",
+            "I-ORGANIZATION", "I-ORGANIZATION", "I-ORGANIZATION", "I-ORGANIZATION",
+            "I-ORGANIZATION"]
+    assert spans(decode(text, pieces, tags)) == [
+        ("PERSON", "Marrero"), ("PERSON", "Mann"), ("ORGANIZATION", "Clark, Romero and Hall")]
+
+
+def test_a_name_leaves_out_a_possessive_and_a_stray_character_after_it() -> None:
+    text = "roberto's tribute to Yuri Bulgakov \u05d2\u20ac\u201c sadly"
+    pieces = ["roberto", "'", "s", "tribute", "to", "Yuri", "Bulgakov", "\u05d2", "\u20ac",
+              "\u201c", "sadly"]
+    tags = ["B-PERSON", "I-PERSON", "I-PERSON", "O", "O", "B-PERSON", "I-PERSON", "I-PERSON",
+            "I-PERSON", "O", "O"]
+    assert spans(decode(text, pieces, tags)) == [("PERSON", "roberto"), ("PERSON", "Yuri Bulgakov")]
+    text = "Ask \u03a3\u03c5\u03b3\u03b3\u03c1\u03bf\u03cd now"  # a whole Greek name stays
+    [e] = decode(text, ["Ask", text[4:11], "now"], ["O", "B-PERSON", "O"])
+    assert e.text == text[4:11]
+
+
+def test_values_without_what_their_type_needs_are_dropped() -> None:
+    text = "IBAN: DE89370400440532013000, card # 4111111111111111 & Animation"
+    pieces = ["IBAN", ":", "DE89370400440532013000", ",", "card", "#", "4111111111111111", "&",
+              "Animation"]
+    tags = ["B-IBAN_CODE", "O", "B-IBAN_CODE", "O", "O", "B-CREDIT_CARD", "B-CREDIT_CARD",
+            "B-TITLE", "O"]
+    assert spans(decode(text, pieces, tags)) == [
+        ("IBAN_CODE", "DE89370400440532013000"), ("CREDIT_CARD", "4111111111111111")]
+
+
+def test_a_name_split_at_an_initial_is_one_name_without_a_title_inside() -> None:
+    text = "verses from Faina D. Yefremova and Sari J. Paavolainen today"
+    pieces = ["verses", "from", "Faina", "D", ".", "Yefremova", "and", "Sari", "J", ".",
+              "Paavolainen", "today"]
+    tags = ["O", "O", "B-PERSON", "I-PERSON", "O", "B-PERSON", "O", "B-PERSON", "B-TITLE",
+            "I-TITLE", "B-PERSON", "O"]
+    assert spans(decode(text, pieces, tags)) == [
+        ("PERSON", "Faina D. Yefremova"), ("PERSON", "Sari J. Paavolainen")]
+    # ". " after a whole word ends a sentence: two names
+    text = "ask Anna. Bob knows"
+    assert spans(decode(text, ["ask", "Anna", ".", "Bob", "knows"],
+                        ["O", "B-PERSON", "O", "B-PERSON", "O"])) == [
+        ("PERSON", "Anna"), ("PERSON", "Bob")]
+
+
+def test_a_url_keeps_its_closing_slash() -> None:
+    text = "see https://www.ArtistMovie.se/ now"
+    pieces = ["see", "https", ":", "/", "/", "www", ".", "ArtistMovie", ".", "se", "/", "now"]
+    tags = ["O", "B-DOMAIN_NAME"] + ["I-DOMAIN_NAME"] * 8 + ["O", "O"]
+    assert spans(decode(text, pieces, tags)) == [("DOMAIN_NAME", "https://www.ArtistMovie.se/")]
+    text = "see www.example.com/ now"  # no scheme: a host, the slash is not part of it
+    pieces = ["see", "www", ".", "example", ".", "com", "/", "now"]
+    tags = ["O", "B-DOMAIN_NAME"] + ["I-DOMAIN_NAME"] * 4 + ["O", "O"]
+    assert spans(decode(text, pieces, tags)) == [("DOMAIN_NAME", "www.example.com")]
 
 
 def test_i_opening_a_run_counts_as_its_b() -> None:
