@@ -186,6 +186,26 @@ PII_TEMPLATES: tuple[str, ...] = (
     "change my display name to {{first#1}}, my friends already know me as {{first#1}}",
     "{{first}} and {{first}} are arguing about who gets the car. Write a funny dialogue.",
     "Write a haiku for {{person}}, who retires from {{org}} this year.",
+    # NRP as an adjective of things, not people (cuisine, films, governments, firms), which
+    # is how most NRP values in real prompts and the held-out file appear.
+    "Recommend a {{nrp}} restaurant near {{city}} for {{first}}'s birthday dinner.",
+    "Give me an easy {{nrp}} recipe for a weeknight, nothing too spicy.",
+    "List five {{nrp}} films from the {{year}}s worth watching.",
+    "Why did the {{nrp}} parliament reject the budget on {{date}}?",
+    "{{org}} is a {{nrp}} logistics firm; draft a cold email to their CFO {{person}}.",
+    "Is {{nrp}} cuisine mostly vegetarian? Asking for {{first}}.",
+    "Summarise the {{nrp}} ministry's statement from {{weekday}} in plain English.",
+    "which {{nrp}} novels should a beginner read first",
+    "Compare {{nrp}} and {{nrp}} coffee culture in a short table.",
+    "Our {{nrp}} supplier {{org}} missed the {{date}} deadline. Write a firm reminder.",
+    "The {{nrp}} embassy in {{city}} emailed {{email}} about my visa. Is it genuine?",
+    "Teach me ten {{nrp}} phrases for a trip to {{city}}.",
+    # Names that look like places and places that look like names, in one prompt.
+    "Invite {{person}} and {{person}} to the kickoff in {{city}} on {{weekday}}.",
+    "Thank-you note for {{person}}, who hosted us in {{city}}, {{country}} last {{weekday}}.",
+    "{{person}} and {{last}} co-wrote the paper; {{last}} presented it in {{city}}.",
+    "Cite this: {{last}}, {{first}} ({{year}}). Published by {{org}}, {{city}}.",
+    "Music credits\nProduced by: {{person}}\nMixed by: {{person}}\nRecorded in {{city}}",
     # -- chats -----------------------------------------------------------------------------------
     "Label the sentiment of each line:\n[{{time}}] {{first}}: hey, did you get my email?\n"
     "[{{time}}] {{first}}: yes, I'll call you at {{phone}}\n[{{time}}] {{first}}: great, I'm in "

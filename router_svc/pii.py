@@ -113,7 +113,7 @@ def decode_bio(
         found = better + [e for e in found if not any(
             f.type == e.type and f.start < e.end and e.start < f.end for f in better)]
     # Two runs of one word (a B- on each sub-word) grow to the same span: report it once.
-    return _checked_types(_join_names(_merge_overlaps(found), text))
+    return _checked_types(_join_phones(_join_names(_merge_overlaps(found), text), text))
 
 
 def _runs(tag_of: Sequence[int], real: list[int], tags: Sequence[str]
@@ -346,6 +346,58 @@ def _trim_name_edges(text: str, start: int, end: int) -> tuple[int, int]:
 # Types whose every value holds a digit.
 _DIGIT_TYPES = frozenset({"AGE", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "PHONE_NUMBER",
                           "US_SSN", "ZIP_CODE"})
+
+
+def _join_phones(entities: list[PiiEntity], text: str) -> list[PiiEntity]:
+    """Phone numbers hold no words: a PHONE_NUMBER span over "788-063-Office,07700 063 966"
+    is two numbers. Parts split by a stray B- tag ("082 490" "1693", "37" ") " "788-063") are
+    joined, and an area code keeps its brackets ("(37) 788-063") and a number its "+"."""
+    # An IP address read as a phone number is left whole: _checked_types relabels it.
+    phones = [e for e in entities if e.type == "PHONE_NUMBER" and not _is_ip_address(e.text)]
+    parts: list[PiiEntity] = []
+    for e in phones:
+        for a, b in _phone_parts(text, e.start, e.end):
+            parts.append(PiiEntity(e.type, a, b, text[a:b], e.score))
+    joined: list[PiiEntity] = []
+    for e in parts:
+        prev = joined[-1] if joined else None
+        if prev is not None and _PHONE_GAP.fullmatch(text[prev.end:e.start]):
+            joined[-1] = PiiEntity(e.type, prev.start, e.end, text[prev.start:e.end],
+                                   max(prev.score, e.score))
+        else:
+            joined.append(e)
+    for i, e in enumerate(joined):
+        start = e.start
+        if start > 0 and text[start - 1] == "(" and e.text.count(")") > e.text.count("("):
+            start -= 1
+        if start > 0 and text[start - 1] == "+":
+            start -= 1
+        kind = "CREDIT_CARD" if _is_card_number(text[start:e.end]) else e.type
+        joined[i] = PiiEntity(kind, start, e.end, text[start:e.end], e.score)
+    others = [e for e in entities if e not in phones]
+    return sorted(others + joined, key=lambda e: (e.start, e.end, e.type))
+
+
+def _phone_parts(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The spans between words (two letters or more) in ``text[start:end]``, each trimmed
+    to start at a digit, "+" or "(" and end at a digit or ")"; those without a digit go."""
+    bounds = [start]
+    for m in _WORD.finditer(text, start, end):
+        bounds += [m.start(), m.end()]
+    bounds.append(end)
+    out = []
+    for a, b in zip(bounds[::2], bounds[1::2], strict=True):
+        while a < b and not (text[a].isdigit() or text[a] in "+("):
+            a += 1
+        while b > a and not (text[b - 1].isdigit() or text[b - 1] == ")"):
+            b -= 1
+        if any(ch.isdigit() for ch in text[a:b]):
+            out.append((a, b))
+    return out
+
+
+_WORD = re.compile(r"[^\W\d_]{2,}")
+_PHONE_GAP = re.compile(r"\)? |-")
 
 
 def _checked_types(entities: list[PiiEntity]) -> list[PiiEntity]:

@@ -103,7 +103,7 @@ def test_phone_number_that_passes_luhn_is_a_credit_card() -> None:
                          ("4047737215142", "CREDIT_CARD"),  # 13 digits
                          ("4111 1111 1111 1112", "PHONE_NUMBER"),  # fails Luhn
                          ("+1 555 123 4567", "PHONE_NUMBER"),  # 11 digits
-                         ("4111 1111 1111 111x", "PHONE_NUMBER")):  # not digits only
+                         ("4111 1111 1111 11x1", "PHONE_NUMBER")):  # not digits only
         text = f"call {number} today"
         [e] = decode(text, ["call", number, "today"], ["O", "B-PHONE_NUMBER", "O"])
         assert (e.type, e.text) == (kind, number)
@@ -482,3 +482,24 @@ def test_softmax_is_stable_and_normalised() -> None:
     assert np.allclose(p[0], [0.5, 0.5, 0.0], atol=1e-6)
     assert np.allclose(softmax(logits.T, axis=0), p.T)
     assert np.allclose(softmax(np.array([1, 1])), [0.5, 0.5])
+
+
+def test_a_phone_span_over_words_is_split_and_its_parts_joined() -> None:
+    text = "Hungary 34796\n(37) 788-063-Office\\,07700 063 966-Fax and 082 490 1693 now"
+    pieces = ["Hungary", "34796", "(", "37", ")", "788", "-", "063", "-", "Office", "\\", ",",
+              "07700", "063", "966", "-", "Fax", "and", "082", "490", "1693", "now"]
+    tags = (["O", "O", "O", "B-PHONE_NUMBER", "O", "B-PHONE_NUMBER"]
+            + ["I-PHONE_NUMBER"] * 11 + ["O", "B-PHONE_NUMBER", "I-PHONE_NUMBER",
+                                        "B-PHONE_NUMBER", "O"])
+    assert spans(decode(text, pieces, tags)) == [
+        ("PHONE_NUMBER", "(37) 788-063"), ("PHONE_NUMBER", "07700 063 966"),
+        ("PHONE_NUMBER", "082 490 1693")]
+    text = "call +41 (0)69 979 80 58 or +1 555 0100"
+    pieces = ["call", "+", "41", "(", "0", ")", "69", "979", "80", "58", "or", "+", "1", "555",
+              "0100"]
+    tags = ["O", "O", "B-PHONE_NUMBER"] + ["I-PHONE_NUMBER"] * 6 + ["I-PHONE_NUMBER", "O", "O",
+                                                                    "B-PHONE_NUMBER",
+                                                                    "I-PHONE_NUMBER",
+                                                                    "I-PHONE_NUMBER"]
+    assert spans(decode(text, pieces, tags)) == [
+        ("PHONE_NUMBER", "+41 (0)69 979 80 58"), ("PHONE_NUMBER", "+1 555 0100")]
