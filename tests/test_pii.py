@@ -503,3 +503,14 @@ def test_a_phone_span_over_words_is_split_and_its_parts_joined() -> None:
                                                                     "I-PHONE_NUMBER"]
     assert spans(decode(text, pieces, tags)) == [
         ("PHONE_NUMBER", "+41 (0)69 979 80 58"), ("PHONE_NUMBER", "+1 555 0100")]
+
+
+def test_person_and_organization_spans_a_space_apart_are_one() -> None:
+    text = "Berkshire Hathaway bought a house in Aalborg NO from Ann Lee, Bob"
+    pieces = ["Berkshire", "Hathaway", "bought", "a", "house", "in", "Aalborg", "NO", "from",
+              "Ann", "Lee", ",", "Bob"]
+    tags = ["B-ORGANIZATION", "B-ORGANIZATION", "O", "O", "O", "O", "B-GPE", "B-GPE", "O",
+            "B-PERSON", "B-PERSON", "O", "B-PERSON"]
+    assert spans(decode(text, pieces, tags)) == [  # a city and its region stay two places
+        ("ORGANIZATION", "Berkshire Hathaway"), ("GPE", "Aalborg"), ("GPE", "NO"),
+        ("PERSON", "Ann Lee"), ("PERSON", "Bob")]
