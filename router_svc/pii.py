@@ -339,7 +339,12 @@ _NAME_EDGE = re.compile(
     r"^(?:and|or|&)\s+|\s+(?:and|or|&)$|['\u2019]s$|\s+[^\sA-Za-z0-9]\W*$", re.IGNORECASE)
 
 
+_CONNECTORS = frozenset({"and", "or", "&"})
+
+
 def _trim_name_edges(text: str, start: int, end: int) -> tuple[int, int]:
+    if text[start:end].lower() in _CONNECTORS:
+        return start, start  # a lone "and" is no name (and would glue two names together)
     while (m := _NAME_EDGE.search(text[start:end])) is not None and m.end() - m.start() < (
             end - start):
         if m.start() == 0:

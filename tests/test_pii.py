@@ -202,6 +202,10 @@ def test_connectors_at_the_edge_of_a_name_are_left_out() -> None:
             "I-ORGANIZATION"]
     assert spans(decode(text, pieces, tags)) == [
         ("PERSON", "Marrero"), ("PERSON", "Mann"), ("ORGANIZATION", "Clark, Romero and Hall")]
+    # a lone "and" tagged as a name is none, and does not join the names around it
+    text = "Usamov and Bowers"
+    assert spans(decode(text, ["Usamov", "and", "Bowers"], ["B-PERSON"] * 3)) == [
+        ("PERSON", "Usamov"), ("PERSON", "Bowers")]
 
 
 def test_a_name_leaves_out_a_possessive_and_a_stray_character_after_it() -> None:
