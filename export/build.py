@@ -43,7 +43,10 @@ class BuildOptions:
     optimize: bool = False
     limit: int | None = None  # subsample every data set (smoke runs and tests)
     lr_heads: float = 1e-3
-    lr_layers: float = 5e-5
+    # Trainable top layers' learning rate. Measured on the held-out PII rows: 5e-5 -> 1.5e-4
+    # took entity F1 0.687 -> 0.705 and category 0.818 -> 0.829; 3e-4 (with more name
+    # templates) 0.718 and 0.826.
+    lr_layers: float = 3e-4
     threads: int | None = None  # torch intra-op threads (None: one per core)
     presidio_repeat: int = 3
     context_fraction: float = 0.3
@@ -53,7 +56,7 @@ def quick_options(**overrides) -> BuildOptions:
     """A real but small build for the test suite (a few minutes on 2 cores): one trainable
     head layer (a linear PII head on the frozen encoder misses card numbers), on a subset."""
     base = {"head_layers": 1, "epochs": 3, "generated_pii": 3000, "offtopic": 400,
-            "limit": 2500, "lr_layers": 3e-4}
+            "limit": 2500}
     return BuildOptions(**{**base, **overrides})
 
 

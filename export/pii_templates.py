@@ -206,6 +206,15 @@ PII_TEMPLATES: tuple[str, ...] = (
     "{{person}} and {{last}} co-wrote the paper; {{last}} presented it in {{city}}.",
     "Cite this: {{last}}, {{first}} ({{year}}). Published by {{org}}, {{city}}.",
     "Music credits\nProduced by: {{person}}\nMixed by: {{person}}\nRecorded in {{city}}",
+    # A bare given name or surname, where only the wording says it is a person.
+    "Hi {{first}}, thanks for the quick reply about the invoice from {{org}}.",
+    "Hey {{first}}, are we still on for {{weekday}}? Reply in one line.",
+    "{{last}} and {{last}} wrote the original proposal; who should be listed first?",
+    "My surname is {{last}}. How would a Spanish speaker pronounce it?",
+    "Tickets for the {{person}} show in {{city}} sold out in minutes. Any resale tips?",
+    "{{person}}'s new album is on repeat here; recommend three similar artists.",
+    "Who said it first, {{last}} or {{last}}? Give the source.",
+    "Surname? {{last}}. First name? {{first}}. Fill the form for me.",
     # -- chats -----------------------------------------------------------------------------------
     "Label the sentiment of each line:\n[{{time}}] {{first}}: hey, did you get my email?\n"
     "[{{time}}] {{first}}: yes, I'll call you at {{phone}}\n[{{time}}] {{first}}: great, I'm in "
