@@ -199,7 +199,6 @@ PII_TEMPLATES: tuple[str, ...] = (
     "Compare {{nrp}} and {{nrp}} coffee culture in a short table.",
     "Our {{nrp}} supplier {{org}} missed the {{date}} deadline. Write a firm reminder.",
     "The {{nrp}} embassy in {{city}} emailed {{email}} about my visa. Is it genuine?",
-    "Teach me ten {{nrp}} phrases for a trip to {{city}}.",
     # Names that look like places and places that look like names, in one prompt.
     "Invite {{person}} and {{person}} to the kickoff in {{city}} on {{weekday}}.",
     "Thank-you note for {{person}}, who hosted us in {{city}}, {{country}} last {{weekday}}.",
@@ -326,6 +325,16 @@ NO_PII_TEMPLATES: tuple[str, ...] = (
     "The invoice total is {{amount}}; split it across {{small}} people.",
     "What does chmod {{small}}55 do?",
     "Summarise the plot of Hamlet in three sentences.",
+    # A language is no NRP: "answer in French" must not count as PII (it would, for one, keep
+    # the answer out of the cache), while "a French restaurant" does.
+    "Answer in {{language}}. Explain the water cycle.",
+    "Translate this into {{language}}: the meeting moved to the afternoon.",
+    "Reply in {{language}} first, then repeat it in {{language}}.",
+    "Which is harder to learn, {{language}} or {{language}}?",
+    "Explain the subjunctive mood in {{language}} grammar with examples.",
+    "Write the error message in {{language}} and {{language}} for our app.",
+    "what does this {{language}} sentence mean: the cat sleeps",
+    "Proofread my {{language}} essay intro for grammar mistakes.",
 )
 
 # The PII types each slot yields; filler slots yield none.
@@ -365,7 +374,7 @@ SLOT_TYPES: dict[str, tuple[str, ...]] = {
     "url": ("DOMAIN_NAME",),
     "domain": ("DOMAIN_NAME",),
     **{f: () for f in ("digits", "digits4", "n", "small", "version", "order", "hexcode", "isbn",
-                       "status", "port", "sha", "amount", "ticket")},
+                       "status", "port", "sha", "amount", "ticket", "language")},
 }
 
 
@@ -421,6 +430,11 @@ RELIGIONS_POLITICS = (
     "Muslim", "Christian", "Catholic", "Protestant", "Jewish", "Hindu", "Buddhist", "Sikh",
     "Orthodox", "Shia", "Sunni", "Mormon", "Evangelical", "Republican", "Democrat",
     "Conservative", "Labour", "Socialist", "Liberal",
+)
+LANGUAGES = (
+    "English", "French", "German", "Spanish", "Italian", "Portuguese", "Dutch", "Polish",
+    "Swedish", "Danish", "Finnish", "Greek", "Turkish", "Russian", "Ukrainian", "Japanese",
+    "Chinese", "Korean", "Hindi", "Arabic", "Hebrew", "Czech", "Hungarian", "Vietnamese",
 )
 GROUP_NOUNS = (
     "Americans", "Canadians", "Mexicans", "Brazilians", "Germans", "Italians", "Poles", "Swedes",
@@ -770,6 +784,10 @@ class SlotFiller:
 
     def _ticket(self) -> str:
         return "#" + self._digit_str(self.rng.randint(4, 6))
+
+    def _language(self) -> str:
+        value = self.rng.choice(LANGUAGES)
+        return value.lower() if self.rng.random() < 0.1 else value
 
 
 @functools.cache
