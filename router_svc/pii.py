@@ -426,8 +426,10 @@ def _checked_types(entities: list[PiiEntity]) -> list[PiiEntity]:
     if len(relabelled) < 2:
         return relabelled
     merged = _merge_overlaps(relabelled)
-    checked = {(e.start, e.end) for e in merged if _passes_check(e)}
-    return [e for e in merged if (e.start, e.end) not in checked or _passes_check(e)]
+    passed = [_passes_check(e) for e in merged]
+    checked = {(e.start, e.end) for e, ok in zip(merged, passed, strict=True) if ok}
+    return [e for e, ok in zip(merged, passed, strict=True)
+            if ok or (e.start, e.end) not in checked]
 
 
 def _is_ip_address(value: str) -> bool:
@@ -453,12 +455,16 @@ def _passes_check(e: PiiEntity) -> bool:
     if e.type == "EMAIL_ADDRESS":
         return _EMAIL.fullmatch(e.text) is not None
     if e.type == "IBAN_CODE":
-        iban = e.text.replace(" ", "").upper()
-        if _IBAN.fullmatch(iban) is None:
-            return False
-        moved = iban[4:] + iban[:4]
-        return int("".join(str(int(ch, 36)) for ch in moved)) % 97 == 1
+        compact = e.text.replace(" ", "").upper()
+        return _IBAN.fullmatch(compact) is not None and passes_iban_check(compact)
     return False
+
+
+def passes_iban_check(iban: str) -> bool:
+    """The ISO 13616 mod-97 check of an IBAN (spaces ignored, letters of either case; letters
+    and digits only)."""
+    s = iban.replace(" ", "").upper()
+    return int("".join(str(int(ch, 36)) for ch in s[4:] + s[:4])) % 97 == 1
 
 
 def _merge_overlaps(entities: Iterable[PiiEntity]) -> list[PiiEntity]:

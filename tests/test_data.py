@@ -19,7 +19,7 @@ from export import data
 from export.data import PiiExample, Span
 from export.pii_templates import HONORIFICS, NO_PII_TEMPLATES, PII_TEMPLATES, SLOT_RE, SLOT_TYPES
 from router_svc.labels import CATEGORIES, PII_TAGS, PII_TYPES
-from router_svc.pii import passes_luhn
+from router_svc.pii import passes_iban_check, passes_luhn
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MMLU = SHARED / "mmlu_pro" / "questions.jsonl"
@@ -256,16 +256,12 @@ def test_fill_and_render_give_exact_offsets():
                    ("STREET_ADDRESS", "1 Main St"), ("GPE", "Springfield"), ("PERSON", "Ann")]
 
 
-def _iban_ok(iban: str) -> bool:
-    s = iban.replace(" ", "").upper()
-    return int("".join(str(int(c, 36)) for c in s[4:] + s[:4])) % 97 == 1
-
-
 # A shape check per type: an off-by-one span (a cut digit, a swallowed comma) fails these.
 SHAPES = {
     "CREDIT_CARD": lambda v: (re.fullmatch(r"\d[\d -]{10,21}\d", v)
                               and passes_luhn(re.sub(r"\D", "", v))),
-    "IBAN_CODE": lambda v: re.fullmatch(r"[A-Za-z]{2}\d{2}[A-Za-z\d ]+", v) and _iban_ok(v),
+    "IBAN_CODE": lambda v: (re.fullmatch(r"[A-Za-z]{2}\d{2}[A-Za-z\d ]+", v)
+                            and passes_iban_check(v)),
     "IP_ADDRESS": lambda v: ipaddress.ip_address(v) is not None,
     "EMAIL_ADDRESS": lambda v: re.fullmatch(r"[\w.+-]+@[\w-]+(\.[\w-]+)+", v),
     "US_SSN": lambda v: re.fullmatch(r"\d{3}([- ]?)\d{2}\1\d{4}", v),
