@@ -242,7 +242,8 @@ def banner(p: Plan, config: Config, triton_url: str, triton_http: str | None) ->
     lines += [
         f"  config    {p.source}",
         "",
-        f"# 1. a math question -> {math_model} (see the x-router-* headers)",
+        f"# 1. a math question -> {math_model} when the category is confident enough, else the "
+        f"default model (see the x-router-* headers)",
         chat("What is the derivative of f(x) = x³ + 2x² - 5x + 7?"),
         f"# 2. a greeting: no confident category -> default model {config.default_model}",
         chat("Hello, how are you today?"),
