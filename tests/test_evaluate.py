@@ -52,6 +52,11 @@ def test_eval_category_through_triton(tmp_path, trained_triton, trained_model_di
     report = json.loads((tmp_path / "out" / "category.json").read_text())
     assert report["rows"] == 120 and sum(report["skipped_rows"].values()) == 2
     assert (tmp_path / "out" / "category_confusion.png").stat().st_size > 10_000
+    errors = [json.loads(x) for x in (tmp_path / "out" / "category_errors.jsonl").open()]
+    wrong = round((1 - report["accuracy"]) * 120)
+    low_right = sum(e["gold"] == e["ours"] for e in errors)
+    assert len(errors) - low_right == wrong
+    assert all(e["confidence"] < 0.6 for e in errors if e["gold"] == e["ours"])
 
 
 def test_eval_pii_through_triton(tmp_path, trained_triton, trained_model_dir, capsys):
