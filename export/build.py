@@ -47,6 +47,7 @@ class BuildOptions:
     # took entity F1 0.687 -> 0.705 and category 0.818 -> 0.829; 3e-4 (with more name
     # templates) 0.718 and 0.826.
     lr_layers: float = 3e-4
+    category_grad_scale: float = 1.0
     threads: int | None = None  # torch intra-op threads (None: one per core)
     presidio_repeat: int = 3
     context_fraction: float = 0.3
@@ -224,7 +225,7 @@ def build(opts: BuildOptions) -> dict:
     c_off = cache_features(model, off_ex, desc="encoding off-topic")
     c_pii = cache_features(model, pii_test_ex, desc="encoding pii test")
     cfg = TrainConfig(epochs=opts.epochs, seed=opts.seed, lr_heads=opts.lr_heads,
-                      lr_layers=opts.lr_layers)
+                      lr_layers=opts.lr_layers, category_grad_scale=opts.category_grad_scale)
     log = timer.run("train", train, model, c_train, cfg)
     report["train"] = {"steps": len(log.losses), "final_loss": float(np.mean(log.losses[-50:])),
                        "seconds": log.seconds, "config": asdict(cfg)}

@@ -98,11 +98,18 @@ class DualHeadModel(nn.Module):
         h = self.embeddings(input_ids)
         return self.shared(h, extended_mask(attention_mask, h.dtype))
 
-    def heads_from_shared(self, h: torch.Tensor, attention_mask: torch.Tensor):
-        """Category logits (before temperature) and PII logits from the shared hidden states."""
+    def heads_from_shared(self, h: torch.Tensor, attention_mask: torch.Tensor,
+                          category_grad_scale: float = 1.0):
+        """Category logits (before temperature) and PII logits from the shared hidden states.
+
+        ``category_grad_scale`` < 1 shrinks the category loss's gradient into the trainable
+        layers (not into the category head): the forward pass is unchanged."""
         ext = extended_mask(attention_mask, h.dtype)
         t = self.head_top(h, ext)
-        return self.category_head(mean_pool(t, attention_mask)), self.pii_head(t)
+        pooled = mean_pool(t, attention_mask)
+        if category_grad_scale != 1.0:
+            pooled = pooled * category_grad_scale + pooled.detach() * (1 - category_grad_scale)
+        return self.category_head(pooled), self.pii_head(t)
 
     def embedding_from_shared(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         e = self.embed_top(h, extended_mask(attention_mask, h.dtype))

@@ -46,6 +46,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     pii_weight: float = 1.0
     uniform_weight: float = 0.5
+    category_grad_scale: float = 1.0
     seed: int = 0
     warmup_fraction: float = 0.06
 
@@ -175,7 +176,7 @@ def train(model: DualHeadModel, cached: Cached, cfg: TrainConfig) -> TrainLog:
     for _epoch in range(cfg.epochs):
         for b in length_batches(lengths, cfg.batch_size, rng):
             h, mask, cats, tags = collate(cached, b)
-            cat_logits, pii_logits = model.heads_from_shared(h, mask)
+            cat_logits, pii_logits = model.heads_from_shared(h, mask, cfg.category_grad_scale)
             loss = losses(cat_logits, pii_logits, cats, tags, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()

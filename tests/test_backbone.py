@@ -87,6 +87,30 @@ def test_dual_head_embedding_is_the_frozen_encoders(minilm):
     assert torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
 
 
+def test_category_grad_scale_shrinks_only_the_category_gradient_into_the_layers():
+    from export.tiny import tiny_dual_head
+
+    model = tiny_dual_head()
+    ids = torch.randint(5, 100, (3, 9))
+    mask = torch.ones_like(ids)
+    h = model.shared_forward(ids, mask)
+
+    def grads(scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model.zero_grad()
+        cat, _ = model.heads_from_shared(h.detach(), mask, scale)
+        cat.sum().backward()
+        layer = next(model.head_top.parameters()).grad.clone()
+        head = next(model.category_head.parameters()).grad.clone()
+        return cat.detach(), layer, head
+
+    cat_full, layer_full, head_full = grads(1.0)
+    cat_low, layer_low, head_low = grads(0.25)
+    assert torch.equal(cat_full, cat_low)  # the forward pass is unchanged
+    assert torch.allclose(head_low, head_full)  # the category head learns at full rate
+    assert layer_full.abs().sum() > 0
+    assert torch.allclose(layer_low, 0.25 * layer_full, atol=1e-6)
+
+
 def test_missing_backbone_is_a_clear_error(tmp_path):
     with pytest.raises(BackboneError, match=r"no such folder|could not be loaded"):
         load_backbone(str(tmp_path / "nope"))
