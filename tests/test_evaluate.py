@@ -59,6 +59,17 @@ def test_eval_category_through_triton(tmp_path, trained_triton, trained_model_di
     assert all(e["confidence"] < 0.6 for e in errors if e["gold"] == e["ours"])
 
 
+def test_build_scores_the_short_prompts_and_eval_reads_them(trained_model_dir):
+    from export.build import SHORT_PROMPTS
+
+    rows, report = load_mmlu(SHORT_PROMPTS)
+    assert not report.skipped and len({r.category for r in rows}) == 14
+    short = json.loads((trained_model_dir / "build_report.json").read_text())[
+        "category_short_prompts"]
+    assert short["rows"] == len(rows)
+    assert short["accuracy"] > 0.3  # 14 classes: chance is 0.07
+
+
 def test_eval_pii_through_triton(tmp_path, trained_triton, trained_model_dir, capsys):
     rows, _ = load_presidio(DATA / "pii" / "synth_dataset_v2.json")
     _, test = split_presidio(rows, 0.25, 0)
