@@ -136,6 +136,16 @@ def sts_spearman(embed, pairs) -> float:
     return spearman((ea * eb).sum(1), np.array([p.score for p in pairs]))
 
 
+def pii_category(target: str, source: str) -> int:
+    """The category target of a PII training row from ``source`` (see
+    ``BuildOptions.pii_category_target``): the uniform distribution or no category loss."""
+    from export.train import NO_CATEGORY, UNIFORM
+
+    if target == "uniform" or (target == "plain" and not source.endswith("+context")):
+        return UNIFORM
+    return NO_CATEGORY
+
+
 def build(opts: BuildOptions) -> dict:
     if opts.pii_category_target not in ("uniform", "plain", "none"):
         raise BuildError(f"pii_category_target={opts.pii_category_target!r}: use 'uniform', "
@@ -148,7 +158,6 @@ def build(opts: BuildOptions) -> dict:
     from export.modeling import DualHeadModel
     from export.onnx_export import export_onnx, optimize_onnx, parity, quantize_int8
     from export.train import (
-        NO_CATEGORY,
         UNIFORM,
         Example,
         TrainConfig,
@@ -204,18 +213,13 @@ def build(opts: BuildOptions) -> dict:
         return [Example(ids=w.ids, category=cat_index[e.category]) for w, e in zip(wins, items,
                                                                                     strict=True)]
 
-    def pii_category(e) -> int:
-        if opts.pii_category_target == "uniform" or (
-                opts.pii_category_target == "plain" and not e.source.endswith("+context")):
-            return UNIFORM
-        return NO_CATEGORY
-
     def pii_examples(items) -> list[Example]:
         out = []
         wins = tok.truncated([e.text for e in items], opts.max_length)
         for w, e in zip(wins, items, strict=True):
             tags = D.align_bio(e.text, e.spans, w.offsets)
-            out.append(Example(ids=w.ids, category=pii_category(e), tags=tags))
+            out.append(Example(ids=w.ids, category=pii_category(opts.pii_category_target, e.source),
+                                   tags=tags))
         return out
 
     # The presidio-research rows carry the annotation conventions the held-out templates use

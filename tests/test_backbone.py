@@ -127,3 +127,21 @@ def test_cli_reports_user_errors_in_one_line(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("router-svc: error: backbone")
+
+
+def test_unknown_pii_category_target_is_named_before_any_work(tmp_path):
+    from export.build import BuildError, BuildOptions, build
+
+    with pytest.raises(BuildError, match=r"pii_category_target='context'.*'plain'"):
+        build(BuildOptions(out_dir=tmp_path, pii_category_target="context"))
+    assert not any(tmp_path.iterdir())
+
+
+def test_pii_rows_category_target():
+    from export.build import pii_category
+    from export.train import NO_CATEGORY, UNIFORM
+
+    assert pii_category("uniform", "generated+context") == UNIFORM
+    assert pii_category("plain", "generated") == UNIFORM
+    assert pii_category("plain", "presidio+context") == NO_CATEGORY
+    assert pii_category("none", "presidio") == NO_CATEGORY
