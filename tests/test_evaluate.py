@@ -56,7 +56,7 @@ def test_eval_category_through_triton(tmp_path, trained_triton, trained_model_di
     wrong = round((1 - report["accuracy"]) * 120)
     low_right = sum(e["gold"] == e["ours"] for e in errors)
     assert len(errors) - low_right == wrong
-    assert all(e["confidence"] < 0.6 for e in errors if e["gold"] == e["ours"])
+    assert all(e["confidence"] <= 0.6 for e in errors if e["gold"] == e["ours"])  # rounded
 
 
 def test_build_scores_the_short_prompts_and_eval_reads_them(trained_model_dir):
