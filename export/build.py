@@ -22,6 +22,7 @@ DEFAULT_DATA = Path("../shared/data")
 # Hand-written short user-style prompts, 8-10 per category (never trained on): MMLU-Pro's long
 # exam questions alone hid that a higher learning rate made short prompts less sure.
 SHORT_PROMPTS = Path(__file__).parent / "eval_data" / "short_prompts.jsonl"
+PII_CATEGORY_TARGETS = ("uniform", "plain", "none")
 
 
 class BuildError(Exception):
@@ -147,9 +148,9 @@ def pii_category(target: str, source: str) -> int:
 
 
 def build(opts: BuildOptions) -> dict:
-    if opts.pii_category_target not in ("uniform", "plain", "none"):
-        raise BuildError(f"pii_category_target={opts.pii_category_target!r}: use 'uniform', "
-                         "'plain' or 'none'")
+    if opts.pii_category_target not in PII_CATEGORY_TARGETS:
+        raise BuildError(f"pii_category_target={opts.pii_category_target!r}: use one of "
+                         f"{', '.join(map(repr, PII_CATEGORY_TARGETS))}")
     require_torch()
     import torch
 
