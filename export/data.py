@@ -481,6 +481,10 @@ def align_bio(
     return out
 
 
+# Appended to a PiiExample's source when it is set among unrelated sentences.
+CONTEXT_SUFFIX = "+context"
+
+
 def embed_in_context(example: PiiExample, before: str, after: str) -> PiiExample:
     """The example inside unrelated text, spans shifted: PII in a long prompt sits among
     benign sentences, and the model must still score it as it would alone."""
@@ -488,7 +492,7 @@ def embed_in_context(example: PiiExample, before: str, after: str) -> PiiExample
     text = f"{prefix}{example.text} {after}".rstrip()
     shift = len(prefix)
     spans = [Span(s.type, s.start + shift, s.end + shift) for s in example.spans]
-    return PiiExample(text, spans, example.template_id, example.source + "+context")
+    return PiiExample(text, spans, example.template_id, example.source + CONTEXT_SUFFIX)
 
 
 def with_context(examples: Sequence[PiiExample], context: Sequence[str], fraction: float,

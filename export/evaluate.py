@@ -199,10 +199,10 @@ async def eval_category(args: argparse.Namespace) -> str:
     # Every row that is wrong or under the threshold (it would go to the default model),
     # with the model's answer: what a person reads to see which prompts the head misjudges.
     with (args.out / "category_errors.jsonl").open("w") as f:
-        for e, r in zip(examples, res, strict=True):
-            if r.category != e.category or r.confidence < th:
+        for e, r, ok, c in zip(examples, res, correct, conf, strict=True):
+            if not ok or c < th:
                 f.write(json.dumps({"question": e.text, "gold": e.category,
-                                    "ours": r.category, "confidence": round(r.confidence, 3)})
+                                    "ours": r.category, "confidence": round(float(c), 3)})
                         + "\n")
     _print_category(summary)
     return (f"accuracy={acc:.3f} macro_f1={np.mean(f1):.3f} ece={ece:.3f} "
