@@ -291,10 +291,15 @@ async def test_long_prompt_with_pii_near_its_end(router_factory, backends, long_
     assert n_tokens > 5000
     url = await router_factory(lambda d: d["triton"].update(timeout_s=30), pii_action="redact")
     _, headers = await chat(url, user(text))
-    assert "CREDIT_CARD" in headers["x-router-pii"].split(","), dict(headers)
+    found = headers["x-router-pii"].split(",")
+    assert "CREDIT_CARD" in found, dict(headers)
     sent = only_request(backends, headers["x-router-model"]).body["messages"][0]["content"]
     assert CARD_NUMBER not in sent
-    assert sent.endswith(" " + CARD.replace(CARD_NUMBER, "<CREDIT_CARD>")), sent[-200:]
+    # Exactly the number's span becomes one placeholder. Its name is the best-scoring type
+    # there: this test card fails Luhn, so a model that also reads it as a phone number may
+    # name it <PHONE_NUMBER> (the small test model does, 5,000 tokens in).
+    redacted = [text.replace(CARD_NUMBER, f"<{t}>") for t in found]
+    assert sent in redacted, sent[-200:]
 
 
 async def test_long_prompt_is_scanned_to_its_end(router_factory, long_prompt):
