@@ -36,7 +36,10 @@ class BuildOptions:
     data_dir: Path = DEFAULT_DATA
     head_layers: int = 2
     epochs: int = 3
-    generated_pii: int = 4000
+    # Generated PII rows (export/pii_templates.py). Measured on held-out rows through Triton
+    # (val category / PII entity F1 / short prompts): 4000 -> 0.826 / 0.759 / 0.684 (66% above
+    # 0.6); 7000 -> 0.841 / 0.777 / 0.684 (72%), the build 10.8 -> 12.4 min on a quiet machine.
+    generated_pii: int = 7000
     offtopic: int = 800
     max_length: int = 128
     seed: int = 0
