@@ -61,7 +61,10 @@ class BuildOptions:
     category_grad_scale: float = 0.17
     # Category target of the PII rows: "uniform" (all of them, as off-topic prompts), "plain"
     # (only rows without MMLU-Pro context sentences around them; those get no category loss)
-    # or "none".
+    # or "none". Measured with 7,000 generated rows: "none" routes short prompts better (above
+    # 0.6: 72% -> 81%, accurate there 0.79 -> 0.84) but lets 19% of the held-out PII chit-chat
+    # ("Have you been to a ... concert?") through with a confident category (uniform: 0%), and
+    # PII F1 0.777 -> 0.764. Chit-chat must stay below the threshold, so "uniform".
     pii_category_target: str = "uniform"
     threads: int | None = None  # torch intra-op threads (None: one per core)
     presidio_repeat: int = 3
