@@ -282,7 +282,8 @@ async def _serve(p: Plan, stop: asyncio.Event) -> None:
             _say(f"starting Triton (CPU, Python backend) with {p.model_dir}")
             t0 = time.monotonic()
             triton = TritonServer(p.model_dir, model_file=model_file_for(p.int8),
-                                  startup_timeout_s=180)
+                                  startup_timeout_s=180,
+                                  avoid_ports=[p.port, *(port for _, _, port in p.demo)])
             await triton.astart()
             triton_url, triton_http = triton.grpc_url, triton.http_url
             _say(f"Triton ready on {triton_url} (gRPC) in {time.monotonic() - t0:.0f} s")

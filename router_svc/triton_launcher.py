@@ -34,6 +34,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 from router_svc.labels import MODEL_NAME
@@ -140,6 +141,7 @@ class TritonServer:
         config_text: str | None = None,
         model_name: str = MODEL_NAME,
         model_file: str = "model.onnx",
+        avoid_ports: Iterable[int] = (),
         **render_kwargs,
     ):
         # Absolute: tritonserver runs with cwd=work_dir, so a relative path would point elsewhere.
@@ -148,6 +150,9 @@ class TritonServer:
         self.work_dir = (Path(work_dir) if work_dir
                          else Path(tempfile.mkdtemp(prefix="triton-"))).resolve()
         self._fixed_ports = (http_port, grpc_port, metrics_port)
+        # Ports the caller binds after Triton starts (the router, demo backends): free now, so
+        # the kernel may hand one of them out again, and Triton must not take it.
+        self._avoid_ports = frozenset(avoid_ports)
         self._pick_ports()
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
@@ -163,7 +168,7 @@ class TritonServer:
     def _pick_ports(self) -> None:
         """Free ports for those not given (another process may take one before Triton binds it:
         ``start`` retries on "already in use")."""
-        taken: set[int] = set()
+        taken: set[int] = set(self._avoid_ports)
         ports = []
         for fixed in self._fixed_ports:
             port = fixed or free_port()

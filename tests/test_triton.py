@@ -392,3 +392,15 @@ def test_stop_leaves_no_process(tiny_model_dir, tmp_path, monkeypatch):
         assert server.pid in pids and len(pids) >= 2  # the server and its Python stub
     assert server.process.returncode == 0
     assert session_pids(server.pid) == []
+
+
+def test_ports_the_caller_will_bind_are_not_given_to_triton(tmp_path, monkeypatch):
+    """``up`` picks the router's and demo backends' ports before Triton starts; the kernel may
+    hand one of them out again as "free", and Triton must skip it (its gRPC server on the
+    router's port made ``up`` answer HTTP with HTTP/2 frames)."""
+    import router_svc.triton_launcher as launcher
+
+    handed_out = iter([7001, 7002, 7001, 7003, 7004, 7005])
+    monkeypatch.setattr(launcher, "free_port", lambda: next(handed_out))
+    server = TritonServer(tmp_path, work_dir=tmp_path, avoid_ports=[7001, 7002])
+    assert (server.http_port, server.grpc_port, server.metrics_port) == (7003, 7004, 7005)
