@@ -226,6 +226,10 @@ def test_up_serves_routes_and_stops_cleanly(trained_model_dir, tmp_path):
         assert all(_is_free(base + i) for i in range(3))  # nor do the demo backends
     finally:
         if proc.poll() is None:
+            # A run that failed before the Tritons were listed: list them now, since SIGKILL
+            # gives `up` no chance to stop Triton, which runs in a session of its own.
+            tritons = tritons or {pid: c for pid, c in _children(proc.pid).items()
+                                  if c == "tritonserver"}
             proc.kill()
             proc.wait(10)
         for pid in tritons:  # a failed run must not leave a Triton behind either
