@@ -63,6 +63,10 @@ def _children(pid: int) -> dict[int, str]:
     return out
 
 
+def _triton_children(pid: int) -> dict[int, str]:
+    return {p: c for p, c in _children(pid).items() if c == "tritonserver"}
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text()
@@ -189,7 +193,7 @@ def test_up_serves_routes_and_stops_cleanly(trained_model_dir, tmp_path):
             assert time.monotonic() < deadline, f"not ready after 240 s:\n{output()}"
             time.sleep(0.5)
         started_s = time.monotonic() - t0
-        tritons = {pid: c for pid, c in _children(proc.pid).items() if c == "tritonserver"}
+        tritons = _triton_children(proc.pid)
         assert tritons, f"no tritonserver child of router-svc up: {_children(proc.pid)}"
 
         # the banner went out once the router listened: the reference's examples on our port
@@ -228,8 +232,7 @@ def test_up_serves_routes_and_stops_cleanly(trained_model_dir, tmp_path):
         if proc.poll() is None:
             # A run that failed before the Tritons were listed: list them now, since SIGKILL
             # gives `up` no chance to stop Triton, which runs in a session of its own.
-            tritons = tritons or {pid: c for pid, c in _children(proc.pid).items()
-                                  if c == "tritonserver"}
+            tritons = tritons or _triton_children(proc.pid)
             proc.kill()
             proc.wait(10)
         for pid in tritons:  # a failed run must not leave a Triton behind either
