@@ -1,6 +1,6 @@
 # The router image: `router-svc serve` with the runtime dependencies only (no torch; the model
 # build has its own image, Dockerfile.builder). compose.yaml also runs the demo backends from it
-# (`python -m router_svc.demo_backends`) and compose.cpu.yaml the CPU Triton
+# (`python -m router_svc.ops.demo_backends`) and compose.cpu.yaml the CPU Triton
 # (deploy/triton_cpu.py: the tritonserver in the nvidia-pytriton wheel, a runtime dependency).
 #
 #   docker build -t router-svc .

@@ -2,7 +2,7 @@
 (Python backend running ``model.onnx`` with onnxruntime) in the router image, for machines
 without a GPU.
 
-``router_svc.triton_launcher.TritonServer`` binds Triton to 127.0.0.1 (right for the embedded
+``router_svc.triton.launcher.TritonServer`` binds Triton to 127.0.0.1 (right for the embedded
 ``router-svc up``); in a container the router and Prometheus reach it from other containers, so
 this wrapper binds it to ``--host`` (all interfaces by default) on the ports the NGC image uses
 (HTTP 8000, gRPC 8001, metrics 8002), copies Triton's log to stdout (``docker compose logs``),
@@ -19,7 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
-from router_svc.triton_launcher import TritonServer, TritonStartError
+from router_svc.triton.launcher import TritonServer, TritonStartError
 
 ADDRESS_FLAGS = ("--http-address=", "--grpc-address=", "--metrics-address=")
 

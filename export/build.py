@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from router_svc.labels import CATEGORIES, PII_TAGS
-from router_svc.triton_repo import INT8_MODEL_FILE
+from router_svc.triton.repository import INT8_MODEL_FILE
 
 DEFAULT_OUT = Path("model_repository/semantic_router/1")
 DEFAULT_DATA = Path("../shared/data")
@@ -180,8 +180,8 @@ def build(opts: BuildOptions) -> dict:
         seed_everything,
         train,
     )
-    from router_svc.pairs import load_pairs
-    from router_svc.tokenization import TextTokenizer
+    from router_svc.classify.tokenization import TextTokenizer
+    from router_svc.ops.pairs import load_pairs
 
     if opts.threads:
         torch.set_num_threads(opts.threads)

@@ -3,7 +3,6 @@ own classifier path (tokeniser, batcher, decoding), so the figures are the produ
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import itertools
@@ -12,15 +11,38 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from router_svc.classifier import Classification, Classifier
+from router_svc.classify.classifier import Classification, Classifier
+from router_svc.ops.up import ServedModelOptions
 
 Span = tuple[str, int, int]  # (type, start, end)
+DEFAULT_OUT = Path("eval_out")
+
+
+@dataclass(frozen=True)
+class CategoryEvalOptions:
+    """``router-svc eval category``'s options; the defaults are the command line's."""
+
+    data: Path  # MMLU-Pro style JSONL: question, category
+    threshold: float = 0.6  # the routing confidence threshold to report against
+    out: Path = DEFAULT_OUT  # category.json, the confusion matrix, category_errors.jsonl
+    served: ServedModelOptions = field(default_factory=ServedModelOptions)
+
+
+@dataclass(frozen=True)
+class PiiEvalOptions:
+    """``router-svc eval pii``'s options; the defaults are the command line's."""
+
+    data: Path  # Presidio synthetic-dataset style JSON
+    threshold: float = 0.5  # the PII head's token threshold
+    presidio: bool = False  # also run Microsoft Presidio, for comparison
+    out: Path = DEFAULT_OUT  # pii.json, pii_errors.jsonl
+    served: ServedModelOptions = field(default_factory=ServedModelOptions)
 
 
 @dataclass
@@ -91,23 +113,23 @@ def micro(per_type: dict[str, PRF], types: set[str] | None = None) -> PRF:
 
 
 @contextlib.asynccontextmanager
-async def served_classifier(args: argparse.Namespace, pii_threshold: float = 0.5,
+async def served_classifier(served: ServedModelOptions, pii_threshold: float = 0.5,
                             max_batch: int = 32) -> AsyncIterator[Classifier]:
     """A classifier over a given Triton, or over an embedded one started for the evaluation."""
-    from router_svc.batcher import Batcher
-    from router_svc.embedded import served_model_file
-    from router_svc.tokenization import TextTokenizer
-    from router_svc.triton_client import TritonClient
-    from router_svc.triton_launcher import TritonServer
+    from router_svc.classify.batcher import Batcher
+    from router_svc.classify.tokenization import TextTokenizer
+    from router_svc.ops.up import served_model_file
+    from router_svc.triton.client import TritonClient
+    from router_svc.triton.launcher import TritonServer
 
     async with contextlib.AsyncExitStack() as stack:
-        url = args.triton_url
+        url = served.triton_url
         if not url:
-            server = TritonServer(model_dir=args.model_dir, model_file=served_model_file(
-                args.model_dir, getattr(args, "int8", False)))
+            server = TritonServer(model_dir=served.model_dir, model_file=served_model_file(
+                served.model_dir, served.int8))
             stack.enter_context(server)
             url = server.grpc_url
-        client = TritonClient(url, args.model_name, timeout_s=60.0)
+        client = TritonClient(url, served.model_name, timeout_s=60.0)
         stack.push_async_callback(client.close)
         info = await client.load_model_info()
 
@@ -118,7 +140,7 @@ async def served_classifier(args: argparse.Namespace, pii_threshold: float = 0.5
         batcher = Batcher(infer, max_batch_size=max_batch, max_wait_s=0.005, max_queue=100_000)
         await batcher.start()
         stack.push_async_callback(batcher.stop)
-        tok = TextTokenizer(args.model_dir / "tokenizer.json")
+        tok = TextTokenizer(Path(served.model_dir) / "tokenizer.json")
         yield Classifier(tok, batcher, list(info.categories), list(info.pii_tags),
                          pii_threshold=pii_threshold, window=min(256, info.max_sequence_length))
 
@@ -152,12 +174,12 @@ def softmax_conf_table(conf: np.ndarray, correct: np.ndarray, bins: int = 10) ->
     return rows
 
 
-async def eval_category(args: argparse.Namespace) -> str:
+async def eval_category(opts: CategoryEvalOptions) -> str:
     from export.data import load_mmlu, offtopic_prompts
 
-    examples, rep = load_mmlu(args.data)
+    examples, rep = load_mmlu(opts.data)
     off = offtopic_prompts(300, seed=4242)
-    async with served_classifier(args) as clf:
+    async with served_classifier(opts.served) as clf:
         cats = clf.categories
         t = time.perf_counter()
         res = await classify_all(clf, [(e.text, []) for e in examples], "category")
@@ -182,7 +204,7 @@ async def eval_category(args: argparse.Namespace) -> str:
     ece = sum(abs(correct[s].mean() - conf[s].mean()) * s.mean()
               for lo in np.linspace(0, 0.9, 10) if (s := (conf > lo) & (conf <= lo + 0.1)).any())
     off_conf = np.array([r.confidence for r in off_res])
-    th = args.threshold
+    th = opts.threshold
     summary = {
         "rows": len(examples), "skipped_rows": rep.skipped, "accuracy": acc,
         "macro_f1": float(np.mean(f1)), "ece": float(ece), "threshold": th,
@@ -193,12 +215,13 @@ async def eval_category(args: argparse.Namespace) -> str:
         "calibration": softmax_conf_table(conf, correct),
         "texts_per_second": len(examples) / secs,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "category.json").write_text(json.dumps(summary, indent=2))
-    _plot_confusion(cm, cats, args.out / "category_confusion.png")
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "category.json").write_text(json.dumps(summary, indent=2))
+    _plot_confusion(cm, cats, out / "category_confusion.png")
     # Every row that is wrong or under the threshold (it would go to the default model),
     # with the model's answer: what a person reads to see which prompts the head misjudges.
-    with (args.out / "category_errors.jsonl").open("w") as f:
+    with (out / "category_errors.jsonl").open("w") as f:
         for e, r, ok, c in zip(examples, res, correct, conf, strict=True):
             if not ok or c < th:
                 f.write(json.dumps({"question": e.text, "gold": e.category,
@@ -278,13 +301,13 @@ def run_presidio(texts: list[str]) -> tuple[list[list[Span]], float]:
     return out, (time.perf_counter() - t) / max(1, len(texts))
 
 
-async def eval_pii(args: argparse.Namespace) -> str:
+async def eval_pii(opts: PiiEvalOptions) -> str:
     from export.data import load_presidio
 
-    examples, rep = load_presidio(args.data)
+    examples, rep = load_presidio(opts.data)
     texts = [e.text for e in examples]
     gold = [[(s.type, s.start, s.end) for s in e.spans] for e in examples]
-    async with served_classifier(args, pii_threshold=args.threshold) as clf:
+    async with served_classifier(opts.served, pii_threshold=opts.threshold) as clf:
         t = time.perf_counter()
         res = await classify_all(clf, [(x, [x]) for x in texts], "pii")
         ours_s = (time.perf_counter() - t) / max(1, len(texts))
@@ -303,7 +326,7 @@ async def eval_pii(args: argparse.Namespace) -> str:
                          "support": v.tp + v.fn} for t, v in sorted(per_type.items())},
         "seconds_per_text_ours_concurrent": ours_s,
     }
-    if args.presidio:
+    if opts.presidio:
         ppred, psec = run_presidio(texts)
         pt: dict[str, PRF] = {}
         pt_relaxed: dict[str, PRF] = {}
@@ -316,7 +339,7 @@ async def eval_pii(args: argparse.Namespace) -> str:
                      "DOMAIN_NAME"}
         ours_sup, pres_sup = micro(per_type, supported), micro(pt, supported)
         # Sequential time per prompt for ours too, for a like-for-like latency comparison.
-        async with served_classifier(args, pii_threshold=args.threshold) as clf:
+        async with served_classifier(opts.served, pii_threshold=opts.threshold) as clf:
             t = time.perf_counter()
             for x in tqdm(texts[:300], desc="ours sequential", unit="text"):
                 await clf.classify(x, [x])
@@ -328,11 +351,12 @@ async def eval_pii(args: argparse.Namespace) -> str:
             "seconds_per_text": psec, "ours_seconds_per_text_sequential": seq_s,
             "per_type": {t: v.f1 for t, v in sorted(pt.items())},
         }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "pii.json").write_text(json.dumps(summary, indent=2))
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pii.json").write_text(json.dumps(summary, indent=2))
     # Every row where ours and the gold spans differ, with the text each span covers: what
     # a person reads to see whether a miss is the model or the annotation convention.
-    with (args.out / "pii_errors.jsonl").open("w") as f:
+    with (out / "pii_errors.jsonl").open("w") as f:
         for text, g, p in zip(texts, gold, pred, strict=True):
             if sorted(g) != sorted(p):
                 f.write(json.dumps({
@@ -379,8 +403,12 @@ def _print_pii(s: dict) -> None:
             f"{p['micro_on_types_presidio_supports']['presidio']:.3f}")
 
 
-def main(args: argparse.Namespace) -> int:
-    fn = {"category": eval_category, "pii": eval_pii}[args.eval_command]
-    line = asyncio.run(fn(args))
+def main(opts: CategoryEvalOptions | PiiEvalOptions) -> int:
+    """``router-svc eval category`` or ``eval pii``, by the type of ``opts``; prints the
+    summary line last."""
+    if isinstance(opts, CategoryEvalOptions):
+        line = asyncio.run(eval_category(opts))
+    else:
+        line = asyncio.run(eval_pii(opts))
     print(line)
     return 0

@@ -175,7 +175,7 @@ class Rows:
 def token_rows(tokenizer_json: Path, texts: Sequence[str], max_len: int = 256,
                seq_len: int | None = None) -> Rows:
     """The first window of each text, as the router's classifier makes it."""
-    from router_svc.tokenization import TextTokenizer
+    from router_svc.classify.tokenization import TextTokenizer
 
     tok = TextTokenizer(tokenizer_json)
     limit = seq_len or max_len

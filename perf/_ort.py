@@ -1,7 +1,7 @@
 """In-process onnxruntime: the baseline the Triton figures are compared with.
 
 Sessions are made exactly as the Triton Python-backend model makes them
-(``router_svc/triton_python/model.py``): ``intra_op_num_threads`` as given (0 = onnxruntime
+(``router_svc/triton/python_model.py``): ``intra_op_num_threads`` as given (0 = onnxruntime
 decides), ``inter_op_num_threads = 1``, default graph optimisation, all three outputs fetched.
 """
 

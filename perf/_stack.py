@@ -1,8 +1,8 @@
 """The services the router benchmarks run against, each in its own process.
 
-- the demo OpenAI-compatible backend (``python -m router_svc.demo_backends``), answering at once
+- the demo OpenAI-compatible backend (``python -m router_svc.ops.demo_backends``), answering at once
   or after a fixed delay;
-- the router (``python -m router_svc.cli serve --config``) with a generated config: the example
+- the router (``python -m router_svc.ops.cli serve --config``) with a generated config: the example
   config pointed at this run's Triton, tokenizer and demo backend, plus an explicit model
   ``passthrough`` whose PII policy allows everything (so the router classifies nothing for it);
 - LiteLLM's proxy from a separate virtual environment (``perf/.venv-litellm``, created on first
@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 from _common import ROOT, say
 
-from router_svc.processes import log_tail, stop_session
-from router_svc.triton_launcher import free_port
+from router_svc.ops.processes import log_tail, stop_session
+from router_svc.triton.launcher import free_port
 
 PASSTHROUGH = "passthrough"
 LITELLM_VENV = ROOT / "perf" / ".venv-litellm"
@@ -80,7 +80,7 @@ def start_backend(work: Path, name: str = "demo", delay_s: float = 0.0) -> tuple
     """The demo backend, answering after ``delay_s`` (a stand-in for an LLM's generation time);
     returns it and its base URL (``http://127.0.0.1:PORT/v1``)."""
     port = free_port()
-    svc = Service("demo backend", [sys.executable, "-m", "router_svc.demo_backends", "--name",
+    svc = Service("demo backend", [sys.executable, "-m", "router_svc.ops.demo_backends", "--name",
                                    name, "--host", "127.0.0.1", "--port", str(port),
                                    "--delay", str(delay_s)],
                   work / f"backend-{port}.log")
@@ -102,7 +102,7 @@ def start_forwarder(work: Path, backend_url: str) -> tuple[Service, str]:
 def router_config(triton_url: str, tokenizer: Path, backend_url: str, port: int,
                   batching: dict[str, Any] | None = None, cache: bool = False) -> dict:
     """The example config, every model on the demo backend, plus ``passthrough``."""
-    from router_svc.config import EXAMPLE_CONFIG
+    from router_svc.config.loading import EXAMPLE_CONFIG
 
     data = yaml.safe_load(EXAMPLE_CONFIG.read_text())
     data["listen"] = {"host": "127.0.0.1", "port": port}
@@ -128,8 +128,8 @@ async def triton_url_or_start(stack: contextlib.ExitStack, triton_url: str | Non
     by ``stack``)."""
     if triton_url is not None:
         return triton_url
-    from router_svc.embedded import served_model_file
-    from router_svc.triton_launcher import TritonServer
+    from router_svc.ops.up import served_model_file
+    from router_svc.triton.launcher import TritonServer
 
     model_file = served_model_file(model_dir, int8)
     say(f"starting Triton (embedded, CPU{', int8 model' if int8 else ''})")
@@ -147,8 +147,12 @@ def start_router(work: Path, config: dict, label: str = "router",
     port = config["listen"]["port"]
     path = (work / f"{label}-{port}.yaml").resolve()
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    svc = Service(label, [sys.executable, "-m", "router_svc.cli", "serve", "--config", str(path)],
-                  work / f"{label}-{port}.log", cwd=Path(root).resolve() if root else None)
+    cwd = Path(root).resolve() if root else None
+    # A checkout from before the package layout has its command line at router_svc/cli.py.
+    flat = cwd is not None and (cwd / "router_svc" / "cli.py").is_file()
+    module = "router_svc.cli" if flat else "router_svc.ops.cli"
+    svc = Service(label, [sys.executable, "-m", module, "serve", "--config", str(path)],
+                  work / f"{label}-{port}.log", cwd=cwd)
     base = f"http://127.0.0.1:{port}"
     svc.wait_ready(f"{base}/ready", 120)
     return svc, base

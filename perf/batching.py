@@ -78,8 +78,8 @@ async def triton_counts(client) -> tuple[int, int, int]:
 async def run(args, out: Output) -> list[dict]:
     import aiohttp
 
-    from router_svc.triton_client import TritonClient
-    from router_svc.triton_launcher import free_port
+    from router_svc.triton.client import TritonClient
+    from router_svc.triton.launcher import free_port
 
     work = Path(tempfile.mkdtemp(prefix="perf-batching-", dir=out.dir))
     out.meta["work_dir"] = str(work)

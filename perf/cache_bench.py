@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from _common import RESULTS_DIR, Output, markdown_table, progress, say
 
-from router_svc.cache import CachedResponse, HnswCache, IndexParams
+from router_svc.cache.store import CachedResponse, HnswCache, IndexParams
 
 THRESHOLD = 0.9
 

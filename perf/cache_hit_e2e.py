@@ -90,7 +90,7 @@ def miss_mode(delay_ms: int) -> str:
 async def run(args) -> dict:
     import aiohttp
 
-    from router_svc.triton_launcher import free_port
+    from router_svc.triton.launcher import free_port
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="perf-cache-hit-", dir=args.out_dir))

@@ -23,8 +23,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from router_svc.cache import texts_compatible  # noqa: E402
-from router_svc.cache_eval import (  # noqa: E402
+from router_svc.cache.store import texts_compatible  # noqa: E402
+from router_svc.ops.cache_eval import (  # noqa: E402
     SweepRow,
     choose_default,
     embed_pairs,
@@ -33,7 +33,7 @@ from router_svc.cache_eval import (  # noqa: E402
     similarities,
     sweep,
 )
-from router_svc.pairs import load_pairs  # noqa: E402
+from router_svc.ops.pairs import load_pairs  # noqa: E402
 
 DEV = {
     "MRPC train+val": ("para_msr_msr-para-train.tsv", "para_msr_msr-para-val.tsv"),

@@ -151,8 +151,8 @@ async def measure(args, session, prog, kind: str, targets: dict[str, str],
 async def run(args, out: Output) -> list[dict]:
     import aiohttp
 
-    from router_svc import envoy_launcher
-    from router_svc.triton_launcher import free_port
+    from router_svc.ops import envoy_launcher
+    from router_svc.triton.launcher import free_port
 
     work = Path(tempfile.mkdtemp(prefix="perf-extproc-overhead-", dir=out.dir))
     texts = [p.text for p in load_prompts(args.data_dir, args.prompts, args.pii_fraction,

@@ -9,13 +9,13 @@ Accuracy (baseline: fp32):
   (``export.data.load_mmlu`` + ``split_mmlu(val_fraction=0.1, seed=0)``, first ``--eval-max-len``
   tokens as in training), and how often int8 agrees with fp32;
 - PII on the presidio held-out split (``split_presidio(test_fraction=0.25, seed=0)``):
-  entity-level micro precision/recall/F1 (``router_svc.pii.decode_bio`` over the router's
+  entity-level micro precision/recall/F1 (``router_svc.classify.pii.decode_bio`` over the router's
   256/192 windows, exact type and character span), token-level micro-F1 of the BIO tags against
   the gold alignment, and token argmax agreement with fp32.
 
 - embedding: STS-B test Spearman of the cosine similarity (the issue's >= 0.80 target).
 
-int8 runs the way Triton serves it (``router_svc/triton_python/model.py``): one row at a time,
+int8 runs the way Triton serves it (``router_svc/triton/python_model.py``): one row at a time,
 cut to its own tokens, since a model that quantises activations at run time would otherwise
 answer a prompt differently depending on its batch. So "batch 32" for int8 is 32 rows in one
 call, run one by one; fp32 runs them as one padded batch.
@@ -51,7 +51,7 @@ from _common import (
     token_rows,
 )
 
-from router_svc.triton_repo import INT8_MODEL_FILE
+from router_svc.triton.repository import INT8_MODEL_FILE
 
 VARIANTS = ("fp32", "int8")
 
@@ -64,7 +64,7 @@ class RowAtATime:
 
     def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         from router_svc.labels import ATTENTION_MASK, INPUT_IDS
-        from router_svc.triton_python.model import run_rows
+        from router_svc.triton.python_model import run_rows
 
         def one(ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
             return dict(zip(names, self.sess.run(names, {INPUT_IDS: ids, ATTENTION_MASK: mask}),
@@ -79,7 +79,7 @@ def sts_eval(args, sessions, tok, prog) -> dict[str, dict]:
     from _ort import infer
 
     from export.build import sts_spearman
-    from router_svc.pairs import load_pairs
+    from router_svc.ops.pairs import load_pairs
 
     pairs = load_pairs(args.data_dir / "paraphrase" / "glue_STS-B_original_sts-test.tsv").pairs
     if args.eval_limit:
@@ -192,8 +192,8 @@ def category_eval(args, sessions, tok, prog) -> dict[str, dict]:
 def pii_eval(args, sessions, tok, prog) -> dict[str, dict]:
     from export.data import align_bio, load_presidio, split_presidio
     from export.evaluate import PRF, match_spans, micro
+    from router_svc.classify.pii import decode_bio, merge_windows, softmax
     from router_svc.labels import PII_TAGS
-    from router_svc.pii import decode_bio, merge_windows, softmax
 
     examples, _ = load_presidio(args.data_dir / "pii" / "synth_dataset_v2.json")
     _, test = split_presidio(examples, test_fraction=0.25, seed=0)
@@ -251,7 +251,7 @@ def main(argv=None) -> int:
     check_model_dir(args.model_dir)
     from _ort import run_closed, session
 
-    from router_svc.tokenization import TextTokenizer
+    from router_svc.classify.tokenization import TextTokenizer
 
     out = Output("quantization", args)
     paths = {"fp32": args.model_dir / "model.onnx", "int8": int8_path(args, out)}

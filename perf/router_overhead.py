@@ -365,8 +365,8 @@ def pa_openai(args, prog, work: Path,
 async def run(args, out: Output) -> dict[str, list[dict]]:
     import aiohttp
 
-    from router_svc.triton_client import TritonClient
-    from router_svc.triton_launcher import free_port
+    from router_svc.triton.client import TritonClient
+    from router_svc.triton.launcher import free_port
 
     work = Path(tempfile.mkdtemp(prefix="perf-router-overhead-", dir=out.dir))
     prompts = load_prompts(args.data_dir, args.prompts, args.pii_fraction, args.seed)

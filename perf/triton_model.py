@@ -229,7 +229,7 @@ def main(argv=None) -> int:
             with contextlib.ExitStack() as stack:
                 url = args.triton_url
                 if url is None:
-                    from router_svc.triton_launcher import TritonServer
+                    from router_svc.triton.launcher import TritonServer
 
                     task = prog.add_task(f"starting Triton ({label})", total=None)
                     server = TritonServer(

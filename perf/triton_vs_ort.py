@@ -82,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def triton_config_text(model_dir: Path, threads: int, max_batch: int, batching: bool,
                        spinning: bool = True) -> str:
     from router_svc.labels import EMBEDDING
-    from router_svc.triton_repo import onnx_output_dims, render_config
+    from router_svc.triton.repository import onnx_output_dims, render_config
 
     dim = int(onnx_output_dims(model_dir / "model.onnx")[EMBEDDING][-1])
     text = render_config("python", max_batch_size=max(64, max_batch), embedding_dim=dim,
@@ -139,8 +139,8 @@ async def triton_run(client, batches, duration_s: float, warmup_s: float, concur
 async def run(args, out: Output) -> list[dict]:
     from _ort import run_closed, session
 
-    from router_svc.triton_client import TritonClient
-    from router_svc.triton_launcher import TritonServer
+    from router_svc.triton.client import TritonClient
+    from router_svc.triton.launcher import TritonServer
 
     prompts = load_prompts(args.data_dir, args.prompts, args.pii_fraction, args.seed)
     rows = token_rows(args.model_dir / "tokenizer.json", [p.text for p in prompts],

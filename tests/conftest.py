@@ -36,7 +36,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def triton(tiny_model_dir, tmp_path_factory):
     """A real ``tritonserver`` (Python backend, CPU) serving the tiny model; stopped at the end."""
-    from router_svc.triton_launcher import TritonServer
+    from router_svc.triton.launcher import TritonServer
 
     server = TritonServer(tiny_model_dir, work_dir=tmp_path_factory.mktemp("triton"))
     server.start()
@@ -53,7 +53,7 @@ def _source_hash() -> str:
     h = hashlib.sha256(repr(quick_options()).encode())
     names = ["backbone", "build", "data", "modeling", "onnx_export", "pii_templates", "train"]
     files = [ROOT / "export" / f"{n}.py" for n in names] + [
-        ROOT / "router_svc" / "labels.py", ROOT / "router_svc" / "tokenization.py"]
+        ROOT / "router_svc" / "labels.py", ROOT / "router_svc" / "classify" / "tokenization.py"]
     for f in files:
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
@@ -90,7 +90,7 @@ def trained_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def trained_triton(trained_model_dir, tmp_path_factory):
-    from router_svc.triton_launcher import TritonServer
+    from router_svc.triton.launcher import TritonServer
 
     server = TritonServer(trained_model_dir, work_dir=tmp_path_factory.mktemp("triton_trained"))
     server.start()
@@ -106,7 +106,7 @@ BACKEND_NAMES = {"phi4": "phi4", "mistral-small3.1": "mistral-small3.1", "gemma3
 @pytest.fixture(scope="session")
 async def backends():
     """The demo backends on free ports, named as in the example config."""
-    from router_svc.demo_backends import run_backends
+    from router_svc.ops.demo_backends import run_backends
 
     runner = await run_backends([(name, "127.0.0.1", 0) for name in BACKEND_NAMES.values()])
     try:
@@ -116,7 +116,7 @@ async def backends():
 
 
 def example_config_data() -> dict[str, Any]:
-    from router_svc.config import EXAMPLE_CONFIG
+    from router_svc.config.loading import EXAMPLE_CONFIG
 
     return yaml.safe_load(EXAMPLE_CONFIG.read_text())
 
@@ -142,8 +142,8 @@ async def router_factory(
     trained_triton, trained_model_dir, backends
 ) -> AsyncIterator[RouterFactory]:
     """``await router_factory(**config_overrides) -> base_url`` of a running router."""
-    from router_svc.app import create_app
-    from router_svc.config import parse_config
+    from router_svc.config.loading import parse_config
+    from router_svc.doors.http.app import create_app
 
     runners: list[web.AppRunner] = []
     by_url: dict[str, web.AppRunner] = {}
@@ -183,7 +183,7 @@ async def router_factory(
 def _reset_backends(runner) -> None:
     from dataclasses import fields
 
-    from router_svc.demo_backends import OPTIONS, RECEIVED, BackendOptions
+    from router_svc.ops.demo_backends import OPTIONS, RECEIVED, BackendOptions
 
     defaults = BackendOptions()
     for b in runner.backends.values():

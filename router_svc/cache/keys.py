@@ -1,0 +1,221 @@
+"""Cache keys and policy for one request: the exact partition, the tenant, Cache-Control,
+what may be looked up or stored, and the text guard that vets near-identical matches.
+
+Pure functions over the parsed request; no HTTP, no index. ``router_svc.cache.store`` re-exports
+everything here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from router_svc.core.endpoints import Kind
+
+KINDS: tuple[Kind, ...] = ("chat", "completion")
+KEY_VERSION = 1
+
+# Request fields that never change the answer: the text the embedding stands for, the model
+# (passed in as the routed target), the streaming mode (a hit is replayed either way) and
+# bookkeeping. Every other field is part of the partition key (temperature, top_p, n,
+# max_tokens, max_completion_tokens, tools, tool_choice, response_format, seed, stop,
+# penalties, logit_bias, logprobs, and backend extras such as top_k or guided_json).
+NON_ANSWER_FIELDS = frozenset(
+    {"model", "messages", "prompt", "stream", "stream_options", "user", "metadata", "store",
+     "service_tier"}
+)
+ANONYMOUS = "anonymous"
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr
+    ).encode()
+
+
+def request_kind(body: Mapping[str, Any]) -> Kind:
+    return "chat" if "messages" in body else "completion"
+
+
+def _chat_context(messages: Any) -> Any:
+    """Everything of a chat but the text of the last user turn (which the embedding keys)."""
+    if not isinstance(messages, list):
+        return messages
+    last = max(
+        (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
+        default=None,
+    )
+    if last is None:
+        return {"before": messages}
+    msg = messages[last]
+    rest = {k: v for k, v in msg.items() if k != "content"}
+    content = msg.get("content")
+    if isinstance(content, list):  # images, audio, files in the last turn change the answer
+        rest["parts"] = [
+            p if not (isinstance(p, dict) and p.get("type") == "text") else "text"
+            for p in content
+        ]
+    return {"before": messages[:last], "last": rest, "after": messages[last + 1 :]}
+
+
+def partition_key(model: str, tenant: str, body: Mapping[str, Any]) -> str:
+    """The exact part of the cache key (sha256 hex); see ``NON_ANSWER_FIELDS``.
+
+    ``model`` is the routed target, ``tenant`` comes from ``tenant_of``. For chat, the system
+    prompt and every turn but the last user turn's text are hashed (its non-text parts and name
+    are kept); for completions the shape of ``prompt`` (one string or a list of n) is kept.
+    """
+    kind = request_kind(body)
+    if kind == "chat":
+        context = _chat_context(body.get("messages"))
+    else:
+        prompt = body.get("prompt")
+        context = {"prompts": len(prompt)} if isinstance(prompt, list) else {"prompts": "one"}
+    params = {k: v for k, v in body.items() if k not in NON_ANSWER_FIELDS}
+    payload = {
+        "v": KEY_VERSION,
+        "kind": kind,
+        "model": model,
+        "tenant": tenant,
+        "context": hashlib.sha256(_canonical(context)).hexdigest(),
+        "params": params,
+    }
+    return hashlib.sha256(_canonical(payload)).hexdigest()
+
+
+# What a repeat of the very same request may differ in: a hit is replayed in either mode.
+REPLAY_FIELDS = frozenset({"stream", "stream_options"})
+
+
+def request_fingerprint(kind: Kind, body: Mapping[str, Any], tenant: str) -> str:
+    """The exact identity of a request for the repeat memo (sha256 hex): the whole body but
+    ``REPLAY_FIELDS``, its kind and the tenant. Two requests with one fingerprint get the same
+    routing decision and the same cache key, so the second needs no model call."""
+    payload = {
+        "v": KEY_VERSION,
+        "kind": kind,
+        "tenant": tenant,
+        "body": {k: v for k, v in body.items() if k not in REPLAY_FIELDS},
+    }
+    return hashlib.sha256(_canonical(payload)).hexdigest()
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    v = headers.get(name)
+    if v is None:  # a plain dict is case-sensitive; aiohttp's CIMultiDict is not
+        low = name.lower()
+        v = next((val for k, val in headers.items() if k.lower() == low), None)
+    return v
+
+
+def tenant_of(headers: Mapping[str, str], header_name: str | None) -> str:
+    """Who may share cached answers: ``header:<value>`` of the configured header if present,
+    else ``key:<sha256 of the Authorization header>`` (never the key itself), else
+    ``"anonymous"``. The prefixes keep the three namespaces apart."""
+    if header_name:
+        v = _header(headers, header_name)
+        if v is not None and v.strip():
+            return "header:" + v.strip()
+    auth = _header(headers, "Authorization")
+    if auth is not None and auth.strip():
+        return "key:" + hashlib.sha256(auth.strip().encode()).hexdigest()
+    return ANONYMOUS
+
+
+def cache_directives(cache_control: str | None) -> tuple[bool, bool]:
+    """``(may_look_up, may_store)`` from a request's ``Cache-Control`` header: ``no-cache``
+    skips the lookup, ``no-store`` skips both (an answer that must not be stored must not be
+    served from a store either)."""
+    tokens = {t.strip().split("=", 1)[0].lower() for t in (cache_control or "").split(",")}
+    no_store = "no-store" in tokens
+    return not (no_store or "no-cache" in tokens), not no_store
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """What the cache may do for one request; built by ``plan_request``."""
+
+    partition: str
+    text: str  # the last user turn, as embedded
+    embedding: np.ndarray
+    lookup: bool
+    store: bool
+    why_not_store: str = ""  # "no-store", "pii", "pii_unchecked"
+
+
+def plan_request(
+    *,
+    enabled: bool,
+    target_model: str,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    partition_header: str | None,
+    text: str,
+    embedding: np.ndarray | None,
+    pii_found: bool,
+    pii_checked: bool,
+    store_pii_requests: bool = False,
+) -> CachePlan | None:
+    """The cache policy for one routed request, in one place; None: leave the cache alone
+    (disabled, no text to match such as an image-only turn, or no embedding because the
+    classifier was down). Requests with PII, or whose PII check did not run, are looked up
+    but not stored unless ``store_pii_requests``."""
+    if not enabled or not text.strip() or embedding is None:
+        return None
+    may_look_up, may_store = cache_directives(_header(headers, "Cache-Control"))
+    why = ""
+    if not may_store:
+        why = "no-store"
+    elif not store_pii_requests and (pii_found or not pii_checked):
+        why = "pii" if pii_found else "pii_unchecked"
+    tenant = tenant_of(headers, partition_header)
+    return CachePlan(partition_key(target_model, tenant, body), text, embedding,
+                     lookup=may_look_up, store=not why, why_not_store=why)
+
+
+# --------------------------------------------------------------------------- the text guard
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?|n't")
+_NEGATIONS = frozenset(
+    {"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "without", "n't"}
+)
+_ANTONYM_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non")
+
+
+def _words(text: str) -> list[str]:
+    t = text.lower().replace("cannot", "can not").replace("n't", " n't")
+    return _WORD.findall(t)
+
+
+def texts_compatible(a: str, b: str) -> bool:
+    """Whether two texts the embedding finds near-identical may share an answer.
+
+    The embedding puts "Is it safe to ...?" and "Is it unsafe to ...?" at 0.99, and numbers
+    barely move it. So a hit also needs the same numbers, the same parity of negations (not,
+    no, never, n't, ...) and no word that is the other text's word with a negating prefix
+    (safe/unsafe, able/disable).
+    """
+    if sorted(n.replace(",", "") for n in _NUMBER.findall(a)) != sorted(
+        n.replace(",", "") for n in _NUMBER.findall(b)
+    ):
+        return False
+    wa, wb = _words(a), _words(b)
+    if sum(w in _NEGATIONS for w in wa) % 2 != sum(w in _NEGATIONS for w in wb) % 2:
+        return False
+    sa, sb = set(wa), set(wb)
+    for only, other in ((sa - sb, sb), (sb - sa, sa)):
+        for w in only:
+            for p in _ANTONYM_PREFIXES:
+                if w.startswith(p) and len(w) - len(p) >= 3 and w[len(p) :] in other:
+                    return False
+    return True

@@ -1,0 +1,533 @@
+"""PII entities from the token-classification head: BIO decoding, windows, redaction.
+
+Pure functions over numpy arrays and the tokenizer's character offsets, so the router, the
+evaluation and the tests share one decoder.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PiiEntity:
+    type: str  # e.g. "EMAIL_ADDRESS" (the tag without its B-/I- prefix)
+    start: int  # character span in the original text, end exclusive
+    end: int
+    text: str  # text[start:end]
+    score: float  # mean probability of the chosen tags of the entity's tokens
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax (subtracting the max keeps ``exp`` from overflowing)."""
+    x = np.asarray(logits)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    z = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return z / np.sum(z, axis=axis, keepdims=True)
+
+
+def _words(offsets: Sequence[tuple[int, int]], real: list[int]) -> dict[int, list[int]]:
+    """Token index -> the tokens of its word: a maximal run of tokens whose offsets touch.
+
+    Offsets are all the router has of a token (no "##" strings), and a WordPiece continuation
+    always starts where the previous token ended, so touching offsets find them. Punctuation
+    inside an e-mail address or a card number also touches, which keeps such values whole.
+    """
+    word_of: dict[int, list[int]] = {}
+    word: list[int] = []
+    prev_end = -1
+    for k in real:
+        start, end = offsets[k]
+        if start != prev_end:
+            word = []
+        word.append(k)
+        word_of[k] = word  # the same list object for every token of the word
+        prev_end = end
+    return word_of
+
+
+def _has_alnum(text: str, span: tuple[int, int]) -> bool:
+    return any(ch.isalnum() for ch in text[span[0] : span[1]])
+
+
+def decode_bio(
+    tag_probs: np.ndarray,
+    offsets: Sequence[tuple[int, int]],
+    tags: Sequence[str],
+    text: str,
+    threshold: float,
+) -> list[PiiEntity]:
+    """Entities from per-token tag probabilities ``[seq, len(tags)]`` of one text (or window).
+
+    ``offsets`` are the tokenizer's ``(start, end)`` character spans into ``text``.
+
+    - The tag of a token is its argmax. ``B-X`` starts an entity; ``I-X`` continues the entity
+      of type X directly before it, otherwise it starts one (lenient, as seqeval decodes).
+    - Where the argmax breaks the BIO scheme (a card number's digits tagged now CREDIT_CARD,
+      now PHONE_NUMBER; a name opening with I-PERSON), that run of non-"O" tokens is also
+      decoded by Viterbi (the most probable valid sequence of entity tags), and its entities
+      replace the argmax ones of the same type they overlap: one value, one span. An argmax
+      entity whose type Viterbi dropped there is kept, so no type the model saw is lost to a
+      policy.
+    - Tokens with an empty span (``(0, 0)``: CLS, SEP, padding) are skipped; rows of
+      ``tag_probs`` past ``len(offsets)`` are ignored.
+    - A span grows to cover the whole words of its first and last token, so a name tagged on
+      its first sub-word is redacted entirely; punctuation-only tokens that the growth would
+      add at either edge ("Smith." -> "Smith") are left out.
+    - The score is the mean probability of the chosen tags over the tagged tokens (not the
+      tokens added by word growth: their tags say nothing about this entity).
+    - Entities scoring below ``threshold`` are dropped; same-type overlaps are merged.
+    - A PHONE_NUMBER of 13-19 digits that passes the Luhn check is a CREDIT_CARD: the model
+      confuses long digit runs, and a policy that allows phone numbers must not pass a card.
+    - Then what the text itself says, which the model only guesses at: names lose edge
+      connectors and possessives and are joined across a stray B- tag (``_join_names``),
+      phone numbers are split at words and rejoined (``_join_phones``), and a value that
+      passes its type's check (IP syntax, card Luhn, e-mail syntax, IBAN mod 97) settles its
+      span's type (``_checked_types``).
+    """
+    probs = np.asarray(tag_probs)
+    n = len(offsets)
+    if probs.ndim != 2 or probs.shape[1] != len(tags) or probs.shape[0] < n:
+        raise ValueError(
+            f"tag_probs shape {probs.shape} does not fit {n} offsets and {len(tags)} tags"
+        )
+    if n == 0:
+        return []
+    best = probs[:n].argmax(axis=1)
+    real = [k for k in range(n) if offsets[k][1] > offsets[k][0]]
+    word_of = _words(offsets, real)
+
+    def entities(tag_of: np.ndarray) -> list[PiiEntity]:
+        return [e for kind, toks in _runs(tag_of, real, tags)
+                if (e := _entity(kind, toks, float(np.mean(probs[toks, tag_of[toks]])),
+                                 threshold, text, offsets, word_of)) is not None]
+
+    found = entities(best)
+    consistent = _bio_tags(probs, best, real, _bio_scheme(tuple(tags)))
+    if consistent is not None:
+        # Viterbi's entities, plus every argmax entity of a type none of them has there: a
+        # value the model half-read as an e-mail address stays an e-mail address for policy.
+        better = entities(consistent)
+        found = better + [e for e in found if not any(
+            f.type == e.type and f.start < e.end and e.start < f.end for f in better)]
+    # Two runs of one word (a B- on each sub-word) grow to the same span: report it once.
+    return _checked_types(_join_phones(_join_names(_merge_overlaps(found), text), text))
+
+
+def _runs(tag_of: Sequence[int], real: list[int], tags: Sequence[str]
+          ) -> list[tuple[str, list[int]]]:
+    """(type, tokens) of each entity: B-X starts one, I-X continues one of type X directly
+    before it, otherwise starts one (lenient)."""
+    runs: list[tuple[str, list[int]]] = []
+    current: tuple[str, list[int]] | None = None
+    for k in real:
+        prefix, _, kind = tags[int(tag_of[k])].partition("-")
+        if prefix not in ("B", "I") or not kind:
+            current = None  # "O" (or a tag this scheme does not know) ends any entity
+            continue
+        if prefix == "I" and current is not None and current[0] == kind:
+            current[1].append(k)
+        else:
+            current = (kind, [k])
+            runs.append(current)
+    return runs
+
+
+def _entity(kind: str, toks: list[int], score: float, threshold: float, text: str,
+            offsets: Sequence[tuple[int, int]], word_of: dict[int, list[int]]
+            ) -> PiiEntity | None:
+    if score < threshold:
+        return None
+    first, last = toks[0], toks[-1]
+    # Grow over the rest of the word. For names, not across punctuation ("Smith's" and
+    # "Smith," stay "Smith", "Yefre ##mova" becomes "Yefremova"); for pattern types the
+    # whole punctuated word ("john.doe@x.com" from "john"), so redaction leaks nothing.
+    lead = list(reversed([k for k in word_of[first] if k < first]))
+    trail = [k for k in word_of[last] if k > last]
+    if kind in _NAME_TYPES:
+        lead, trail = _alnum_run(text, offsets, lead), _alnum_run(text, offsets, trail)
+    else:
+        lead, trail = _strip_punct(text, offsets, lead), _strip_punct(text, offsets, trail)
+    start = offsets[lead[-1] if lead else first][0]
+    end = offsets[trail[-1] if trail else last][1]
+    start, end = _trim(text, start, end)
+    if kind in _NAME_TYPES and kind != "STREET_ADDRESS":
+        start, end = _trim_name_edges(text, start, end)
+    value = text[start:end]
+    # Nothing to protect in "&", "#" or the word "IBAN" the model tagged beside a value.
+    if not any(ch.isalnum() for ch in value) or (
+            kind in _DIGIT_TYPES and not any(ch.isdigit() for ch in value)):
+        return None
+    if kind == "PHONE_NUMBER" and _is_card_number(text[start:end]):
+        kind = "CREDIT_CARD"
+    if kind == "DOMAIN_NAME" and "://" in text[start:end] and text[end:end + 1] == "/":
+        end += 1  # a URL keeps its closing slash ("https://www.example.com/")
+    return PiiEntity(kind, start, end, text[start:end], score)
+
+
+@dataclass(frozen=True)
+class _Scheme:
+    """A BIO tag list as index arrays for ``_viterbi``."""
+
+    o: int  # index of "O", -1 if absent
+    inside: np.ndarray  # bool per tag: an I-X tag that has its B-X
+    begin_of: np.ndarray  # per tag: the index of its B-X for I-X tags, else its own index
+
+
+@functools.lru_cache(maxsize=8)
+def _bio_scheme(tags: tuple[str, ...]) -> _Scheme:
+    index = {t: i for i, t in enumerate(tags)}
+    inside = np.zeros(len(tags), dtype=bool)
+    begin_of = np.arange(len(tags))
+    for i, t in enumerate(tags):
+        if t.startswith("I-") and f"B-{t[2:]}" in index:
+            inside[i], begin_of[i] = True, index[f"B-{t[2:]}"]
+    return _Scheme(index.get("O", -1), inside, begin_of)
+
+
+def _bio_tags(probs: np.ndarray, best: np.ndarray, real: list[int], scheme: _Scheme
+              ) -> np.ndarray | None:
+    """``best`` with every run of tokens not tagged "O" that breaks the BIO scheme (an I-X
+    first, or after anything but B-X or I-X) replaced by its Viterbi path over the entity
+    tags (never "O": the same tokens stay PII); None when no run breaks it. Runs are short
+    (one value's tokens), so this costs little per text."""
+    out: np.ndarray | None = None
+    i = 0
+    while i < len(real):
+        if best[real[i]] == scheme.o:
+            i += 1
+            continue
+        j = i
+        while j < len(real) and best[real[j]] != scheme.o:
+            j += 1
+        run = real[i:j]
+        if not _valid([int(best[k]) for k in run], scheme):
+            p = probs[run].astype(np.float64)
+            # At the start of a run (after "O") B-X and I-X both say "an X begins here".
+            np.add.at(p[0], scheme.begin_of[scheme.inside], p[0, scheme.inside])
+            logp = np.log(p + 1e-12)
+            if scheme.o >= 0:
+                logp[:, scheme.o] = -np.inf
+            out = best.copy() if out is None else out
+            out[run] = _viterbi(logp, scheme)
+        i = j
+    return out
+
+
+def _valid(path: list[int], scheme: _Scheme) -> bool:
+    inside, begin_of = scheme.inside, scheme.begin_of
+    prev = -1
+    for t in path:
+        if inside[t] and prev not in (t, begin_of[t]):
+            return False
+        prev = t
+    return True
+
+
+def _viterbi(logp: np.ndarray, scheme: _Scheme) -> list[int]:
+    """The most probable tag sequence in which I-X only follows B-X or I-X (so a run, which
+    comes after "O" or the start, never opens with I-X)."""
+    inside, begin_of = scheme.inside, scheme.begin_of
+    own = np.arange(logp.shape[1])
+    score = np.where(inside, -np.inf, logp[0])
+    back = np.zeros(logp.shape, dtype=np.intp)
+    for t in range(1, logp.shape[0]):
+        anything = int(np.argmax(score))  # what B-X, "O" and unknown tags may follow
+        came = np.where(inside, np.where(score[begin_of] >= score, begin_of, own), anything)
+        score = score[came] + logp[t]
+        back[t] = came
+    path = [int(np.argmax(score))]
+    for t in range(logp.shape[0] - 1, 0, -1):
+        path.append(int(back[t][path[-1]]))
+    return path[::-1]
+
+
+def _is_card_number(value: str) -> bool:
+    """13 to 19 digits (spaces and dashes aside) that pass the Luhn check: a payment card
+    number, whatever the model called it (it confuses long digit runs with phone numbers)."""
+    if any(not (ch.isdigit() or ch in " -") for ch in value):
+        return False
+    digits = "".join(ch for ch in value if ch.isdigit())
+    return 13 <= len(digits) <= 19 and passes_luhn(digits)
+
+
+def passes_luhn(digits: str) -> bool:
+    """The Luhn checksum of a string of digits (payment card numbers pass it)."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+# Punctuation never at the edge of an entity ('.' is kept: "Apt.", "J.", "Inc.").
+_EDGE = set(",;:!?\"'`()[]{}<>") | {"\u201c", "\u201d", "\u2018", "\u2019"}
+
+
+_NAME_TYPES = frozenset({"PERSON", "ORGANIZATION", "GPE", "NRP", "TITLE", "STREET_ADDRESS"})
+
+
+def _strip_punct(text: str, offsets: Sequence[tuple[int, int]], ks: list[int]) -> list[int]:
+    """The growth tokens without punctuation-only ones at the far edge."""
+    while ks and not _has_alnum(text, offsets[ks[-1]]):
+        ks = ks[:-1]
+    return ks
+
+
+def _alnum_run(text: str, offsets: Sequence[tuple[int, int]], ks: list[int]) -> list[int]:
+    run = []
+    for k in ks:
+        if not _has_alnum(text, offsets[k]):
+            break
+        run.append(k)
+    return run
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    while end > start and (text[end - 1] in _EDGE or text[end - 1].isspace()):
+        end -= 1
+    while start < end and (text[start] in _EDGE or text[start].isspace()):
+        start += 1
+    return start, end
+
+
+def _join_names(entities: list[PiiEntity], text: str) -> list[PiiEntity]:
+    """A name split by a stray B- tag is one entity: two PERSON or ORGANIZATION spans one space
+    apart ("Berkshire" "Hathaway"), or PERSON spans around a middle initial (``_name_gap``).
+    A TITLE inside a name (its initial "J." read as a title) goes: titles come before names."""
+    out: list[PiiEntity] = []
+    for e in entities:
+        i = next((i for i in range(len(out) - 1, -1, -1) if out[i].type == e.type), None)
+        prev = out[i] if i is not None else None
+        if e.type in _JOINED_TYPES and prev is not None and (
+                text[prev.end:e.start] == " " or (e.type == "PERSON" and _name_gap(text, prev, e))):
+            out[i] = PiiEntity(e.type, prev.start, e.end, text[prev.start:e.end],
+                               max(prev.score, e.score))
+        else:
+            out.append(e)
+    names = [e for e in out if e.type == "PERSON"]
+    return [e for e in out if not (e.type == "TITLE" and any(
+        n.start <= e.start and e.end <= n.end for n in names))]
+
+
+# Not GPE: "Aalborg NO" is a city and a region, one space apart; joining them would make one
+# wrong span of two right ones.
+_JOINED_TYPES = frozenset({"PERSON", "ORGANIZATION"})
+
+
+def _name_gap(text: str, prev: PiiEntity, e: PiiEntity) -> bool:
+    """Whether two PERSON spans are one name: one space, or a middle initial ("Sari J."
+    "Paavolainen", "Faina D" ". " "Yefremova", "Ravil" " G " "Yefimov") between them."""
+    gap = text[prev.end:e.start]
+    if _NAME_GAP.fullmatch(gap):
+        return True
+    last_word = prev.text.rsplit(maxsplit=1)[-1]
+    return gap == ". " and len(last_word) == 1 and last_word.isupper()
+
+
+_NAME_GAP = re.compile(r" (?:[A-Z]\.? )?")
+
+
+# Words the model sometimes tags at the edge of a name ("Marrero and", "and Murphy"), a
+# possessive ("roberto's"), and a stray character after it (mojibake: "Yuri Bulgakov ג€");
+# inside a name they stay ("Clark, Romero and Hall").
+_NAME_EDGE = re.compile(
+    r"^(?:and|or|&)\s+|\s+(?:and|or|&)$|['\u2019]s$|\s+[^\sA-Za-z0-9]\W*$", re.IGNORECASE)
+
+
+_CONNECTORS = frozenset({"and", "or", "&"})
+
+
+def _trim_name_edges(text: str, start: int, end: int) -> tuple[int, int]:
+    if text[start:end].lower() in _CONNECTORS:
+        return start, start  # a lone "and" is no name (and would glue two names together)
+    while (m := _NAME_EDGE.search(text[start:end])) is not None and m.end() - m.start() < (
+            end - start):
+        if m.start() == 0:
+            start += m.end()
+        else:
+            end = start + m.start()
+    return start, end
+
+
+# Types whose every value holds a digit.
+_DIGIT_TYPES = frozenset({"AGE", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "PHONE_NUMBER",
+                          "US_SSN", "ZIP_CODE"})
+
+
+def _join_phones(entities: list[PiiEntity], text: str) -> list[PiiEntity]:
+    """Phone numbers hold no words: a PHONE_NUMBER span over "788-063-Office,07700 063 966"
+    is two numbers. Parts split by a stray B- tag ("082 490" "1693", "37" ") " "788-063") are
+    joined, and an area code keeps its brackets ("(37) 788-063") and a number its "+"."""
+    # An IP address read as a phone number is left whole: _checked_types relabels it.
+    phones = [e for e in entities if e.type == "PHONE_NUMBER" and not _is_ip_address(e.text)]
+    parts: list[PiiEntity] = []
+    for e in phones:
+        for a, b in _phone_parts(text, e.start, e.end):
+            parts.append(PiiEntity(e.type, a, b, text[a:b], e.score))
+    joined: list[PiiEntity] = []
+    for e in parts:
+        prev = joined[-1] if joined else None
+        if prev is not None and _PHONE_GAP.fullmatch(text[prev.end:e.start]):
+            joined[-1] = PiiEntity(e.type, prev.start, e.end, text[prev.start:e.end],
+                                   max(prev.score, e.score))
+        else:
+            joined.append(e)
+    for i, e in enumerate(joined):
+        start = e.start
+        if start > 0 and text[start - 1] == "(" and e.text.count(")") > e.text.count("("):
+            start -= 1
+        if start > 0 and text[start - 1] == "+":
+            start -= 1
+        kind = "CREDIT_CARD" if _is_card_number(text[start:e.end]) else e.type
+        joined[i] = PiiEntity(kind, start, e.end, text[start:e.end], e.score)
+    others = [e for e in entities if e not in phones]
+    return sorted(others + joined, key=lambda e: (e.start, e.end, e.type))
+
+
+def _phone_parts(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The spans between words (two letters or more) in ``text[start:end]``, each trimmed
+    to start at a digit, "+" or "(" and end at a digit or ")"; those without a digit go."""
+    bounds = [start]
+    for m in _WORD.finditer(text, start, end):
+        bounds += [m.start(), m.end()]
+    bounds.append(end)
+    out = []
+    for a, b in zip(bounds[::2], bounds[1::2], strict=True):
+        while a < b and not (text[a].isdigit() or text[a] in "+("):
+            a += 1
+        while b > a and not (text[b - 1].isdigit() or text[b - 1] == ")"):
+            b -= 1
+        if any(ch.isdigit() for ch in text[a:b]):
+            out.append((a, b))
+    return out
+
+
+_WORD = re.compile(r"[^\W\d_]{2,}")
+_PHONE_GAP = re.compile(r"\)? |-")
+
+
+def _checked_types(entities: list[PiiEntity]) -> list[PiiEntity]:
+    """Where a value's own checksum or syntax says what it is, that beats the model's guess:
+    a value that parses as an IP address is an IP_ADDRESS, and of entities with one span, one
+    whose value passes its type's check (card Luhn, IP syntax, e-mail syntax, IBAN mod 97)
+    drops the others there ("48.90.248.226" read as IP, DOMAIN_NAME and PHONE_NUMBER)."""
+    relabelled = [PiiEntity("IP_ADDRESS", e.start, e.end, e.text, e.score)
+                  if e.type != "IP_ADDRESS" and _is_ip_address(e.text) else e for e in entities]
+    if len(relabelled) < 2:
+        return relabelled
+    merged = _merge_overlaps(relabelled)
+    passed = [_passes_check(e) for e in merged]
+    checked = {(e.start, e.end) for e, ok in zip(merged, passed, strict=True) if ok}
+    return [e for e, ok in zip(merged, passed, strict=True)
+            if ok or (e.start, e.end) not in checked]
+
+
+def _is_ip_address(value: str) -> bool:
+    if value.count(".") != 3 and value.count(":") < 2:
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
+_IBAN = re.compile(r"[A-Z]{2}\d{2}[A-Z0-9]{10,30}")
+
+
+def _passes_check(e: PiiEntity) -> bool:
+    if e.type == "IP_ADDRESS":
+        return _is_ip_address(e.text)
+    if e.type == "CREDIT_CARD":
+        digits = "".join(ch for ch in e.text if ch.isdigit())
+        return 12 <= len(digits) <= 19 and passes_luhn(digits)
+    if e.type == "EMAIL_ADDRESS":
+        return _EMAIL.fullmatch(e.text) is not None
+    if e.type == "IBAN_CODE":
+        compact = e.text.replace(" ", "").upper()
+        return _IBAN.fullmatch(compact) is not None and passes_iban_check(compact)
+    return False
+
+
+def passes_iban_check(iban: str) -> bool:
+    """The ISO 13616 mod-97 check of an IBAN (spaces ignored, letters of either case; letters
+    and digits only)."""
+    s = iban.replace(" ", "").upper()
+    return int("".join(str(int(ch, 36)) for ch in s[4:] + s[:4])) % 97 == 1
+
+
+def _merge_overlaps(entities: Iterable[PiiEntity]) -> list[PiiEntity]:
+    """Merge overlapping spans of the same type (union span, max score), sorted by start."""
+    out: list[PiiEntity] = []
+    for e in sorted(entities, key=lambda e: (e.type, e.start, e.end)):
+        cur = out[-1] if out else None
+        if cur is not None and cur.type == e.type and e.start < cur.end:
+            if e.end > cur.end:
+                # Both texts are slices of one original, so the union is their concatenation.
+                text, end = cur.text + e.text[cur.end - e.start :], e.end
+            else:
+                text, end = cur.text, cur.end
+            out[-1] = PiiEntity(cur.type, cur.start, end, text, max(cur.score, e.score))
+        else:
+            out.append(e)
+    return sorted(out, key=lambda e: (e.start, e.end, e.type))
+
+
+def merge_windows(entities_per_window: Iterable[Iterable[PiiEntity]]) -> list[PiiEntity]:
+    """One list from overlapping windows: an entity seen by two windows is kept once.
+
+    Offsets must be relative to the whole text (token windows keep the tokenizer's offsets).
+    """
+    return _merge_overlaps(e for window in entities_per_window for e in window)
+
+
+def window_spans(n_tokens: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """Token ranges ``[start, end)`` of overlapping windows that cover ``n_tokens``.
+
+    Windows start every ``stride`` tokens; the last is aligned to end at ``n_tokens`` (a full
+    window rather than a short tail, so the tail gets as much context as the rest).
+    """
+    if window < 1 or stride < 1 or stride > window:
+        raise ValueError(f"need 1 <= stride <= window, got window={window}, stride={stride}")
+    if n_tokens <= 0:
+        return []
+    if n_tokens <= window:
+        return [(0, n_tokens)]
+    spans = [(s, s + window) for s in range(0, n_tokens - window, stride)]
+    spans.append((n_tokens - window, n_tokens))
+    return spans
+
+
+def redact(text: str, entities: Iterable[PiiEntity]) -> str:
+    """Replace each entity span with ``<TYPE>``.
+
+    Overlapping spans become one placeholder over their union, named after the highest-scoring
+    entity among them, so no fragment of either survives. Replacing right to left keeps the
+    offsets of the spans still to do valid.
+    """
+    clusters: list[list] = []  # [start, end, entity naming the placeholder]
+    for e in sorted(entities, key=lambda e: (e.start, -e.end)):
+        start, end = max(0, e.start), min(len(text), e.end)
+        if start >= end:
+            continue
+        if clusters and start < clusters[-1][1]:
+            c = clusters[-1]
+            c[1] = max(c[1], end)
+            if e.score > c[2].score:
+                c[2] = e
+        else:
+            clusters.append([start, end, e])
+    for start, end, e in reversed(clusters):
+        text = f"{text[:start]}<{e.type}>{text[end:]}"
+    return text

@@ -1,0 +1,236 @@
+"""The configuration as frozen dataclasses: every setting with its default and valid range.
+
+Loading and validation live in ``router_svc.config.loading``, which re-exports all of this.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+RoutingOnError = Literal["fail_closed", "default_model"]
+PiiOnError = Literal["block", "allow"]
+PiiAction = Literal["reject", "redact"]
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config.example.yaml"
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; ``problems`` holds one ``"<field path>: <what and fix>"`` each."""
+
+    def __init__(self, problems: list[str], source: str | os.PathLike[str] | None = None) -> None:
+        self.problems = list(problems)
+        self.source = str(source) if source is not None else None
+        where = f" in {self.source}" if self.source else ""
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid config{where} ({len(self.problems)} problem(s)):\n{lines}")
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+
+def _bounded(default: Any, **bounds: Any) -> Any:
+    """A field with its valid range (``lo``, ``hi``, ``lo_open``) as metadata, which the generic
+    reader (``router_svc.config.reader.read_section``) enforces."""
+    return field(default=default, metadata=bounds)
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    host: str = "127.0.0.1"
+    port: int = _bounded(8801, lo=0, hi=65535)
+
+
+@dataclass(frozen=True)
+class TritonConfig:
+    url: str = "127.0.0.1:8001"  # gRPC host:port, no scheme
+    model_name: str = "semantic_router"
+    timeout_s: float = _bounded(2.0, lo=0, lo_open=True)  # gRPC deadline per inference call
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    alias: str = "auto"  # the model name clients send to ask for routing
+
+
+@dataclass(frozen=True)
+class CategoryModelConfig:
+    threshold: float = _bounded(0.6, lo=0, hi=1)
+
+
+@dataclass(frozen=True)
+class PiiModelConfig:
+    threshold: float = _bounded(0.7, lo=0, hi=1)
+    window_tokens: int = _bounded(128, lo=8)  # the length the PII head was trained on
+    window_stride: int = _bounded(96, lo=1)
+
+
+@dataclass(frozen=True)
+class OnErrorConfig:
+    routing: RoutingOnError = "default_model"
+    # Privacy fails closed unless the operator says otherwise.
+    pii: PiiOnError = "block"
+
+
+# Keys of the reference router's classifier sections that mean nothing here (the model is
+# served by Triton): accepted with a warning so a reference config ports over without surgery.
+_REFERENCE_CLASSIFIER_KEYS = ("model_id", "use_cpu", "category_mapping_path", "pii_mapping_path")
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    category_model: CategoryModelConfig = field(
+        default_factory=CategoryModelConfig, metadata={"ignored": _REFERENCE_CLASSIFIER_KEYS}
+    )
+    pii_model: PiiModelConfig = field(
+        default_factory=PiiModelConfig, metadata={"ignored": _REFERENCE_CLASSIFIER_KEYS}
+    )
+    on_error: OnErrorConfig = field(default_factory=OnErrorConfig)
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int = _bounded(32, lo=1)
+    # 0: send as soon as Triton has a free slot (batches form while it is busy); > 0 also
+    # waits this long for company, which only adds latency on CPU (perf/batching.py).
+    max_wait_ms: float = _bounded(0.0, lo=0)
+    max_queue: int = _bounded(1024, lo=1)
+    # Padded tokens per Triton call; a batch is split by length so short prompts are not
+    # padded to a long one's length.
+    max_batch_tokens: int = _bounded(8192, lo=1)
+
+
+# The cache threshold below which the config check warns: under it, more than one hit in ten
+# was a wrong answer on held-out paraphrase pairs (figures in README.md, Status).
+CACHE_THRESHOLD_WARN = 0.9
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The semantic cache (``router_svc.cache.store``); its threshold is chosen with
+    ``router-svc eval cache`` (``router_svc.ops.cache_eval``)."""
+
+    enabled: bool = False
+    # Minimum cosine similarity of the last user turn for a hit: the lowest threshold whose
+    # hits meet the 0.95 precision target on every development set (MRPC train+val, STS-B
+    # dev), so a cached answer is rarely one to another question.
+    threshold: float = _bounded(0.97, lo=0, hi=1, lo_open=True)
+    capacity: int = _bounded(10_000, lo=1)  # entries over all partitions, LRU beyond
+    ttl_s: float = _bounded(3600.0, lo=0, lo_open=True)
+    partition_header: str | None = None  # tenant header; default: a hash of the API key
+    store_pii_requests: bool = False
+    persistence_dir: Path | None = None  # relative to the config file; None: no snapshots
+    snapshot_interval_s: float = _bounded(300.0, lo=0, lo_open=True)
+    admin_token_env: str | None = None  # env var with the admin bearer token; unset: no admin
+    # Answer an exact repeat of a cached request without the model call
+    # (``router_svc.cache.front.RepeatMemo``).
+    repeat_memo: bool = True
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    connect_timeout_s: float = _bounded(5.0, lo=0, lo_open=True)
+    read_timeout_s: float = _bounded(300.0, lo=0, lo_open=True)
+    max_body_bytes: int = _bounded(4 * 1024 * 1024, lo=1)
+
+
+@dataclass(frozen=True)
+class ExtProcConfig:
+    """The Envoy External Processor (gRPC) front door, ``router_svc.doors.extproc.server``."""
+
+    # ``router-svc serve`` also starts it next to the HTTP proxy; ``router-svc extproc`` always
+    # does. Both doors share one classifier client, batcher and cache.
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = _bounded(50051, lo=0, hi=65535)
+    # The longest one request is worked on (parse, classify, cache lookup) before the answer
+    # is a 504; keep it below the Envoy filter's ``message_timeout``, after which Envoy stops
+    # waiting (deploy/envoy/envoy.yaml: 5 s).
+    message_timeout_s: float = _bounded(4.0, lo=0, lo_open=True)
+    # On shutdown, streams in flight (an answer still streaming through Envoy) get this long.
+    grace_s: float = _bounded(10.0, lo=0)
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    model: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Category:
+    name: str
+    model_scores: tuple[ModelScore, ...]
+    description: str | None = None
+
+    def ranked(self) -> tuple[ModelScore, ...]:
+        """Highest score first; ``sorted`` is stable, so ties keep config order."""
+        return tuple(sorted(self.model_scores, key=lambda ms: -ms.score))
+
+
+@dataclass(frozen=True)
+class PiiPolicy:
+    allow_by_default: bool = False
+    pii_types_allowed: frozenset[str] = frozenset()
+
+    def denied(self, pii_types: Collection[str]) -> frozenset[str]:
+        """The found types this policy does not allow (empty means compliant)."""
+        if self.allow_by_default:
+            return frozenset()
+        return frozenset(pii_types) - self.pii_types_allowed
+
+    def allows(self, pii_types: Collection[str]) -> bool:
+        return not self.denied(pii_types)
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    base_url: str  # OpenAI-compatible base, ending in /v1 (no trailing slash kept)
+    model: str  # the name the backend knows the model by
+    api_key_env: str | None = None
+    forward_client_auth: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    backend: BackendConfig
+    pii_policy: PiiPolicy = field(default_factory=PiiPolicy)
+
+
+@dataclass(frozen=True)
+class Config:
+    default_model: str
+    model_config: Mapping[str, ModelConfig]  # read-only mapping, config order
+    categories: tuple[Category, ...] = ()
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    triton: TritonConfig = field(default_factory=TritonConfig)
+    tokenizer: Path | None = None  # None: the caller picks (e.g. next to the Triton model)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    pii_action: PiiAction = "reject"
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    extproc: ExtProcConfig = field(default_factory=ExtProcConfig)
+    warnings: tuple[str, ...] = ()
+    source: Path | None = None
+
+    def category(self, name: str) -> Category | None:
+        # A linear scan over at most a few dozen entries beats keeping a second index in sync.
+        for c in self.categories:
+            if c.name == name:
+                return c
+        return None
+
+    def model(self, name: str) -> ModelConfig | None:
+        return self.model_config.get(name)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(self.model_config)
+
+

@@ -1,0 +1,267 @@
+"""Request in, routing decision out: the one path both front doors (HTTP proxy, ext_proc) use.
+
+No HTTP here: the caller hands over the parsed JSON body and gets a ``Routed`` back (or a
+``RouterError`` to render). Failure policy for a classifier outage lives here, in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from router_svc.classify.batcher import QueueFull
+from router_svc.classify.classifier import Classification, Classifier
+from router_svc.classify.pii import PiiEntity, redact
+from router_svc.config.loading import Config
+from router_svc.core.endpoints import Kind
+from router_svc.core.errors import BadRequest, Overloaded, ServiceUnavailable, UnknownModel
+from router_svc.core.messages import (
+    ChatRequest,
+    CompletionRequest,
+    apply_redactions,
+    last_user_text,
+    parse_chat_request,
+    parse_completion_request,
+)
+from router_svc.core.metrics import Metrics
+from router_svc.core.selection import BackendTarget, Decision, pii_rejection_response, select_model
+
+PiiStatus = Literal["checked", "skipped", "unchecked"]
+
+
+@dataclass
+class Routed:
+    """What the front door needs to answer one request."""
+
+    kind: Kind
+    request: ChatRequest | CompletionRequest
+    decision: Decision
+    body: dict[str, Any]  # the body to send upstream: model rewritten, PII redacted if asked
+    target: BackendTarget | None  # None when the answer is a rejection
+    rejection: dict[str, Any] | None = None
+    classification: Classification | None = None
+    pii_status: PiiStatus = "checked"
+    category_text: str = ""
+    classify_seconds: float = 0.0
+    entities: list[tuple[int, PiiEntity]] = field(default_factory=list)  # (segment, entity)
+
+    @property
+    def stream(self) -> bool:
+        return self.request.stream
+
+    @property
+    def embedding(self) -> np.ndarray | None:
+        return None if self.classification is None else self.classification.embedding
+
+    def headers(self) -> dict[str, str]:
+        d = self.decision
+        h = {
+            "x-router-model": d.model,
+            "x-router-category": d.category or "none",
+            "x-router-confidence": f"{d.confidence:.3f}",
+            "x-router-reason": d.reason,
+            "x-router-pii": ",".join(sorted(d.pii_types)) or "none",
+        }
+        if self.pii_status != "checked":
+            h["x-router-pii-check"] = self.pii_status
+        if d.action != "route":
+            h["x-router-pii-action"] = d.action
+        return h
+
+
+class ClassifierDown(Exception):
+    """The classifier could not answer (Triton down, timeout)."""
+
+
+class ClassifierUnavailable(ServiceUnavailable):
+    """503 under a fail-closed ``on_error`` policy; the header tells clients the PII check
+    could not run (``x-router-pii-check: unavailable``), as ``unchecked`` does when it allows."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers = {"x-router-pii-check": "unavailable"}
+
+
+class Router:
+    def __init__(self, config: Config, classifier: Classifier | None, metrics: Metrics,
+                 environ: dict[str, str] | None = None):
+        self.config = config
+        self.classifier = classifier
+        self.metrics = metrics
+        self._env = os.environ if environ is None else environ
+
+    # ---- the pieces, each small
+    def parse(self, kind: Kind, body: Any) -> ChatRequest | CompletionRequest:
+        req = parse_chat_request(body) if kind == "chat" else parse_completion_request(body)
+        if req.model != self.config.routing.alias and req.model not in self.config.model_config:
+            raise UnknownModel(
+                f"The model '{req.model}' does not exist; use '{self.config.routing.alias}' for "
+                f"routing or one of: {', '.join(self.config.model_config)}"
+            )
+        return req
+
+    def needs_classification(self, req: ChatRequest | CompletionRequest) -> bool:
+        """An explicit model that allows every PII type needs no model call at all."""
+        if req.model == self.config.routing.alias:
+            return True
+        return not self.config.model_config[req.model].pii_policy.allow_by_default
+
+    async def classify(self, category_text: str, segments: list[str]) -> Classification:
+        if self.classifier is None:
+            raise ClassifierDown("no classifier configured")
+        t = time.perf_counter()
+        try:
+            # The gRPC deadline bounds the Triton call; this bounds queueing in front of it too.
+            return await asyncio.wait_for(
+                self.classifier.classify(category_text, segments),
+                timeout=self.config.triton.timeout_s * 2,
+            )
+        except QueueFull as e:
+            raise Overloaded(str(e), retry_after_s=1.0) from e
+        except TimeoutError as e:
+            self.metrics.count_classifier_failure("timeout")
+            raise ClassifierDown("classification timed out") from e
+        except Exception as e:  # Triton unavailable or erroring: the failure policy decides
+            self.metrics.count_classifier_failure("triton")
+            raise ClassifierDown(f"classifier unavailable: {type(e).__name__}") from e
+        finally:
+            self.metrics.classification_seconds.observe(time.perf_counter() - t)
+
+    def target_for(self, model: str) -> BackendTarget:
+        b = self.config.model_config[model].backend
+        key = self._env.get(b.api_key_env) if b.api_key_env else None
+        return BackendTarget(base_url=b.base_url, model=b.model, api_key=key or None,
+                             forward_client_auth=b.forward_client_auth)
+
+    # ---- the whole decision
+    async def route(self, kind: Kind, body: Any, *, count_routing: bool = True) -> Routed:
+        """The decision for one request. ``count_routing=False`` leaves the routing metric
+        to the caller (``count_decision``), e.g. to count a cache hit as ``cache_hit``."""
+        req = self.parse(kind, body)
+        _check_encodable(kind, req)
+        segments = [s.text for s in req.segments]
+        category_text = last_user_text(req) if kind == "chat" else " ".join(segments)
+        cls: Classification | None = None
+        pii_status: PiiStatus = "checked"
+        t = time.perf_counter()
+        if self.needs_classification(req) and (segments or category_text):
+            try:
+                cls = await self.classify(category_text, segments)
+            except ClassifierDown as e:
+                pii_status = self._on_classifier_down(req, e)
+        elif not self.needs_classification(req):
+            pii_status = "skipped"
+        seconds = time.perf_counter() - t
+
+        pii_types = cls.pii_types if cls else set()
+        category = cls.category if cls else None
+        confidence = cls.confidence if cls else 0.0
+        if cls is None and req.model == self.config.routing.alias and not segments:
+            category = None  # nothing to classify: default model
+        decision = select_model(self.config, req.model, category, confidence, pii_types)
+        entities = [(i, e) for i, seg in enumerate(cls.pii if cls else []) for e in seg]
+        self._count(decision, entities)
+        if count_routing:
+            self.count_decision(decision)
+
+        routed = Routed(kind=kind, request=req, decision=decision, body={}, target=None,
+                        classification=cls, pii_status=pii_status, category_text=category_text,
+                        classify_seconds=seconds, entities=entities)
+        if decision.action == "reject":
+            routed.rejection = pii_rejection_response(decision, int(time.time()))
+            return routed
+        if decision.action == "redact":  # rewrites nested message content: a deep copy
+            out = self._redacted(req, copy.deepcopy(dict(req.body)), entities,
+                                 decision.denied_pii_types)
+        else:  # only the top-level "model" changes
+            out = dict(req.body)
+        out["model"] = self.config.model_config[decision.model].backend.model
+        routed.body = out
+        routed.target = self.target_for(decision.model)
+        return routed
+
+    def _on_classifier_down(self, req: ChatRequest | CompletionRequest,
+                            err: ClassifierDown) -> PiiStatus:
+        on = self.config.classifier.on_error
+        if on.pii == "block":
+            raise ClassifierUnavailable(
+                "The PII check is unavailable and this router fails closed "
+                "(classifier.on_error.pii: block); retry shortly."
+            ) from err
+        if req.model == self.config.routing.alias and on.routing == "fail_closed":
+            raise ClassifierUnavailable(
+                "Routing is unavailable and this router fails closed "
+                "(classifier.on_error.routing: fail_closed); retry shortly."
+            ) from err
+        return "unchecked"
+
+    @staticmethod
+    def _redacted(req: ChatRequest | CompletionRequest, body: dict[str, Any],
+                  entities: list[tuple[int, PiiEntity]], denied: frozenset[str]) -> dict:
+        replacements = {}
+        for i, seg in enumerate(req.segments):
+            mine = [e for j, e in entities if j == i and e.type in denied]
+            if mine:
+                replacements[seg.location] = redact(seg.text, mine)
+        return apply_redactions(body, replacements) if replacements else body
+
+    def count_decision(self, d: Decision, reason: str | None = None) -> None:
+        """The routing metric for one decision (``reason`` overrides the decision's)."""
+        self.metrics.count_routing(d.category or "none", d.model, reason or d.reason)
+
+    def _count(self, d: Decision, entities: list[tuple[int, PiiEntity]]) -> None:
+        for _, e in entities:
+            action = d.action if e.type in d.denied_pii_types else "allow"
+            self.metrics.count_pii(e.type, action)
+
+
+def _check_encodable(kind: Kind, req: ChatRequest | CompletionRequest) -> None:
+    """JSON can carry an unpaired surrogate (``"\\ud800"``), which is no text: the tokenizer
+    cannot read it, and treating that as a classifier outage would answer 503 or, with
+    ``on_error.pii: allow``, skip the PII check. It is the client's mistake: 400."""
+    for s in req.segments:
+        try:
+            s.text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            i, j = s.location
+            if kind == "chat":
+                param = f"messages[{i}].content" + ("" if j is None else f"[{j}].text")
+            else:
+                param = "prompt" if isinstance(req.body.get("prompt"), str) else f"prompt[{i}]"
+            raise BadRequest(
+                f"Invalid text in '{param}': it contains an unpaired surrogate "
+                f"({e.object[e.start:e.end]!a}) at character {e.start}; send valid Unicode.",
+                param=param, code="invalid_value") from None
+
+
+def classify_report(routed: Routed) -> dict[str, Any]:
+    """The body of ``POST /api/v1/classify``: the decision without proxying."""
+    d = routed.decision
+    cls = routed.classification
+    segs = routed.request.segments
+    return {
+        "category": {"name": cls.category if cls else None,
+                     "confidence": round(cls.confidence, 4) if cls else None},
+        "pii": [
+            {"type": e.type, "text": e.text, "start": e.start, "end": e.end,
+             "score": round(e.score, 4), "role": segs[i].role,
+             "message_index": segs[i].location[0]}
+            for i, e in routed.entities
+        ],
+        "pii_check": routed.pii_status,
+        "decision": {"model": d.model, "reason": d.reason, "action": d.action,
+                     "denied_pii_types": sorted(d.denied_pii_types),
+                     "backend_model": (routed.body or {}).get("model")},
+    }
+
+
+def require_object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return body

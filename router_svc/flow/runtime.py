@@ -1,0 +1,153 @@
+"""What both doors share, started and stopped once: the backend client, the Triton client,
+batcher, classifier and ``Router``, the semantic cache, the metrics and the request flow.
+
+``async with Runtime(config).running() as rt:`` starts everything in order (waiting for
+Triton, checking the config's categories against the served model) and stops it in reverse.
+No web framework here: the HTTP door and the ext_proc server are each handed a started one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from router_svc.backend.proxy import Proxy
+from router_svc.cache.front import CacheFront, model_id, open_cache
+from router_svc.classify.batcher import Batcher, BatchStats
+from router_svc.classify.classifier import Classifier
+from router_svc.classify.tokenization import TextTokenizer
+from router_svc.config.loading import Config, ConfigError
+from router_svc.core.metrics import Metrics
+from router_svc.core.pipeline import Router
+from router_svc.flow.request import RequestFlow
+from router_svc.triton.client import ModelInfo, TritonClient, TritonError
+
+DEFAULT_TOKENIZER = Path("model_repository/semantic_router/1/tokenizer.json")
+
+
+def check_labels(config: Config, model_categories: tuple[str, ...]) -> None:
+    """The model is the authority on labels: a category it cannot output is a config error."""
+    for i, c in enumerate(config.categories):
+        if c.name not in model_categories:
+            raise ConfigError([
+                f"categories[{i}].name: {c.name!r} is not a category of the served model "
+                f"(it knows: {', '.join(model_categories)}); rename or remove it"])
+
+
+def tokenizer_path(config: Config, tokenizer: Path | None = None) -> Path:
+    return tokenizer or config.tokenizer or DEFAULT_TOKENIZER
+
+
+class Runtime:
+    """The started parts. ``router``, ``triton``, ``model_info`` and ``proxy`` are set while
+    ``running()``; ``cache`` and ``metrics`` exist from construction (the cache disabled
+    until it starts)."""
+
+    def __init__(self, config: Config, *, tokenizer: Path | None = None,
+                 startup_timeout_s: float = 60.0) -> None:
+        self.config = config
+        self.tokenizer = tokenizer_path(config, tokenizer)
+        self.startup_timeout_s = startup_timeout_s
+        self.metrics = Metrics.create(models=[*config.model_config, config.routing.alias],
+                                      categories=None)
+        self.cache = CacheFront(config.cache, None)
+        self.triton: TritonClient | None = None
+        self.model_info: ModelInfo | None = None
+        self.router: Router | None = None
+        self.proxy: Proxy | None = None
+        self.flow: RequestFlow | None = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Runtime]:
+        async with contextlib.AsyncExitStack() as stack:
+            p = self.config.proxy
+            self.proxy = Proxy.create(connect_timeout_s=p.connect_timeout_s,
+                                      read_timeout_s=p.read_timeout_s)
+            stack.push_async_callback(self.proxy.close)
+            await stack.enter_async_context(self._classifier())
+            await stack.enter_async_context(self._cache())
+            assert self.router is not None
+            self.flow = RequestFlow(self.router, self.cache, self.metrics)
+            yield self
+
+    async def ready(self) -> bool:
+        return self.triton is not None and await self.triton.ready()
+
+    @contextlib.asynccontextmanager
+    async def _classifier(self) -> AsyncIterator[None]:
+        config, metrics = self.config, self.metrics
+        client = TritonClient(config.triton.url, config.triton.model_name,
+                              timeout_s=config.triton.timeout_s)
+        self.triton = client
+        try:
+            info = await wait_for_model(client, self.startup_timeout_s)
+            check_labels(config, info.categories)
+            self.model_info = info
+            tok = TextTokenizer(self.tokenizer)
+        except BaseException:
+            await client.close()  # start-up failed: do not leak the gRPC channel
+            raise
+        stats = BatchStats(
+            on_batch=lambda rows, tokens, s: metrics.observe_triton_batch(s, rows, tokens),
+            on_depth=metrics.queue_depth.set,
+        )
+
+        async def infer(ids, mask):
+            out = await client.infer(ids, mask)
+            return out.category_logits, out.pii_logits, out.embedding
+
+        b = config.batching
+        batcher = Batcher(infer, max_batch_size=min(b.max_batch_size, info.max_batch_size),
+                          max_wait_s=b.max_wait_ms / 1000, max_queue=b.max_queue,
+                          max_batch_tokens=b.max_batch_tokens, stats=stats)
+        await batcher.start()
+        pm = config.classifier.pii_model
+        clf = Classifier(tok, batcher, list(info.categories), list(info.pii_tags),
+                         pii_threshold=pm.threshold,
+                         window=min(pm.window_tokens, info.max_sequence_length),
+                         stride=pm.window_stride)
+        self.router = Router(config, clf, metrics)
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            await client.close()
+
+    @contextlib.asynccontextmanager
+    async def _cache(self) -> AsyncIterator[None]:
+        """The semantic cache (``cache.enabled``) for the served model's embedding."""
+        if not self.config.cache.enabled:
+            yield
+            return
+        info = self.model_info
+        assert info is not None
+        mid = model_id(info.name, info.embedding_dim, self.tokenizer)
+        async with open_cache(self.config.cache, dim=info.embedding_dim, model=mid,
+                              metrics=self.metrics) as cache:
+            self.cache.cache = cache
+            try:
+                yield
+            finally:
+                self.cache.cache = None
+
+
+async def wait_for_model(client: TritonClient, timeout_s: float) -> ModelInfo:
+    """Triton may still be starting (compose): retry until the model answers or time is up.
+
+    Triton still down when the time is up fails start-up (``serve`` exits with this message)
+    rather than serving without a classifier; once started, a Triton outage is handled per
+    request by ``classifier.on_error`` and the router reconnects by itself.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await client.load_model_info()
+        except TritonError as e:
+            if time.monotonic() >= deadline:  # say where we looked
+                raise type(e)(
+                    f"Triton at {client.url} (triton.url) did not serve model "
+                    f"{client.model_name!r} within {timeout_s:g}s: {e}", e.status) from e
+            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))

@@ -1,0 +1,237 @@
+"""The ``router-svc`` command line. Each subcommand imports what it needs lazily, so the
+router's own commands never pay for (or require) torch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from router_svc.labels import MODEL_NAME
+
+
+def _add_triton_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--triton-url",
+        help="gRPC address of a running Triton (host:port); "
+        "without it the embedded CPU Triton is started with --model-dir",
+    )
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path("model_repository/semantic_router/1"),
+        help="folder with model.onnx and tokenizer.json (default: %(default)s)",
+    )
+    p.add_argument("--model-name", default=MODEL_NAME)
+    _add_int8_arg(p)
+
+
+def _add_int8_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--int8", action="store_true",
+                   help="serve model.int8.onnx from --model-dir (`router-svc model build "
+                   "--quantize`): about 2x faster on CPU, a little less accurate "
+                   "(perf/README.md)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="router-svc", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="Triton + model (built if missing) + demo backends + router")
+    up.add_argument("--config", type=Path,
+                    help="router config (default: the example config, config.example.yaml)")
+    up.add_argument("--port", type=int,
+                    help="router port (default: the config's listen.port, 8801 in the example)")
+    up.add_argument("--model-dir", type=Path, default=Path("model_repository/semantic_router/1"),
+                    help="folder with model.onnx and tokenizer.json, built there if missing "
+                    "(default: %(default)s)")
+    up.add_argument("--data-dir", type=Path, default=Path("../shared/data"),
+                    help="training data for a build (default: %(default)s)")
+    _add_int8_arg(up)
+    up.add_argument("--triton-url",
+                    help="gRPC host:port of a running Triton serving the model "
+                    "(default: start the embedded CPU Triton)")
+    up.add_argument("--no-backends", action="store_true",
+                    help="use the config's own backends instead of starting the demo ones")
+    up.add_argument("--backend-base-port", type=int, default=9101,
+                    help="first port of the demo backends, one per model in model_config "
+                    "(default: %(default)s)")
+
+    serve = sub.add_parser("serve", help="run the router against a running Triton")
+    serve.add_argument("--config", type=Path, required=True)
+
+    ext = sub.add_parser(
+        "extproc",
+        help="run the Envoy External Processor (gRPC) front door, with the HTTP one beside it",
+        description="Serves envoy.service.ext_proc.v3.ExternalProcessor for Envoy's ext_proc "
+        "filter (deploy/envoy/envoy.yaml) over the same pipeline and cache as the HTTP proxy, "
+        "which runs beside it on listen.port (health, readiness, metrics, OpenAI routes).")
+    ext.add_argument("--config", type=Path, required=True)
+    ext.add_argument("--port", type=int,
+                     help="gRPC port (default: the config's extproc.port, 50051 in the example)")
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("config", type=Path)
+
+    model = sub.add_parser("model", help="model build")
+    msub = model.add_subparsers(dest="model_command", required=True)
+    b = msub.add_parser("build", help="train, calibrate and export the dual-head model")
+    b.add_argument(
+        "--backbone",
+        default="all-MiniLM-L6-v2",
+        help="DistilBERT folder or hub id, or all-MiniLM-L6-v2 (default, offline)",
+    )
+    b.add_argument("--out", type=Path, default=Path("model_repository/semantic_router/1"))
+    b.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    b.add_argument("--epochs", type=int, default=3)
+    b.add_argument("--head-layers", type=int, default=2)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--quantize", action="store_true", help="also write an int8 model.int8.onnx")
+    b.add_argument("--threads", type=int, help="torch threads (default: one per core)")
+    b.add_argument("--quick", action="store_true",
+                   help="small frozen-encoder build in about a minute (tests, smoke runs)")
+    b.add_argument("--limit", type=int, help="use at most N examples per data set (smoke test)")
+
+    h = msub.add_parser("heldout", help="write the build's held-out splits as eval files",
+                        description="mmlu_val.jsonl (for eval category) and pii_test.json (for "
+                        "eval pii): the validation and held-out-template splits the build "
+                        "reports on, for the same --seed.")
+    h.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    h.add_argument("--out", type=Path, default=Path("eval_out/heldout"))
+    h.add_argument("--seed", type=int, default=0)
+
+    ev = sub.add_parser("eval", help="evaluate the served model")
+    esub = ev.add_subparsers(dest="eval_command", required=True)
+    ec = esub.add_parser("category", help="accuracy, macro-F1, confusion matrix, calibration")
+    ec.add_argument("--data", type=Path, required=True)
+    ec.add_argument("--threshold", type=float, default=0.6)
+    ec.add_argument("--out", type=Path, default=Path("eval_out"))
+    _add_triton_args(ec)
+    ep = esub.add_parser("pii", help="entity-level precision/recall/F1 per type")
+    ep.add_argument("--data", type=Path, required=True)
+    ep.add_argument("--threshold", type=float, default=0.5)
+    ep.add_argument("--presidio", action="store_true", help="also run Microsoft Presidio")
+    ep.add_argument("--out", type=Path, default=Path("eval_out"))
+    _add_triton_args(ep)
+    ca = esub.add_parser("cache", help="semantic cache hit precision/recall on paraphrase pairs")
+    ca.add_argument("--pairs", type=Path, required=True,
+                    help="labelled pairs: an STS-B or MRPC style TSV")
+    ca.add_argument("--threshold", type=float,
+                    help="similarity threshold to report (default: the config default)")
+    ca.add_argument("--min-precision", type=float, default=0.95,
+                    help="precision the suggested threshold must reach (default: %(default)s)")
+    ca.add_argument("--concurrency", type=int, default=32,
+                    help="texts embedded at once through Triton (default: %(default)s)")
+    ca.add_argument("--out", type=Path, default=Path("eval_out"))
+    _add_triton_args(ca)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        # User mistakes (bad config, missing files) get one clear line, not a traceback.
+
+        if isinstance(e, user_error_types()):
+            print(f"router-svc: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "model":
+        from export.build import BuildOptions, build, quick_options, write_heldout
+
+        if args.model_command == "heldout":
+            for name, path in write_heldout(args.data_dir, args.out, args.seed).items():
+                print(f"{name}: {path}")
+            return 0
+        if args.quick:
+            build(quick_options(out_dir=args.out, data_dir=args.data_dir, seed=args.seed))
+            return 0
+        build(
+            BuildOptions(
+                backbone=args.backbone,
+                out_dir=args.out,
+                data_dir=args.data_dir,
+                epochs=args.epochs,
+                head_layers=args.head_layers,
+                seed=args.seed,
+                quantize=args.quantize,
+                limit=args.limit,
+                threads=args.threads,
+            )
+        )
+        return 0
+    if args.command == "eval":
+        from router_svc.ops.up import ServedModelOptions
+
+        served = ServedModelOptions(triton_url=args.triton_url, model_dir=args.model_dir,
+                                    model_name=args.model_name, int8=args.int8)
+        if args.eval_command == "cache":
+            import asyncio
+
+            from router_svc.ops.cache_eval import CacheEvalOptions, eval_served
+
+            asyncio.run(eval_served(CacheEvalOptions(
+                pairs=args.pairs, threshold=args.threshold, min_precision=args.min_precision,
+                concurrency=args.concurrency, out=args.out, served=served)))
+            return 0
+        from export import evaluate
+
+        if args.eval_command == "category":
+            return evaluate.main(evaluate.CategoryEvalOptions(
+                data=args.data, threshold=args.threshold, out=args.out, served=served))
+        return evaluate.main(evaluate.PiiEvalOptions(
+            data=args.data, threshold=args.threshold, presidio=args.presidio, out=args.out,
+            served=served))
+    if args.command == "check-config":
+        from router_svc.config.loading import load_config
+
+        cfg = load_config(args.config)
+        for w in cfg.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        print(
+            f"{args.config}: OK ({len(cfg.categories)} categories, "
+            f"{len(cfg.model_config)} models, default_model {cfg.default_model})"
+        )
+        return 0
+    if args.command == "serve":
+        from router_svc.ops.serve import serve
+
+        return serve(args.config)
+    if args.command == "extproc":
+        from router_svc.ops.serve import serve
+
+        return serve(args.config, extproc=True, extproc_port=args.port)
+    if args.command == "up":
+        from router_svc.ops.up import UpOptions, up
+
+        return up(UpOptions(
+            config=args.config, port=args.port, model_dir=args.model_dir,
+            data_dir=args.data_dir, int8=args.int8, triton_url=args.triton_url,
+            no_backends=args.no_backends, backend_base_port=args.backend_base_port))
+    raise AssertionError(args.command)
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions the command line reports as one clear line (user mistakes, not bugs)."""
+    from export.backbone import BackboneError
+    from export.build import BuildError
+    from export.data import DataError
+    from router_svc.classify.tokenization import TokenizerError
+    from router_svc.config.loading import ConfigError
+    from router_svc.triton.client import ModelContractError, TritonError
+    from router_svc.triton.launcher import TritonStartError
+
+    return (ConfigError, BuildError, BackboneError, DataError, TokenizerError,
+            ModelContractError, TritonError, TritonStartError, FileNotFoundError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,520 @@
+"""BIO decoding, word growth, thresholds, windows over long texts, redaction."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from router_svc.classify.pii import (
+    PiiEntity,
+    decode_bio,
+    merge_windows,
+    redact,
+    softmax,
+    window_spans,
+)
+from router_svc.labels import PII_TAGS
+
+TAGS = list(PII_TAGS)
+SPECIAL = (0, 0)
+
+
+def offsets_of(text: str, pieces: list[str]) -> list[tuple[int, int]]:
+    """Character spans of ``pieces`` found left to right in ``text`` (a stand-in tokenizer)."""
+    out, pos = [], 0
+    for p in pieces:
+        start = text.index(p, pos)
+        out.append((start, start + len(p)))
+        pos = start + len(p)
+    return out
+
+
+def probs_for(tags: list[str], p: float | list[float] = 0.9) -> np.ndarray:
+    """One row per token: ``p`` on the given tag, the rest spread evenly over the others."""
+    ps = [p] * len(tags) if isinstance(p, float) else p
+    rows = np.full((len(tags), len(TAGS)), 0.0)
+    for i, (t, q) in enumerate(zip(tags, ps, strict=True)):
+        rows[i, :] = (1 - q) / (len(TAGS) - 1)
+        rows[i, TAGS.index(t)] = q
+    return rows
+
+
+def decode(text: str, pieces: list[str], tags: list[str], p=0.9, threshold=0.5, special=True):
+    offs = offsets_of(text, pieces)
+    if special:  # [CLS] ... [SEP], tagged as if they were PII: they must be skipped
+        offs = [SPECIAL, *offs, SPECIAL]
+        tags = ["B-PERSON", *tags, "I-PERSON"]
+        p = p if isinstance(p, float) else [0.99, *p, 0.99]
+    return decode_bio(probs_for(tags, p), offs, TAGS, text, threshold)
+
+
+def spans(ents: list[PiiEntity]) -> list[tuple[str, str]]:
+    return [(e.type, e.text) for e in ents]
+
+
+# --------------------------------------------------------------------------- BIO decoding
+
+
+def test_b_then_i_is_one_entity_and_special_tokens_are_skipped() -> None:
+    text = "My name is John Smith and I live here"
+    pieces = text.split()
+    tags = ["O", "O", "O", "B-PERSON", "I-PERSON", "O", "O", "O", "O"]
+    ents = decode(text, pieces, tags, p=[0.9, 0.9, 0.9, 0.8, 0.6, 0.9, 0.9, 0.9, 0.9])
+    assert len(ents) == 1
+    e = ents[0]
+    assert (e.type, e.start, e.end, e.text) == ("PERSON", 11, 21, "John Smith")
+    assert text[e.start : e.end] == e.text
+    assert e.score == pytest.approx(0.7)  # mean of 0.8 and 0.6
+
+
+def test_lenient_i_without_b_starts_an_entity() -> None:
+    text = "mail alice@example.org now"
+    ents = decode(text, ["mail", "alice@example.org", "now"], ["O", "I-EMAIL_ADDRESS", "O"])
+    assert spans(ents) == [("EMAIL_ADDRESS", "alice@example.org")]
+
+
+def test_i_of_another_type_starts_a_new_entity() -> None:
+    text = "Bob Acme"
+    ents = decode(text, ["Bob", "Acme"], ["B-PERSON", "I-ORGANIZATION"])
+    assert spans(ents) == [("PERSON", "Bob"), ("ORGANIZATION", "Acme")]
+
+
+def test_i_after_o_starts_a_new_entity_and_b_b_is_two() -> None:
+    text = "Ann and Bob Cy"
+    ents = decode(text, ["Ann", "and", "Bob", "Cy"], ["I-PERSON", "O", "B-PERSON", "B-PERSON"])
+    # B B on adjacent words is one name split by a stray B- tag: joined (measured: +F1)
+    assert spans(ents) == [("PERSON", "Ann"), ("PERSON", "Bob Cy")]
+
+
+def test_argmax_picks_the_tag() -> None:
+    text = "Paris"
+    row = np.full((1, len(TAGS)), 0.01)
+    row[0, TAGS.index("B-GPE")] = 0.55
+    row[0, TAGS.index("B-PERSON")] = 0.35
+    [e] = decode_bio(row, [(0, 5)], TAGS, text, 0.5)
+    assert e.type == "GPE" and e.score == pytest.approx(0.55)
+
+
+def test_phone_number_that_passes_luhn_is_a_credit_card() -> None:
+    for number, kind in (("4111 1111 1111 1111", "CREDIT_CARD"),  # 16 digits, Luhn valid
+                         ("4111-1111-1111-1111", "CREDIT_CARD"),
+                         ("4047737215142", "CREDIT_CARD"),  # 13 digits
+                         ("4111 1111 1111 1112", "PHONE_NUMBER"),  # fails Luhn
+                         ("+1 555 123 4567", "PHONE_NUMBER"),  # 11 digits
+                         ("4111 1111 1111 11x1", "PHONE_NUMBER")):  # not digits only
+        text = f"call {number} today"
+        [e] = decode(text, ["call", number, "today"], ["O", "B-PHONE_NUMBER", "O"])
+        assert (e.type, e.text) == (kind, number)
+
+
+def _rows(text_pieces: int, tagged: dict[int, dict[str, float]]) -> np.ndarray:
+    """Rows of ``text_pieces`` tokens, "O" at 1.0 except the given {token: {tag: p}} rows."""
+    rows = np.zeros((text_pieces, len(TAGS)))
+    rows[:, TAGS.index("O")] = 1.0
+    for k, ps in tagged.items():
+        rows[k, :] = 0.0
+        for tag, q in ps.items():
+            rows[k, TAGS.index(tag)] = q
+    return rows
+
+
+def test_a_run_of_mixed_types_is_one_span_of_its_likeliest_type_and_keeps_the_others() -> None:
+    text = "card 4000 1234 5678 9010 thanks"  # not a valid card number (Luhn)
+    rows = _rows(6, {1: {"B-CREDIT_CARD": 0.6, "B-PHONE_NUMBER": 0.35, "O": 0.05},
+                     2: {"I-PHONE_NUMBER": 0.5, "I-CREDIT_CARD": 0.45, "O": 0.05},
+                     3: {"I-CREDIT_CARD": 0.7, "I-PHONE_NUMBER": 0.25, "O": 0.05},
+                     4: {"I-PHONE_NUMBER": 0.52, "I-CREDIT_CARD": 0.43, "O": 0.05}})
+    ents = decode_bio(rows, offsets_of(text, text.split()), TAGS, text, 0.5)
+    # The argmax alone: CREDIT_CARD, PHONE_NUMBER, CREDIT_CARD, PHONE_NUMBER pieces. Viterbi
+    # reads the run as one card number; the phone-number pieces stay reported for policies.
+    assert ("CREDIT_CARD", "4000 1234 5678 9010") in spans(ents)
+    assert [e.text for e in ents if e.type == "CREDIT_CARD"] == ["4000 1234 5678 9010"]
+    assert {e.text for e in ents if e.type == "PHONE_NUMBER"} == {"1234", "9010"}
+    card = next(e for e in ents if e.type == "CREDIT_CARD")
+    assert card.score == pytest.approx((0.6 + 0.45 + 0.7 + 0.43) / 4)  # its own tags' mean
+
+
+def test_a_type_viterbi_drops_is_kept_from_the_argmax() -> None:
+    # "alice@intranet" is no valid e-mail address, so no syntax check settles the type.
+    text = "mail alice@intranet now"
+    pieces = ["mail", "alice", "@", "intra", "net", "now"]
+    inside = {"I-EMAIL_ADDRESS": 0.5, "I-ORGANIZATION": 0.45, "O": 0.05}
+    rows = _rows(6, {1: {"B-ORGANIZATION": 0.6, "B-EMAIL_ADDRESS": 0.05, "O": 0.35},
+                     **{k: inside for k in range(2, 5)}})
+    ents = decode_bio(rows, offsets_of(text, pieces), TAGS, text, 0.45)
+    # Viterbi prefers ORGANIZATION for the whole run; the argmax's e-mail address stays.
+    assert ("ORGANIZATION", "alice@intranet") in spans(ents)
+    assert ("EMAIL_ADDRESS", "alice@intranet") in spans(ents)
+
+
+def test_a_value_that_passes_its_types_check_drops_other_readings_of_its_span() -> None:
+    text = "mail alice@example.org now"
+    pieces = ["mail", "alice", "@", "example", ".", "org", "now"]
+    inside = {"I-EMAIL_ADDRESS": 0.5, "I-ORGANIZATION": 0.45, "O": 0.05}
+    rows = _rows(7, {1: {"B-ORGANIZATION": 0.6, "B-EMAIL_ADDRESS": 0.05, "O": 0.35},
+                     **{k: inside for k in range(2, 6)}})
+    ents = decode_bio(rows, offsets_of(text, pieces), TAGS, text, 0.45)
+    assert spans(ents) == [("EMAIL_ADDRESS", "alice@example.org")]
+
+
+@pytest.mark.parametrize(("value", "tag", "kind"), [
+    ("48.90.248.226", "B-DOMAIN_NAME", "IP_ADDRESS"),  # an IPv4 address read as a domain
+    ("2001:db8::8a2e:370:7334", "B-PHONE_NUMBER", "IP_ADDRESS"),
+    ("48.90.248", "B-PHONE_NUMBER", "PHONE_NUMBER"),  # three parts: not an address
+    ("300.1.1.1", "B-DOMAIN_NAME", "DOMAIN_NAME"),  # 300 is no octet
+])
+def test_a_value_that_parses_as_an_ip_address_is_one(value: str, tag: str, kind: str) -> None:
+    text = f"ping {value} now"
+    [e] = decode(text, ["ping", value, "now"], ["O", tag, "O"])
+    assert (e.type, e.text) == (kind, value)
+
+
+def test_card_and_iban_checks_settle_a_span_read_two_ways() -> None:
+    card = "503802053770"  # 12 digits, Luhn valid (Maestro): too short for the phone rule
+    iban = "DE89 3704 0044 0532 0130 00"  # mod 97 valid
+    for value, right, wrong in ((card, "CREDIT_CARD", "PHONE_NUMBER"),
+                                (iban, "IBAN_CODE", "US_DRIVER_LICENSE")):
+        text = f"use {value} please"
+        rows = _rows(5, {1: {f"B-{right}": 0.5, f"B-{wrong}": 0.45, "O": 0.05},
+                         2: {f"I-{wrong}": 0.6, f"I-{right}": 0.35, "O": 0.05}})
+        half = len(value) // 2
+        n = len(value)
+        offs = [(0, 3), (4, 4 + half), (4 + half, 4 + n), (5 + n, 11 + n), (0, 0)]
+        ents = decode_bio(rows, offs, TAGS, text, 0.3)
+        assert spans(ents) == [(right, value)], value
+    bad = "4111 1111 1111 1112"  # fails Luhn: both readings stay
+    text = f"use {bad} please"
+    rows = _rows(5, {1: {"B-CREDIT_CARD": 0.5, "B-PHONE_NUMBER": 0.45, "O": 0.05},
+                     2: {"I-PHONE_NUMBER": 0.6, "I-CREDIT_CARD": 0.35, "O": 0.05}})
+    offs = [(0, 3), (4, 13), (13, 23), (24, 30), (0, 0)]
+    assert {t for t, _ in spans(decode_bio(rows, offs, TAGS, text, 0.3))} == {
+        "CREDIT_CARD", "PHONE_NUMBER"}
+
+
+def test_connectors_at_the_edge_of_a_name_are_left_out() -> None:
+    text = "ask Marrero and Park and Mann, or Clark, Romero and Hall"
+    pieces = ["ask", "Marrero", "and", "Park", "and", "Mann", ",", "or", "Clark", ",", "Romero",
+              "and", "Hall"]
+    tags = ["O", "B-PERSON", "I-PERSON", "O", "O", "B-PERSON", "O", "B-ORGANIZATION",
+            "I-ORGANIZATION", "I-ORGANIZATION", "I-ORGANIZATION", "I-ORGANIZATION",
+            "I-ORGANIZATION"]
+    assert spans(decode(text, pieces, tags)) == [
+        ("PERSON", "Marrero"), ("PERSON", "Mann"), ("ORGANIZATION", "Clark, Romero and Hall")]
+    # a lone "and" tagged as a name is none, and does not join the names around it
+    text = "Usamov and Bowers"
+    assert spans(decode(text, ["Usamov", "and", "Bowers"], ["B-PERSON"] * 3)) == [
+        ("PERSON", "Usamov"), ("PERSON", "Bowers")]
+
+
+def test_a_name_leaves_out_a_possessive_and_a_stray_character_after_it() -> None:
+    text = "roberto's tribute to Yuri Bulgakov \u05d2\u20ac\u201c sadly"
+    pieces = ["roberto", "'", "s", "tribute", "to", "Yuri", "Bulgakov", "\u05d2", "\u20ac",
+              "\u201c", "sadly"]
+    tags = ["B-PERSON", "I-PERSON", "I-PERSON", "O", "O", "B-PERSON", "I-PERSON", "I-PERSON",
+            "I-PERSON", "O", "O"]
+    assert spans(decode(text, pieces, tags)) == [("PERSON", "roberto"), ("PERSON", "Yuri Bulgakov")]
+    text = "Ask \u03a3\u03c5\u03b3\u03b3\u03c1\u03bf\u03cd now"  # a whole Greek name stays
+    [e] = decode(text, ["Ask", text[4:11], "now"], ["O", "B-PERSON", "O"])
+    assert e.text == text[4:11]
+
+
+def test_values_without_what_their_type_needs_are_dropped() -> None:
+    text = "IBAN: DE89370400440532013000, card # 4111111111111111 & Animation"
+    pieces = ["IBAN", ":", "DE89370400440532013000", ",", "card", "#", "4111111111111111", "&",
+              "Animation"]
+    tags = ["B-IBAN_CODE", "O", "B-IBAN_CODE", "O", "O", "B-CREDIT_CARD", "B-CREDIT_CARD",
+            "B-TITLE", "O"]
+    assert spans(decode(text, pieces, tags)) == [
+        ("IBAN_CODE", "DE89370400440532013000"), ("CREDIT_CARD", "4111111111111111")]
+
+
+def test_a_name_split_at_an_initial_is_one_name_without_a_title_inside() -> None:
+    text = "verses from Faina D. Yefremova and Sari J. Paavolainen today"
+    pieces = ["verses", "from", "Faina", "D", ".", "Yefremova", "and", "Sari", "J", ".",
+              "Paavolainen", "today"]
+    tags = ["O", "O", "B-PERSON", "I-PERSON", "O", "B-PERSON", "O", "B-PERSON", "B-TITLE",
+            "I-TITLE", "B-PERSON", "O"]
+    assert spans(decode(text, pieces, tags)) == [
+        ("PERSON", "Faina D. Yefremova"), ("PERSON", "Sari J. Paavolainen")]
+    # ". " after a whole word ends a sentence: two names
+    text = "ask Anna. Bob knows"
+    assert spans(decode(text, ["ask", "Anna", ".", "Bob", "knows"],
+                        ["O", "B-PERSON", "O", "B-PERSON", "O"])) == [
+        ("PERSON", "Anna"), ("PERSON", "Bob")]
+
+
+def test_a_url_keeps_its_closing_slash() -> None:
+    text = "see https://www.ArtistMovie.se/ now"
+    pieces = ["see", "https", ":", "/", "/", "www", ".", "ArtistMovie", ".", "se", "/", "now"]
+    tags = ["O", "B-DOMAIN_NAME"] + ["I-DOMAIN_NAME"] * 8 + ["O", "O"]
+    assert spans(decode(text, pieces, tags)) == [("DOMAIN_NAME", "https://www.ArtistMovie.se/")]
+    text = "see www.example.com/ now"  # no scheme: a host, the slash is not part of it
+    pieces = ["see", "www", ".", "example", ".", "com", "/", "now"]
+    tags = ["O", "B-DOMAIN_NAME"] + ["I-DOMAIN_NAME"] * 4 + ["O", "O"]
+    assert spans(decode(text, pieces, tags)) == [("DOMAIN_NAME", "www.example.com")]
+
+
+def test_i_opening_a_run_counts_as_its_b() -> None:
+    text = "ask Johnson today"
+    rows = _rows(4, {1: {"I-PERSON": 0.5, "B-GPE": 0.3, "I-GPE": 0.2},
+                     2: {"I-PERSON": 0.4, "I-GPE": 0.6}})
+    # I-PERSON then I-GPE breaks the scheme. At the run's start B-GPE + I-GPE (0.5) ties
+    # I-PERSON's 0.5, and GPE goes on at 0.6: Viterbi reads one GPE.
+    ents = decode_bio(rows, offsets_of(text, ["ask", "John", "son", "today"]), TAGS, text, 0.3)
+    assert ("GPE", "Johnson") in spans(ents)
+
+
+def _brute_force(logp: np.ndarray, tags: list[str]) -> float:
+    """The best score over every tag sequence in which I-X only follows B-X or I-X."""
+    best = -np.inf
+    for path in itertools.product(range(len(tags)), repeat=len(logp)):
+        prev = "O"
+        ok = True
+        for t in path:
+            if tags[t].startswith("I-") and prev[2:] != tags[t][2:]:
+                ok = False
+                break
+            prev = tags[t]
+        if ok:
+            best = max(best, sum(logp[i, t] for i, t in enumerate(path)))
+    return best
+
+
+def test_viterbi_finds_the_best_valid_sequence() -> None:
+    from router_svc.classify.pii import _bio_scheme, _viterbi
+
+    tags = ["O", "B-A", "I-A", "B-B", "I-B"]
+    scheme = _bio_scheme(tuple(tags))
+    rng = np.random.default_rng(0)
+    for n in range(1, 5):
+        for _ in range(30):
+            logp = np.log(rng.dirichlet(np.ones(len(tags)) * 0.5, size=n) + 1e-12)
+            path = _viterbi(logp, scheme)
+            prev = "O"
+            for t in path:  # valid ...
+                assert not tags[t].startswith("I-") or prev[2:] == tags[t][2:], path
+                prev = tags[t]
+            # ... and the best
+            got = sum(logp[i, t] for i, t in enumerate(path))
+            assert got == pytest.approx(_brute_force(logp, tags))
+
+
+# --------------------------------------------------------------------------- words
+
+
+def test_subword_tagged_on_first_piece_covers_the_word() -> None:
+    text = "ask Johnson today"
+    # WordPiece: "johnson" -> "john", "##son" (offsets touch)
+    ents = decode(text, ["ask", "John", "son", "today"], ["O", "B-PERSON", "O", "O"])
+    assert spans(ents) == [("PERSON", "Johnson")]
+
+
+def test_subword_tagged_on_last_piece_grows_left() -> None:
+    text = "ask Johnson today"
+    ents = decode(text, ["ask", "John", "son", "today"], ["O", "O", "I-PERSON", "O"])
+    assert spans(ents) == [("PERSON", "Johnson")]
+
+
+def test_each_subword_b_tagged_is_one_entity() -> None:
+    text = "ask Johnson today"
+    ents = decode(text, ["ask", "John", "son", "today"], ["O", "B-PERSON", "B-PERSON", "O"])
+    assert spans(ents) == [("PERSON", "Johnson")]
+
+
+def test_email_split_on_punctuation_is_kept_whole() -> None:
+    text = "write to john.doe@example.com today"
+    pieces = ["write", "to", "john", ".", "doe", "@", "example", ".", "com", "today"]
+    tags = ["O", "O", "B-EMAIL_ADDRESS"] + ["O"] * 7
+    assert spans(decode(text, pieces, tags)) == [("EMAIL_ADDRESS", "john.doe@example.com")]
+
+
+def test_growth_leaves_edge_punctuation_out() -> None:
+    text = "I am (Smith), really."
+    pieces = ["I", "am", "(", "Smith", ")", ",", "really", "."]
+    tags = ["O", "O", "O", "B-PERSON", "O", "O", "O", "O"]
+    [e] = decode(text, pieces, tags)
+    assert e.text == "Smith" and text[e.start : e.end] == "Smith"
+    tags = ["O", "O", "B-PERSON", "I-PERSON", "I-PERSON", "O", "O", "O"]
+    # ... and edge punctuation the model tagged is trimmed too (gold spans never carry it)
+    assert spans(decode(text, pieces, tags)) == [("PERSON", "Smith")]
+
+
+def test_score_ignores_tokens_added_by_growth() -> None:
+    text = "ask Johnson today"
+    ents = decode(
+        text, ["ask", "John", "son", "today"], ["O", "B-PERSON", "O", "O"], p=[0.9, 0.8, 0.99, 0.9]
+    )
+    assert ents[0].score == pytest.approx(0.8)
+
+
+# --------------------------------------------------------------------------- threshold, shape
+
+
+def test_threshold_keeps_equal_and_drops_lower() -> None:
+    text = "Ann Bob"
+    ents = decode(text, ["Ann", "Bob"], ["B-PERSON", "B-PERSON"], p=[0.7, 0.69], threshold=0.7)
+    assert spans(ents) == [("PERSON", "Ann")]
+
+
+def test_padding_rows_are_ignored_and_bad_shapes_raise() -> None:
+    text = "Ann"
+    probs = probs_for(["B-PERSON", "B-PERSON", "B-PERSON"])  # 1 token + 2 padding rows
+    assert spans(decode_bio(probs, [(0, 3)], TAGS, text, 0.5)) == [("PERSON", "Ann")]
+    assert decode_bio(probs, [], TAGS, text, 0.5) == []
+    with pytest.raises(ValueError):
+        decode_bio(probs, [(0, 3)] * 4, TAGS, text, 0.5)
+    with pytest.raises(ValueError):
+        decode_bio(probs[:, :5], [(0, 3)], TAGS, text, 0.5)
+
+
+def test_all_o_gives_nothing() -> None:
+    assert decode("nothing here", ["nothing", "here"], ["O", "O"]) == []
+
+
+# --------------------------------------------------------------------------- windows
+
+
+@pytest.mark.parametrize("n", [0, 1, 255, 256, 257, 448, 449, 1000, 5000])
+@pytest.mark.parametrize(("window", "stride"), [(256, 192), (256, 256), (64, 1), (10, 7)])
+def test_window_spans_cover_everything(n: int, window: int, stride: int) -> None:
+    ws = window_spans(n, window, stride)
+    if n == 0:
+        assert ws == []
+        return
+    assert ws[0][0] == 0 and ws[-1][1] == n
+    assert all(0 <= s < e <= n and e - s <= window for s, e in ws)
+    assert all(b[0] <= a[1] for a, b in itertools.pairwise(ws))  # no gaps
+    assert all(b[0] > a[0] for a, b in itertools.pairwise(ws))  # progress
+    covered = np.zeros(n, bool)
+    for s, e in ws:
+        covered[s:e] = True
+    assert covered.all()
+
+
+def test_window_spans_rejects_gaps() -> None:
+    with pytest.raises(ValueError):
+        window_spans(100, 10, 11)
+    with pytest.raises(ValueError):
+        window_spans(100, 0, 0)
+
+
+def test_long_text_pii_near_the_end_found_once_after_merging() -> None:
+    n = 5000
+    words = [f"w{i}" for i in range(n)]
+    # PII inside the overlap of the last two windows, and one straddling a window edge
+    words[4800], words[4801] = "Ada", "Lovelace"
+    words[4862:4866] = ["4111", "1111", "1111", "1111"]
+    text = " ".join(words)
+    offsets = offsets_of(text, words)
+    tags = ["O"] * n
+    tags[4800:4802] = ["B-PERSON", "I-PERSON"]
+    tags[4862:4866] = ["B-CREDIT_CARD"] + ["I-CREDIT_CARD"] * 3
+    probs = probs_for(tags, 0.95)
+
+    windows = window_spans(n, 256, 192)
+    assert windows[-2:] == [(4608, 4864), (4744, 5000)]
+    per_window = [decode_bio(probs[s:e], offsets[s:e], TAGS, text, 0.5) for s, e in windows]
+    assert sum(len(w) for w in per_window) == 4  # PERSON twice, the card (part + whole)
+
+    merged = merge_windows(per_window)
+    assert spans(merged) == [("PERSON", "Ada Lovelace"), ("CREDIT_CARD", "4111 1111 1111 1111")]
+    assert all(text[e.start : e.end] == e.text for e in merged)
+
+
+def test_merge_windows_keeps_max_score_and_types_apart() -> None:
+    text = "Ada Lovelace works at Acme"
+    a = PiiEntity("PERSON", 0, 3, "Ada", 0.8)
+    b = PiiEntity("PERSON", 0, 12, "Ada Lovelace", 0.9)
+    c = PiiEntity("ORGANIZATION", 4, 12, "Lovelace", 0.75)
+    d = PiiEntity("ORGANIZATION", 22, 26, "Acme", 0.7)
+    merged = merge_windows([[a, d], [b, c], []])
+    assert merged == [
+        PiiEntity("PERSON", 0, 12, "Ada Lovelace", 0.9),
+        PiiEntity("ORGANIZATION", 4, 12, "Lovelace", 0.75),
+        d,
+    ]
+    assert merged[0].text == text[0:12]
+    # overlapping partial spans become their union with the text stitched together
+    x = PiiEntity("PERSON", 0, 8, text[0:8], 0.6)
+    y = PiiEntity("PERSON", 4, 12, text[4:12], 0.7)
+    assert merge_windows([[x], [y]]) == [PiiEntity("PERSON", 0, 12, "Ada Lovelace", 0.7)]
+
+
+# --------------------------------------------------------------------------- redaction
+
+
+def test_redact_replaces_right_to_left() -> None:
+    text = "Mail ann@x.io or call 555-0100."
+    ents = [
+        PiiEntity("EMAIL_ADDRESS", 5, 13, "ann@x.io", 0.9),
+        PiiEntity("PHONE_NUMBER", 22, 30, "555-0100", 0.9),
+    ]
+    assert redact(text, ents) == "Mail <EMAIL_ADDRESS> or call <PHONE_NUMBER>."
+    assert redact(text, reversed(ents)) == "Mail <EMAIL_ADDRESS> or call <PHONE_NUMBER>."
+    assert redact(text, []) == text
+
+
+def test_redact_overlapping_spans_leave_no_fragment() -> None:
+    text = "Contact John Smith Acme Corp today"
+    person = PiiEntity("PERSON", 8, 18, "John Smith", 0.8)
+    org = PiiEntity("ORGANIZATION", 13, 28, "Smith Acme Corp", 0.9)
+    assert redact(text, [person, org]) == "Contact <ORGANIZATION> today"
+    nested = PiiEntity("PERSON", 13, 18, "Smith", 0.95)
+    assert redact(text, [org, nested]) == "Contact John <PERSON> today"
+    touching = [PiiEntity("PERSON", 8, 12, "John", 0.9), PiiEntity("PERSON", 12, 18, " Smith", 0.9)]
+    assert redact(text, touching) == "Contact <PERSON><PERSON> Acme Corp today"
+
+
+def test_redact_keeps_unicode_around_spans() -> None:
+    text = "👋 مرحبا Ann 🇫🇷"
+    start = text.index("Ann")
+    assert (
+        redact(text, [PiiEntity("PERSON", start, start + 3, "Ann", 0.9)]) == "👋 مرحبا <PERSON> 🇫🇷"
+    )
+
+
+# --------------------------------------------------------------------------- softmax
+
+
+def test_softmax_is_stable_and_normalised() -> None:
+    logits = np.array([[1000.0, 1000.0, -1000.0], [0.0, 1.0, 2.0]], dtype=np.float32)
+    p = softmax(logits, axis=-1)
+    assert p.dtype == np.float32
+    assert np.all(np.isfinite(p)) and np.allclose(p.sum(axis=-1), 1.0)
+    assert np.allclose(p[0], [0.5, 0.5, 0.0], atol=1e-6)
+    assert np.allclose(softmax(logits.T, axis=0), p.T)
+    assert np.allclose(softmax(np.array([1, 1])), [0.5, 0.5])
+
+
+def test_a_phone_span_over_words_is_split_and_its_parts_joined() -> None:
+    text = "Hungary 34796\n(37) 788-063-Office\\,07700 063 966-Fax and 082 490 1693 now"
+    pieces = ["Hungary", "34796", "(", "37", ")", "788", "-", "063", "-", "Office", "\\", ",",
+              "07700", "063", "966", "-", "Fax", "and", "082", "490", "1693", "now"]
+    tags = (["O", "O", "O", "B-PHONE_NUMBER", "O", "B-PHONE_NUMBER"]
+            + ["I-PHONE_NUMBER"] * 11 + ["O", "B-PHONE_NUMBER", "I-PHONE_NUMBER",
+                                        "B-PHONE_NUMBER", "O"])
+    assert spans(decode(text, pieces, tags)) == [
+        ("PHONE_NUMBER", "(37) 788-063"), ("PHONE_NUMBER", "07700 063 966"),
+        ("PHONE_NUMBER", "082 490 1693")]
+    text = "call +41 (0)69 979 80 58 or +1 555 0100"
+    pieces = ["call", "+", "41", "(", "0", ")", "69", "979", "80", "58", "or", "+", "1", "555",
+              "0100"]
+    tags = ["O", "O", "B-PHONE_NUMBER"] + ["I-PHONE_NUMBER"] * 6 + ["I-PHONE_NUMBER", "O", "O",
+                                                                    "B-PHONE_NUMBER",
+                                                                    "I-PHONE_NUMBER",
+                                                                    "I-PHONE_NUMBER"]
+    assert spans(decode(text, pieces, tags)) == [
+        ("PHONE_NUMBER", "+41 (0)69 979 80 58"), ("PHONE_NUMBER", "+1 555 0100")]
+
+
+def test_person_and_organization_spans_a_space_apart_are_one() -> None:
+    text = "Berkshire Hathaway bought a house in Aalborg NO from Ann Lee, Bob"
+    pieces = ["Berkshire", "Hathaway", "bought", "a", "house", "in", "Aalborg", "NO", "from",
+              "Ann", "Lee", ",", "Bob"]
+    tags = ["B-ORGANIZATION", "B-ORGANIZATION", "O", "O", "O", "O", "B-GPE", "B-GPE", "O",
+            "B-PERSON", "B-PERSON", "O", "B-PERSON"]
+    assert spans(decode(text, pieces, tags)) == [  # a city and its region stay two places
+        ("ORGANIZATION", "Berkshire Hathaway"), ("GPE", "Aalborg"), ("GPE", "NO"),
+        ("PERSON", "Ann Lee"), ("PERSON", "Bob")]

@@ -1,0 +1,134 @@
+"""The Router pipeline with a fake classifier: parse, classify, select, PII policy. No Triton."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from router_svc.classify.batcher import QueueFull
+from router_svc.config.loading import EXAMPLE_CONFIG, Config, load_config
+from router_svc.core.errors import BadRequest, Overloaded, UnknownModel
+from router_svc.core.metrics import Metrics
+from router_svc.core.pipeline import ClassifierUnavailable, Router, classify_report
+from tests.fakes import FakeClassifier
+
+CARD = "4111 1111 1111 1111"
+
+
+def config(**changes) -> Config:
+    cfg = load_config(EXAMPLE_CONFIG)
+    for key, value in changes.items():
+        if key == "on_error_pii":
+            on = dataclasses.replace(cfg.classifier.on_error, pii=value)
+            cfg = dataclasses.replace(
+                cfg, classifier=dataclasses.replace(cfg.classifier, on_error=on))
+        else:
+            cfg = dataclasses.replace(cfg, **{key: value})
+    return cfg
+
+
+def router(cfg: Config | None = None, clf: FakeClassifier | None = None) -> Router:
+    cfg = cfg or config()
+    return Router(cfg, clf or FakeClassifier(), Metrics.create(models=list(cfg.model_config)),
+                  environ={})
+
+
+def chat(text: str, model: str = "auto", **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
+async def test_confident_category_picks_its_best_model() -> None:
+    r = await router().route("chat", chat("What is the derivative of x^3?"))
+    d = r.decision
+    assert (d.model, d.category, d.reason, d.action) == ("phi4", "math", "category", "route")
+    assert r.body["model"] == "phi4" and r.target is not None
+    assert r.target.base_url == "http://127.0.0.1:9101/v1"
+    assert r.headers()["x-router-model"] == "phi4" and r.pii_status == "checked"
+
+
+async def test_low_confidence_goes_to_the_default_model() -> None:
+    r = await router().route("chat", chat("hello there"))
+    assert r.decision.model == config().default_model
+    assert r.decision.reason != "category"
+
+
+async def test_pii_no_model_may_see_is_refused_without_a_target() -> None:
+    r = await router().route("chat", chat(f"derivative of my card {CARD}"))
+    assert r.decision.action == "reject" and r.target is None
+    assert r.rejection is not None
+    assert r.rejection["choices"][0]["finish_reason"] == "content_filter"
+    assert r.headers()["x-router-pii"] == "CREDIT_CARD"
+
+
+async def test_allowed_pii_is_routed_to_the_category_model() -> None:
+    r = await router().route("chat", chat("derivative question from ann@example.com"))
+    assert r.decision.model == "phi4" and r.decision.action == "route"  # phi4 allows e-mail
+
+
+async def test_redaction_replaces_exactly_the_value() -> None:
+    r = await router(config(pii_action="redact")).route(
+        "chat", chat(f"derivative, card {CARD} ok"))
+    assert r.decision.action == "redact"
+    assert r.body["messages"][0]["content"] == "derivative, card <CREDIT_CARD> ok"
+    assert CARD not in str(r.body)
+
+
+async def test_every_message_is_scanned_not_only_the_last() -> None:
+    body = {"model": "auto", "messages": [
+        {"role": "system", "content": f"card {CARD}"},
+        {"role": "user", "content": "the derivative of x^2?"}]}
+    clf = FakeClassifier()
+    r = await router(clf=clf).route("chat", body)
+    assert clf.calls == [("the derivative of x^2?", [f"card {CARD}", "the derivative of x^2?"])]
+    assert r.decision.action == "reject"
+    assert classify_report(r)["pii"][0]["role"] == "system"
+
+
+async def test_a_model_that_allows_all_pii_needs_no_classification() -> None:
+    cfg = config()
+    phi4 = cfg.model_config["phi4"]
+    policy = dataclasses.replace(phi4.pii_policy, allow_by_default=True)
+    cfg = dataclasses.replace(cfg, model_config={
+        **cfg.model_config, "phi4": dataclasses.replace(phi4, pii_policy=policy)})
+    clf = FakeClassifier()
+    r = await router(cfg, clf).route("chat", chat(f"card {CARD}", model="phi4"))
+    assert clf.calls == [] and r.pii_status == "skipped" and r.decision.model == "phi4"
+
+
+async def test_classifier_down_fails_closed_by_default() -> None:
+    with pytest.raises(ClassifierUnavailable) as e:
+        await router(clf=FakeClassifier(fail=ConnectionError("down"))).route(
+            "chat", chat("derivative"))
+    assert e.value.status == 503 and e.value.headers == {"x-router-pii-check": "unavailable"}
+
+
+async def test_classifier_down_with_allow_is_reported_unchecked() -> None:
+    cfg = config(on_error_pii="allow")
+    r = await router(cfg, FakeClassifier(fail=ConnectionError("down"))).route(
+        "chat", chat("derivative"))
+    assert r.pii_status == "unchecked" and r.headers()["x-router-pii-check"] == "unchecked"
+    assert r.decision.model == cfg.default_model
+
+
+async def test_a_full_queue_is_429_not_a_classifier_outage() -> None:
+    with pytest.raises(Overloaded):
+        await router(clf=FakeClassifier(fail=QueueFull("full"))).route("chat", chat("hi"))
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    (chat("hi", model="gpt-9"), UnknownModel),
+    (chat("\ud800"), BadRequest),
+    ({"model": "auto", "messages": "hi"}, BadRequest),
+])
+async def test_client_mistakes_are_4xx(body, error) -> None:
+    with pytest.raises(error) as e:
+        await router().route("chat", body)
+    assert 400 <= e.value.status < 500
+
+
+async def test_completion_prompt_list_is_classified_joined() -> None:
+    clf = FakeClassifier()
+    r = await router(clf=clf).route("completion", {"model": "auto",
+                                                   "prompt": ["the derivative", "of x"]})
+    assert clf.calls[0][0] == "the derivative of x" and r.decision.model == "phi4"

@@ -1,0 +1,45 @@
+"""Stand-ins for the model, for unit tests of the decision path without Triton."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+
+from router_svc.classify.classifier import Classification
+from router_svc.classify.pii import PiiEntity
+
+CARD = re.compile(r"\b\d{4}(?:[ -]\d{4}){3}\b")
+EMAIL = re.compile(r"[\w.]+@[\w.]+\.\w+")
+# keyword -> (category, confidence); the first found in the category text wins
+TOPICS = {"derivative": ("math", 0.9), "contract": ("law", 0.85), "hello": ("other", 0.3)}
+DIM = 8
+
+
+def embedding_of(text: str) -> np.ndarray:
+    """A unit vector that is the same for the same text and unrelated for others."""
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+class FakeClassifier:
+    """Scripted signals in place of the model: a category from keywords, PII from regular
+    expressions (card numbers, e-mail addresses), an embedding from the text's hash.
+    ``fail`` makes every call raise it, as a Triton outage would."""
+
+    def __init__(self, fail: BaseException | None = None) -> None:
+        self.fail = fail
+        self.calls: list[tuple[str, list[str]]] = []
+
+    async def classify(self, category_text: str, segments: list[str]) -> Classification:
+        self.calls.append((category_text, list(segments)))
+        if self.fail is not None:
+            raise self.fail
+        category, confidence = next(
+            (v for k, v in TOPICS.items() if k in category_text.lower()), ("other", 0.1))
+        pii = [[PiiEntity(kind, m.start(), m.end(), m.group(), 0.99)
+                for kind, rx in (("CREDIT_CARD", CARD), ("EMAIL_ADDRESS", EMAIL))
+                for m in rx.finditer(s)] for s in segments]
+        return Classification(category, confidence, embedding_of(category_text), pii)
