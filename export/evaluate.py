@@ -32,6 +32,25 @@ class CategoryEvalOptions:
     threshold: float = 0.6  # the routing confidence threshold to report against
     out: Path = DEFAULT_OUT  # category.json, the confusion matrix, category_errors.jsonl
     served: ServedModelOptions = field(default_factory=ServedModelOptions)
+    preamble: bool = False  # each question after PREAMBLE
+
+
+# A generic instruction of about 200 tokens, of the kind chat clients put before a question:
+# it says nothing about any category, so the category must come from the question after it.
+PREAMBLE = (
+    "You are a careful, friendly assistant helping a user who is working through a set of "
+    "questions. Read the question below attentively before you answer. Think about what is "
+    "being asked, which facts or steps are needed, and whether anything in the question is "
+    "ambiguous; if it is, say which reading you chose and why. Keep your explanation clear "
+    "and well organised: start with a one-sentence answer, then give the reasoning in short "
+    "numbered steps, and end with a brief summary the user could copy into their notes. Do "
+    "not invent sources or quotations, and say so plainly when you are not sure. Use plain "
+    "language, define any technical term the first time you use it, and keep the whole "
+    "answer under three hundred words unless the user asks for more detail. If the question "
+    "offers several options, name the option you pick and explain briefly why each of the "
+    "others is wrong. Be polite, be honest, and do not repeat the question back to the user. "
+    "Here is the question:"
+)
 
 
 @dataclass(frozen=True)
@@ -182,7 +201,8 @@ async def eval_category(opts: CategoryEvalOptions) -> str:
     async with served_classifier(opts.served) as clf:
         cats = clf.categories
         t = time.perf_counter()
-        res = await classify_all(clf, [(e.text, []) for e in examples], "category")
+        texts = [f"{PREAMBLE}\n\n{e.text}" if opts.preamble else e.text for e in examples]
+        res = await classify_all(clf, [(text, []) for text in texts], "category")
         secs = time.perf_counter() - t
         off_res = await classify_all(clf, [(o, []) for o in off], "off-topic")
     idx = {c: i for i, c in enumerate(cats)}
@@ -206,7 +226,8 @@ async def eval_category(opts: CategoryEvalOptions) -> str:
     off_conf = np.array([r.confidence for r in off_res])
     th = opts.threshold
     summary = {
-        "rows": len(examples), "skipped_rows": rep.skipped, "accuracy": acc,
+        "rows": len(examples), "skipped_rows": rep.skipped, "preamble": opts.preamble,
+        "accuracy": acc,
         "macro_f1": float(np.mean(f1)), "ece": float(ece), "threshold": th,
         "share_above_threshold": float((conf >= th).mean()),
         "accuracy_above_threshold": float(correct[conf >= th].mean()) if (conf >= th).any() else 0,

@@ -228,7 +228,8 @@ async def part_a(args, session, prog, targets: dict[str, tuple[str, dict]],
 
 
 async def part_b(args, session, prog, client, router_url: str, texts: list[str],
-                 rows) -> list[dict]:
+                 rows, base_url: str | None = None) -> list[dict]:
+    """``base_url``: the router of ``--baseline-root``, a fourth side ('router@base auto')."""
     auto_bodies = [json.dumps(chat_body("auto", t, args.max_tokens)).encode() for t in texts]
     single = [(rows.ids[i][None, :], rows.mask[i][None, :]) for i in range(len(rows))]
     batched = make_batches(rows, args.triton_batch) if args.triton_batch > 0 else []
@@ -245,6 +246,10 @@ async def part_b(args, session, prog, client, router_url: str, texts: list[str],
             http_sender(session, f"{router_url}/v1/chat/completions", statuses=statuses),
             auto_bodies, args.concurrency, args.duration, args.warmup, tick),
     }
+    if base_url:
+        sides["router@base auto"] = lambda tick: closed_loop(
+            http_sender(session, f"{base_url}/v1/chat/completions", statuses=Counter()),
+            auto_bodies, args.concurrency, args.duration, args.warmup, tick)
     if batched:
         sides[f"triton batch {args.triton_batch}"] = lambda tick: closed_loop(
             triton_send, batched, 2, args.duration, args.warmup, tick,
@@ -414,6 +419,13 @@ async def run(args, out: Output) -> dict[str, list[dict]]:
         timeout = aiohttp.ClientTimeout(total=120)
         async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
             with progress() as prog:
+                base_url = None
+                if args.baseline_root:
+                    bcfg = router_config(url, args.model_dir / "tokenizer.json",
+                                         backend_url, free_port())
+                    base, base_url = start_router_proc(work, bcfg, "router-base",
+                                                       root=args.baseline_root)
+                    stack.callback(base.stop)
                 if "a" in args.part_set:
                     fwd, fwd_url = start_forwarder(work, backend_url)
                     stack.callback(fwd.stop)
@@ -424,12 +436,7 @@ async def run(args, out: Output) -> dict[str, list[dict]]:
                         targets["litellm"] = (f"{litellm_url}/v1/chat/completions",
                                               litellm_auth)
                     pids = {"router": router.proc.pid, "forwarder": fwd.proc.pid}
-                    if args.baseline_root:
-                        bcfg = router_config(url, args.model_dir / "tokenizer.json",
-                                             backend_url, free_port())
-                        base, base_url = start_router_proc(work, bcfg, "router-base",
-                                                           root=args.baseline_root)
-                        stack.callback(base.stop)
+                    if base_url:
                         targets["router@base"] = (f"{base_url}/v1/chat/completions", {})
                         pids["router@base"] = base.proc.pid
                     results["a"] = await part_a(args, session, prog, targets, texts, pids)
@@ -440,7 +447,7 @@ async def run(args, out: Output) -> dict[str, list[dict]]:
                     try:
                         await client.load_model_info()
                         results["b"] = await part_b(args, session, prog, client, router_url,
-                                                    texts, rows)
+                                                    texts, rows, base_url)
                     finally:
                         await client.close()
                 if "d" in args.part_set:

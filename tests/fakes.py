@@ -10,7 +10,7 @@ import numpy as np
 from router_svc.classify.classifier import Classification
 from router_svc.classify.pii import PiiEntity
 
-CARD = re.compile(r"\b\d{4}(?:[ -]\d{4}){3}\b")
+CARD = re.compile(r"\b\d{4}(?:[\s-]\d{4}){3}\b")
 EMAIL = re.compile(r"[\w.]+@[\w.]+\.\w+")
 # keyword -> (category, confidence); the first found in the category text wins
 TOPICS = {"derivative": ("math", 0.9), "contract": ("law", 0.85), "hello": ("other", 0.3)}

@@ -30,7 +30,7 @@ class Classification:
 @dataclass(frozen=True)
 class RowPlan:
     rows: list[Window]
-    category_row: int
+    category_rows: list[int]  # the windows of the text that decides the category
     segment_rows: list[list[int]]  # per segment, the row index of each of its windows
 
 
@@ -38,23 +38,39 @@ def plan_rows(category_windows: list[Window], segment_windows: list[list[Window]
               category_segment: int | None) -> RowPlan:
     """Lay out the model rows for one request: one job for the batcher.
 
-    The rows are every window of every text segment (for PII) plus the row that decides the
-    category and the cache embedding (the last user turn, first window). When that turn fits
-    in one window, its segment row serves both purposes.
+    The rows are every window of every text segment (for PII) and every window of the text
+    that decides the category and keys the cache (the last user turn), which are the same
+    rows when that turn is one segment.
     """
     rows: list[Window] = []
     segment_rows: list[list[int]] = []
-    category_row = -1
-    for i, wins in enumerate(segment_windows):
-        idx = list(range(len(rows), len(rows) + len(wins)))
+    for wins in segment_windows:
+        segment_rows.append(list(range(len(rows), len(rows) + len(wins))))
         rows += wins
-        segment_rows.append(idx)
-        if i == category_segment and len(wins) == 1:
-            category_row = idx[0]
-    if category_row < 0:
-        category_row = len(rows)
-        rows.append(category_windows[0])
-    return RowPlan(rows, category_row, segment_rows)
+    if category_segment is not None:
+        category_rows = segment_rows[category_segment]
+    else:
+        category_rows = list(range(len(rows), len(rows) + len(category_windows)))
+        rows += category_windows
+    return RowPlan(rows, category_rows, segment_rows)
+
+
+def pool_category(outputs: list[RowOutput]) -> tuple[int, float, np.ndarray]:
+    """The category of a text read in windows, and its cache embedding.
+
+    The category is the most confident window's: a question after a long generic preamble
+    is decided by the question, not averaged away by the preamble. The embedding is the
+    mean of the windows' (normalised), so the cache key covers the whole text.
+    """
+    probs = [softmax(o.category_logits.astype(np.float64), axis=-1) for o in outputs]
+    best_window = max(range(len(probs)), key=lambda k: float(probs[k].max()))
+    best = int(np.argmax(probs[best_window]))
+    if len(outputs) == 1:
+        embedding = np.asarray(outputs[0].embedding, dtype=np.float32)
+    else:
+        mean = np.mean([np.asarray(o.embedding, dtype=np.float32) for o in outputs], axis=0)
+        embedding = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+    return best, float(probs[best_window][best]), embedding
 
 
 class Classifier:
@@ -81,9 +97,7 @@ class Classifier:
 
     def decode(self, plan: RowPlan, outputs: list[RowOutput],
                segments: list[str]) -> Classification:
-        cat_out = outputs[plan.category_row]
-        probs = softmax(cat_out.category_logits.astype(np.float64), axis=-1)
-        best = int(np.argmax(probs))
+        best, confidence, embedding = pool_category([outputs[r] for r in plan.category_rows])
         pii: list[list[PiiEntity]] = []
         for text, rows in zip(segments, plan.segment_rows, strict=True):
             per_window = [
@@ -92,9 +106,5 @@ class Classifier:
                 for r in rows
             ]
             pii.append(merge_windows(per_window))
-        return Classification(
-            category=self.categories[best],
-            confidence=float(probs[best]),
-            embedding=np.asarray(cat_out.embedding, dtype=np.float32),
-            pii=pii,
-        )
+        return Classification(category=self.categories[best], confidence=confidence,
+                              embedding=embedding, pii=pii)

@@ -127,6 +127,10 @@ def _check_sections(ctx: Ctx, s: dict[str, Any]) -> None:
             "extproc.port",
             f"{ext.port} is also listen.port; the gRPC and HTTP front doors need a port each",
         )
+    for i, pp in enumerate(ext.passthrough_paths):
+        if not pp.startswith("/") or "?" in pp:
+            ctx.error(f"extproc.passthrough_paths[{i}]",
+                      f"{pp!r} is not a path; write it as the router reads it, e.g. /v1/models")
     pm = s["classifier"].pii_model
     if pm.window_stride > pm.window_tokens:
         # A stride longer than the window skips tokens between windows: PII there is never seen.

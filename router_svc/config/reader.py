@@ -188,6 +188,13 @@ def read_section(ctx: Ctx, raw: Any, path: str, cls: Any, ignored: Collection[st
         elif kind is Path:
             v = read_scalar(ctx, m, f.name, path, str, default)
             kw[f.name] = Path(v).expanduser() if isinstance(v, str) else v
+        elif get_origin(kind) is tuple:  # tuple[str, ...]: a list of strings
+            items = read_list(ctx, m, f.name, path) if f.name in m else list(default)
+            for i, item in enumerate(items):
+                if not isinstance(item, str):
+                    ctx.error(f"{join_path(path, f.name)}[{i}]",
+                              f"expected a string, got {describe_value(item)}")
+            kw[f.name] = tuple(i for i in items if isinstance(i, str))
         else:
             bounds = {k: f.metadata[k] for k in ("lo", "hi", "lo_open") if k in f.metadata}
             kw[f.name] = read_scalar(ctx, m, f.name, path, kind, default, **bounds)

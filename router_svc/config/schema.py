@@ -14,6 +14,7 @@ from typing import Any, Literal
 RoutingOnError = Literal["fail_closed", "default_model"]
 PiiOnError = Literal["block", "allow"]
 PiiAction = Literal["reject", "redact"]
+Unscannable = Literal["allow", "reject"]
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config.example.yaml"
 
@@ -66,6 +67,9 @@ class PiiModelConfig:
     threshold: float = _bounded(0.7, lo=0, hi=1)
     window_tokens: int = _bounded(128, lo=8)  # the length the PII head was trained on
     window_stride: int = _bounded(96, lo=1)
+    # Content the check cannot read (an image, audio, a file): always said in the answer's
+    # x-router-pii-check: partial; "reject" also refuses it for a model that may see no PII.
+    unscannable: Unscannable = "allow"
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,10 @@ class ExtProcConfig:
     message_timeout_s: float = _bounded(4.0, lo=0, lo_open=True)
     # On shutdown, streams in flight (an answer still streaming through Envoy) get this long.
     grace_s: float = _bounded(10.0, lo=0)
+    # Paths (as the router reads them: decoded, slashes merged) Envoy may send on to the
+    # default backend without a check. Any other path the router does not serve is a 404:
+    # nothing reaches a backend unread.
+    passthrough_paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,15 @@ class UnsupportedMediaType(RouterError):
     default_code = "unsupported_media_type"
 
 
+class UnscannableContent(RouterError):
+    """Content the PII check cannot read (an image, audio, a file) for a model that may see no
+    PII, refused by configuration (``classifier.pii_model.unscannable: reject``)."""
+
+    status = 400
+    type = "invalid_request_error"
+    default_code = "unscannable_content"
+
+
 class UnknownModel(RouterError):
     """404 with OpenAI's own code, so SDKs raise ``NotFoundError`` as they would upstream."""
 

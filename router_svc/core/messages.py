@@ -1,44 +1,30 @@
-"""OpenAI request bodies: validate, find the text to classify, write redactions back.
-
-No HTTP here: the front doors hand in the decoded JSON and render the ``BadRequest`` raised.
+"""OpenAI request bodies: validate, find every text to classify (``core.texts``), and the
+text that decides the category. No HTTP here: the doors render the ``BadRequest`` raised.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from router_svc.core.errors import BadRequest
+from router_svc.core.texts import JOINED, Path, Segment, apply_redactions, scan_body
 
 ALLOWED_ROLES: tuple[str, ...] = ("system", "developer", "user", "assistant", "tool", "function")
 
-# (message index, content-part index or None when the content is a plain string).
-# For completions: (prompt index, None); a string prompt is index 0.
-Location = tuple[int, int | None]
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One piece of text the router classifies, with where it lives in the body.
-
-    The location lets redaction replace exactly that string and leave everything else (image
-    parts, tool calls, unknown fields) untouched. Text is only type-checked, never normalised:
-    control characters, emoji and RTL text reach the classifier and the backend as sent.
-    """
-
-    text: str
-    role: str  # the message role; "prompt" for completions
-    location: Location
+__all__ = ["ALLOWED_ROLES", "ChatRequest", "CompletionRequest", "Path", "Segment",
+           "apply_redactions", "category_segments", "category_text", "last_user_text",
+           "parse_chat_request", "parse_completion_request", "text_segments", "usage_requested"]
 
 
 @dataclass(frozen=True)
 class ChatRequest:
     model: str
     stream: bool
-    segments: tuple[Segment, ...]  # every classifiable text, in message order
+    segments: tuple[Segment, ...]  # every text a model may read, in body order
     body: Mapping[str, Any]  # the client's body as parsed; never mutated here
+    unscannable: tuple[str, ...] = ()  # content the router cannot read (images, audio, files)
 
 
 @dataclass(frozen=True)
@@ -47,6 +33,7 @@ class CompletionRequest:
     stream: bool
     segments: tuple[Segment, ...]
     body: Mapping[str, Any]
+    unscannable: tuple[str, ...] = ()
 
 
 def _a(v: Any) -> str:
@@ -103,20 +90,19 @@ def _common(body: Any) -> tuple[str, bool]:
     return model, bool(stream)
 
 
-def _content_segments(i: int, role: str, content: Any, present: bool) -> list[Segment]:
+def _check_content(i: int, role: str, content: Any, present: bool) -> None:
     param = f"messages[{i}].content"
     if content is None:
         # Assistant turns that only call tools carry no content (missing or null).
         if role == "assistant":
-            return []
+            return
         if not present:
             raise BadRequest(f"Missing required parameter: '{param}'.", param=param)
         raise _invalid_type(param, "a string or an array of content parts", content)
     if isinstance(content, str):
-        return [Segment(content, role, (i, None))] if content else []
+        return
     if not isinstance(content, list):
         raise _invalid_type(param, "a string or an array of content parts", content)
-    out: list[Segment] = []
     for j, part in enumerate(content):
         p = f"{param}[{j}]"
         if not isinstance(part, dict):
@@ -124,21 +110,16 @@ def _content_segments(i: int, role: str, content: Any, present: bool) -> list[Se
         kind = part.get("type")
         if not isinstance(kind, str):
             raise _invalid_type(f"{p}.type", "a string", kind)
-        if kind != "text":
-            continue  # image_url, input_audio, file, refusal, ...: passed through untouched
         text = part.get("text")
-        if not isinstance(text, str):
+        if (kind == "text" or "text" in part) and not isinstance(text, str):
             raise _invalid_type(f"{p}.text", "a string", text)
-        if text:
-            out.append(Segment(text, role, (i, j)))
-    return out
 
 
 def parse_chat_request(body: Any) -> ChatRequest:
     """Validate a ``/v1/chat/completions`` body; ``BadRequest.param`` names the bad field.
 
-    Every role's text is a segment (system prompts, tool results and assistant history too):
-    PII can arrive through any of them, and the backend sees all of them.
+    Every text is a segment (system prompts, tool calls and results, assistant history, tool
+    descriptions...): PII can arrive through any of them, and the backend sees all of them.
     """
     model, stream = _common(body)
     messages = body.get("messages")
@@ -148,7 +129,6 @@ def parse_chat_request(body: Any) -> ChatRequest:
         raise _invalid_type("messages", "an array", messages)
     if not messages:
         raise BadRequest("'messages' must contain at least one message.", param="messages")
-    segments: list[Segment] = []
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
             raise _invalid_type(f"messages[{i}]", "an object", msg)
@@ -168,8 +148,9 @@ def parse_chat_request(body: Any) -> ChatRequest:
                 param=f"messages[{i}].role",
                 code="invalid_value",
             )
-        segments += _content_segments(i, role, msg.get("content"), "content" in msg)
-    return ChatRequest(model=model, stream=stream, segments=tuple(segments), body=body)
+        _check_content(i, role, msg.get("content"), "content" in msg)
+    scan = scan_body(body)
+    return ChatRequest(model, stream, scan.segments, body, scan.unscannable)
 
 
 def parse_completion_request(body: Any) -> CompletionRequest:
@@ -182,10 +163,7 @@ def parse_completion_request(body: Any) -> CompletionRequest:
     prompt = body.get("prompt")
     if prompt is None:
         raise BadRequest("Missing required parameter: 'prompt'.", param="prompt")
-    if isinstance(prompt, str):
-        segments = [Segment(prompt, "prompt", (0, None))] if prompt else []
-    elif isinstance(prompt, list):
-        segments = []
+    if isinstance(prompt, list):
         for i, p in enumerate(prompt):
             if not isinstance(p, str):
                 if isinstance(p, (int, list)) and not isinstance(p, bool):
@@ -196,63 +174,37 @@ def parse_completion_request(body: Any) -> CompletionRequest:
                         code="unsupported_prompt",
                     )
                 raise _invalid_type(f"prompt[{i}]", "a string", p)
-            if p:
-                segments.append(Segment(p, "prompt", (i, None)))
-    else:
+    elif not isinstance(prompt, str):
         raise _invalid_type("prompt", "a string or an array of strings", prompt)
-    return CompletionRequest(model=model, stream=stream, segments=tuple(segments), body=body)
+    suffix = body.get("suffix")
+    if suffix is not None and not isinstance(suffix, str):
+        raise _invalid_type("suffix", "a string", suffix)
+    scan = scan_body(body)
+    return CompletionRequest(model, stream, scan.segments, body, scan.unscannable)
 
 
 def text_segments(req: ChatRequest | CompletionRequest) -> list[Segment]:
-    """Every non-empty text of the request with its role and location, in order."""
+    """Every non-empty text of the request with its role and path, in body order."""
     return list(req.segments)
 
 
-def last_user_text(req: ChatRequest | CompletionRequest) -> str:
-    """The text that decides the category and keys the cache.
-
-    Chat: the text parts of the last ``user`` message joined by newlines; "" when there is no
-    user message or it has no text (an image-only turn): callers should then neither classify
-    nor cache on it. Completions: the prompt(s) joined by newlines.
-    """
+def category_segments(req: ChatRequest | CompletionRequest) -> list[Segment]:
+    """The texts that decide the category and key the cache: the content of the last ``user``
+    message (none when it has no text, e.g. an image-only turn: callers then neither
+    classify nor cache on it; older turns are not fallen back on); for completions the
+    prompt(s)."""
     if isinstance(req, CompletionRequest):
-        return "\n".join(s.text for s in req.segments)
-    # From the body, not the segments: an image-only last turn must not fall back to older text.
+        return [s for s in req.segments if s.path[0] == "prompt"]
     roles = [m["role"] for m in req.body["messages"]]
     last = max((i for i, r in enumerate(roles) if r == "user"), default=None)
     if last is None:
-        return ""
-    return "\n".join(s.text for s in req.segments if s.location[0] == last)
+        return []
+    return [s for s in req.segments
+            if s.path[:3] == ("messages", last, "content") and s.path[-1] != JOINED]
 
 
-def apply_redactions(body: Mapping[str, Any], replacements: Mapping[Location, str]) -> dict:
-    """A deep copy of ``body`` with the text at each location replaced.
-
-    Works for chat bodies (``messages``) and completion bodies (``prompt``); everything not
-    named in ``replacements`` is left as it was. A location that does not hold a string is a
-    programming error (it did not come from ``text_segments`` of this body): ``ValueError``.
-    """
-    out = copy.deepcopy(dict(body))
-    for (i, j), text in replacements.items():
-        if "messages" in out:
-            msg = out["messages"][i]
-            if j is None:
-                _check_str(msg.get("content"), (i, j))
-                msg["content"] = text
-            else:
-                part = msg["content"][j]
-                _check_str(part.get("text"), (i, j))
-                part["text"] = text
-        elif isinstance(out.get("prompt"), str) and (i, j) == (0, None):
-            out["prompt"] = text
-        elif isinstance(out.get("prompt"), list) and j is None:
-            _check_str(out["prompt"][i], (i, j))
-            out["prompt"][i] = text
-        else:
-            raise ValueError(f"location {(i, j)} is not a text of this request body")
-    return out
+def category_text(req: ChatRequest | CompletionRequest) -> str:
+    return "\n".join(s.text for s in category_segments(req))
 
 
-def _check_str(v: Any, loc: Location) -> None:
-    if not isinstance(v, str):
-        raise ValueError(f"location {loc} holds {_a(v)}, not text")
+last_user_text = category_text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,19 +21,30 @@ from router_svc.classify.classifier import Classification, Classifier
 from router_svc.classify.pii import PiiEntity, redact
 from router_svc.config.loading import Config
 from router_svc.core.endpoints import Kind
-from router_svc.core.errors import BadRequest, Overloaded, ServiceUnavailable, UnknownModel
+from router_svc.core.errors import (
+    BadRequest,
+    Overloaded,
+    ServiceUnavailable,
+    UnknownModel,
+    UnscannableContent,
+)
 from router_svc.core.messages import (
     ChatRequest,
     CompletionRequest,
     apply_redactions,
-    last_user_text,
     parse_chat_request,
     parse_completion_request,
 )
+from router_svc.core.messages import (
+    category_text as request_category_text,
+)
 from router_svc.core.metrics import Metrics
+from router_svc.core.normalize import Folded, fold
 from router_svc.core.selection import BackendTarget, Decision, pii_rejection_response, select_model
+from router_svc.core.texts import JOINED, Path, Segment, split_joined
 
-PiiStatus = Literal["checked", "skipped", "unchecked"]
+# partial: some content (an image, audio, a file) could not be read
+PiiStatus = Literal["checked", "partial", "skipped", "unchecked"]
 
 
 @dataclass
@@ -144,15 +156,18 @@ class Router:
         """The decision for one request. ``count_routing=False`` leaves the routing metric
         to the caller (``count_decision``), e.g. to count a cache hit as ``cache_hit``."""
         req = self.parse(kind, body)
-        _check_encodable(kind, req)
-        segments = [s.text for s in req.segments]
-        category_text = last_user_text(req) if kind == "chat" else " ".join(segments)
+        _check_encodable(req)
+        # The model reads look-alike characters as what they look like (core.normalize);
+        # entities are mapped back to the characters the client sent.
+        folded = [fold(s.text) for s in req.segments]
+        segments = [f.text for f in folded]
+        category_text = fold(request_category_text(req)).text
         cls: Classification | None = None
-        pii_status: PiiStatus = "checked"
+        pii_status: PiiStatus = "partial" if req.unscannable else "checked"
         t = time.perf_counter()
         if self.needs_classification(req) and (segments or category_text):
             try:
-                cls = await self.classify(category_text, segments)
+                cls = unfold(await self.classify(category_text, segments), folded)
             except ClassifierDown as e:
                 pii_status = self._on_classifier_down(req, e)
         elif not self.needs_classification(req):
@@ -165,8 +180,9 @@ class Router:
         if cls is None and req.model == self.config.routing.alias and not segments:
             category = None  # nothing to classify: default model
         decision = select_model(self.config, req.model, category, confidence, pii_types)
+        self._check_unscannable(req, decision)
         entities = [(i, e) for i, seg in enumerate(cls.pii if cls else []) for e in seg]
-        self._count(decision, entities)
+        self._count(decision, entities, req.segments)
         if count_routing:
             self.count_decision(decision)
 
@@ -186,6 +202,19 @@ class Router:
         routed.target = self.target_for(decision.model)
         return routed
 
+    def _check_unscannable(self, req: ChatRequest | CompletionRequest, d: Decision) -> None:
+        """Content the PII check cannot read, for a model that may see no PII at all, is
+        refused when ``classifier.pii_model.unscannable`` says so."""
+        if not req.unscannable or self.config.classifier.pii_model.unscannable != "reject":
+            return
+        policy = self.config.model_config[d.model].pii_policy
+        if policy.allow_by_default or policy.pii_types_allowed:
+            return
+        raise UnscannableContent(
+            f"The PII check cannot read {', '.join(req.unscannable)}, and model '{d.model}' "
+            "may see no PII (classifier.pii_model.unscannable: reject). Send text only, or "
+            "name a model whose pii_policy allows it.", param=req.unscannable[0].split(" ")[0])
+
     def _on_classifier_down(self, req: ChatRequest | CompletionRequest,
                             err: ClassifierDown) -> PiiStatus:
         on = self.config.classifier.on_error
@@ -204,24 +233,37 @@ class Router:
     @staticmethod
     def _redacted(req: ChatRequest | CompletionRequest, body: dict[str, Any],
                   entities: list[tuple[int, PiiEntity]], denied: frozenset[str]) -> dict:
-        replacements = {}
-        for i, seg in enumerate(req.segments):
-            mine = [e for j, e in entities if j == i and e.type in denied]
-            if mine:
-                replacements[seg.location] = redact(seg.text, mine)
+        by_path: dict[Path, list[PiiEntity]] = {}
+        texts = {seg.path: seg.text for seg in req.segments}
+        for i, e in entities:
+            if e.type not in denied:
+                continue
+            seg = req.segments[i]
+            if seg.path[-1] == JOINED:  # a value split across parts: redact each piece
+                for path, a, b in split_joined(seg, e.start, e.end):
+                    piece = PiiEntity(e.type, a, b, texts[path][a:b], e.score)
+                    by_path.setdefault(path, []).append(piece)
+            else:
+                by_path.setdefault(seg.path, []).append(e)
+        replacements = {path: redact(texts[path], mine) for path, mine in by_path.items()}
         return apply_redactions(body, replacements) if replacements else body
 
     def count_decision(self, d: Decision, reason: str | None = None) -> None:
         """The routing metric for one decision (``reason`` overrides the decision's)."""
         self.metrics.count_routing(d.category or "none", d.model, reason or d.reason)
 
-    def _count(self, d: Decision, entities: list[tuple[int, PiiEntity]]) -> None:
-        for _, e in entities:
+    def _count(self, d: Decision, entities: list[tuple[int, PiiEntity]],
+               segments: tuple[Segment, ...] = ()) -> None:
+        for i, e in entities:
+            seg = segments[i] if segments else None
+            if seg is not None and seg.path[-1] == JOINED \
+                    and len(split_joined(seg, e.start, e.end)) < 2:
+                continue  # found in its own part too: counted there
             action = d.action if e.type in d.denied_pii_types else "allow"
             self.metrics.count_pii(e.type, action)
 
 
-def _check_encodable(kind: Kind, req: ChatRequest | CompletionRequest) -> None:
+def _check_encodable(req: ChatRequest | CompletionRequest) -> None:
     """JSON can carry an unpaired surrogate (``"\\ud800"``), which is no text: the tokenizer
     cannot read it, and treating that as a classifier outage would answer 503 or, with
     ``on_error.pii: allow``, skip the PII check. It is the client's mistake: 400."""
@@ -229,15 +271,24 @@ def _check_encodable(kind: Kind, req: ChatRequest | CompletionRequest) -> None:
         try:
             s.text.encode("utf-8")
         except UnicodeEncodeError as e:
-            i, j = s.location
-            if kind == "chat":
-                param = f"messages[{i}].content" + ("" if j is None else f"[{j}].text")
-            else:
-                param = "prompt" if isinstance(req.body.get("prompt"), str) else f"prompt[{i}]"
             raise BadRequest(
-                f"Invalid text in '{param}': it contains an unpaired surrogate "
+                f"Invalid text in '{s.param}': it contains an unpaired surrogate "
                 f"({e.object[e.start:e.end]!a}) at character {e.start}; send valid Unicode.",
-                param=param, code="invalid_value") from None
+                param=s.param, code="invalid_value") from None
+
+
+def unfold(cls: Classification, folded: list[Folded]) -> Classification:
+    """Entities found in folded texts, with spans and text of the originals."""
+    if all(f.identity for f in folded):
+        return cls
+    pii = []
+    for seg, f in zip(cls.pii, folded, strict=True):
+        out = []
+        for e in seg:
+            a, b = f.span(e.start, e.end) if e.end > e.start else (e.start, e.end)
+            out.append(PiiEntity(e.type, a, b, f.original[a:b], e.score))
+        pii.append(out)
+    return dataclasses.replace(cls, pii=pii)
 
 
 def classify_report(routed: Routed) -> dict[str, Any]:
@@ -251,7 +302,7 @@ def classify_report(routed: Routed) -> dict[str, Any]:
         "pii": [
             {"type": e.type, "text": e.text, "start": e.start, "end": e.end,
              "score": round(e.score, 4), "role": segs[i].role,
-             "message_index": segs[i].location[0]}
+             "message_index": segs[i].message_index, "path": segs[i].param}
             for i, e in routed.entities
         ],
         "pii_check": routed.pii_status,

@@ -5,6 +5,7 @@ The request-body checks live here too, so both doors refuse the same bodies alik
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,3 +149,21 @@ def backend_error(e: UpstreamError) -> BackendError:
     err = e.body.get("error", {}) if isinstance(e.body, dict) else {}
     return BackendError(e.status, str(err.get("message", "backend error")),
                         type=err.get("type"), code=err.get("code"), param=err.get("param"))
+
+
+def models_answer(alias: str, models: Iterable[str], now: int) -> LocalAnswer:
+    """``GET /v1/models``: the routing alias and every configured model."""
+    data = [{"id": m, "object": "model", "created": now, "owned_by": "router-svc"}
+            for m in (alias, *models)]
+    return LocalAnswer(json_body={"object": "list", "data": data})
+
+
+def not_served(path: str) -> RouterError:
+    """A path the router does not serve: 404, never forwarded unchecked."""
+    if path.rstrip("/").endswith("/responses"):
+        return RouterError(
+            "The Responses API (/v1/responses) is not supported by this router yet; send the "
+            "request to /v1/chat/completions.", status=404, type="invalid_request_error",
+            code="not_found")
+    return RouterError(f"This router does not serve {path}.", status=404,
+                       type="invalid_request_error", code="not_found")

@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     ec = esub.add_parser("category", help="accuracy, macro-F1, confusion matrix, calibration")
     ec.add_argument("--data", type=Path, required=True)
     ec.add_argument("--threshold", type=float, default=0.6)
+    ec.add_argument("--preamble", action="store_true",
+                    help="put each question after a generic ~200-token instruction, as long "
+                         "chat prompts do: the category must still be the question's")
     ec.add_argument("--out", type=Path, default=Path("eval_out"))
     _add_triton_args(ec)
     ep = esub.add_parser("pii", help="entity-level precision/recall/F1 per type")
@@ -185,7 +188,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if args.eval_command == "category":
             return evaluate.main(evaluate.CategoryEvalOptions(
-                data=args.data, threshold=args.threshold, out=args.out, served=served))
+                data=args.data, threshold=args.threshold, out=args.out, served=served,
+                preamble=args.preamble))
         return evaluate.main(evaluate.PiiEvalOptions(
             data=args.data, threshold=args.threshold, presidio=args.presidio, out=args.out,
             served=served))

@@ -20,6 +20,7 @@ from router_svc.core.messages import (
     parse_completion_request,
     text_segments,
 )
+from router_svc.core.texts import JOINED
 
 
 def chat(*messages: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -130,14 +131,21 @@ def test_all_roles_and_segments_with_locations() -> None:
     req = parse_chat_request(body)
     assert isinstance(req, ChatRequest) and req.model == "auto" and req.stream is True
     assert text_segments(req) == [
-        Segment("You are terse.", "system", (0, None)),
-        Segment("Answer in English.", "developer", (1, 0)),
-        Segment("What is on", "user", (2, 0)),
-        Segment("this?", "user", (2, 2)),
-        Segment("Card 4111 1111 1111 1111 on file", "tool", (4, None)),
-        Segment("Your card is on file.", "assistant", (5, None)),
-        Segment("legacy result", "function", (6, None)),
+        Segment("You are terse.", "system", ("messages", 0, "content")),
+        Segment("Answer in English.", "developer", ("messages", 1, "content", 0, "text")),
+        Segment("What is on", "user", ("messages", 2, "content", 0, "text")),
+        Segment("this?", "user", ("messages", 2, "content", 2, "text")),
+        Segment("What is on\nthis?", "user", ("messages", 2, "content", JOINED),
+                ((("messages", 2, "content", 0, "text"), 0),
+                 (("messages", 2, "content", 2, "text"), 11))),
+        Segment("f", "assistant", ("messages", 3, "tool_calls", 0, "function", "name")),
+        Segment("Card 4111 1111 1111 1111 on file", "tool", ("messages", 4, "content")),
+        Segment("Your card is on file.", "assistant", ("messages", 5, "content")),
+        Segment("f", "function", ("messages", 6, "name")),
+        Segment("legacy result", "function", ("messages", 6, "content")),
     ]
+    assert req.unscannable == ("messages[2].content[1] (image_url)",
+                               "messages[8].content[0] (input_audio)")
     assert req.body is body  # nothing copied, nothing changed
 
 
@@ -172,10 +180,10 @@ def test_last_user_text_is_the_last_user_turn() -> None:
 def test_completion_prompts() -> None:
     req = parse_completion_request({"model": "phi4", "prompt": "Say hi"})
     assert isinstance(req, CompletionRequest) and req.stream is False
-    assert text_segments(req) == [Segment("Say hi", "prompt", (0, None))]
+    assert text_segments(req) == [Segment("Say hi", "prompt", ("prompt",))]
     assert last_user_text(req) == "Say hi"
     req = parse_completion_request({"model": "phi4", "prompt": ["a", "", "c"], "stream": True})
-    assert [s.location for s in text_segments(req)] == [(0, None), (2, None)]
+    assert [s.path for s in text_segments(req)] == [("prompt", 0), ("prompt", 2)]
     assert last_user_text(req) == "a\nc" and req.stream
 
 
@@ -200,9 +208,9 @@ def test_redaction_write_back_keeps_everything_else() -> None:
     out = apply_redactions(
         body,
         {
-            (0, None): "Mail <EMAIL_ADDRESS> if stuck.",
-            (1, 0): "My card is <CREDIT_CARD>",
-            (2, None): "SSN <US_SSN>",
+            ("messages", 0, "content"): "Mail <EMAIL_ADDRESS> if stuck.",
+            ("messages", 1, "content", 0, "text"): "My card is <CREDIT_CARD>",
+            ("messages", 2, "content"): "SSN <US_SSN>",
         },
     )
     assert body == before  # the input is untouched
@@ -221,24 +229,25 @@ def test_redaction_write_back_keeps_everything_else() -> None:
 
 def test_redaction_of_completion_prompts() -> None:
     assert (
-        apply_redactions({"model": "m", "prompt": "a@b.c"}, {(0, None): "<E>"})["prompt"] == "<E>"
+        apply_redactions({"model": "m", "prompt": "a@b.c"}, {("prompt",): "<E>"})["prompt"]
+        == "<E>"
     )
-    out = apply_redactions({"model": "m", "prompt": ["x", "a@b.c"]}, {(1, None): "<E>"})
+    out = apply_redactions({"model": "m", "prompt": ["x", "a@b.c"]}, {("prompt", 1): "<E>"})
     assert out["prompt"] == ["x", "<E>"]
 
 
 def test_redaction_rejects_locations_that_are_not_text() -> None:
     body = chat(user([IMAGE]))
-    with pytest.raises(ValueError, match="not text"):
-        apply_redactions(body, {(0, 0): "x"})
+    with pytest.raises(ValueError, match="no text"):
+        apply_redactions(body, {("messages", 0, "content", 0): "x"})
     with pytest.raises(ValueError):
-        apply_redactions({"model": "m", "prompt": "p"}, {(0, 1): "x"})
+        apply_redactions({"model": "m", "prompt": "p"}, {("prompt", 1): "x"})
 
 
 def test_redaction_round_trip_through_segments() -> None:
     body = chat(user([{"type": "text", "text": "call 555-0100"}, IMAGE]), user("ok"))
     req = parse_chat_request(body)
-    repl = {s.location: s.text.replace("555-0100", "<PHONE_NUMBER>") for s in text_segments(req)}
+    repl = {s.path: s.text.replace("555-0100", "<PHONE_NUMBER>") for s in text_segments(req)}
     out = parse_chat_request(apply_redactions(req.body, repl))
     assert [s.text for s in text_segments(out)] == ["call <PHONE_NUMBER>", "ok"]
     assert out.body["messages"][0]["content"][1] == IMAGE
@@ -264,5 +273,5 @@ def test_unicode_and_control_characters_pass_through(text: str) -> None:
     assert [s.text for s in text_segments(req)] == [text, text]
     assert last_user_text(req) == text
     # untouched through a (no-op) redaction and back to JSON
-    out = apply_redactions(req.body, {(1, None): text})
+    out = apply_redactions(req.body, {("messages", 1, "content"): text})
     assert json.loads(json.dumps(out)) == body

@@ -8,7 +8,7 @@ import pytest
 
 from router_svc.classify.batcher import QueueFull
 from router_svc.config.loading import EXAMPLE_CONFIG, Config, load_config
-from router_svc.core.errors import BadRequest, Overloaded, UnknownModel
+from router_svc.core.errors import BadRequest, Overloaded, UnknownModel, UnscannableContent
 from router_svc.core.metrics import Metrics
 from router_svc.core.pipeline import ClassifierUnavailable, Router, classify_report
 from tests.fakes import FakeClassifier
@@ -131,4 +131,55 @@ async def test_completion_prompt_list_is_classified_joined() -> None:
     clf = FakeClassifier()
     r = await router(clf=clf).route("completion", {"model": "auto",
                                                    "prompt": ["the derivative", "of x"]})
-    assert clf.calls[0][0] == "the derivative of x" and r.decision.model == "phi4"
+    assert clf.calls[0][0] == "the derivative\nof x" and r.decision.model == "phi4"
+
+
+async def test_a_card_split_across_parts_is_found_and_each_piece_redacted() -> None:
+    body = {"model": "auto", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "derivative, my card 4111 1111"},
+        {"type": "text", "text": "1111 1111 thanks"}]}]}
+    r = await router().route("chat", body)
+    assert r.decision.action == "reject" and "CREDIT_CARD" in r.decision.pii_types
+    red = await router(config(pii_action="redact")).route("chat", body)
+    parts = red.body["messages"][0]["content"]
+    assert parts[0]["text"] == "derivative, my card <CREDIT_CARD>"
+    assert parts[1]["text"] == "<CREDIT_CARD> thanks"
+
+
+async def test_look_alike_digits_are_found_and_the_original_characters_redacted() -> None:
+    card = "４１１１ １１１１ １１１１ １１１１"
+    r = await router(config(pii_action="redact")).route(
+        "chat", chat(f"derivative of x, card {card}\u200b!"))
+    assert r.decision.pii_types == frozenset({"CREDIT_CARD"})
+    assert r.body["messages"][0]["content"] == "derivative of x, card <CREDIT_CARD>\u200b!"
+    (_, e), = r.entities
+    assert e.text == card
+
+
+async def test_tool_call_arguments_stay_json_when_redacted() -> None:
+    import json
+
+    args = json.dumps({"card": "4111 1111 1111 1111", "amount": 3})
+    body = {"model": "auto", "messages": [
+        {"role": "user", "content": "derivative please"},
+        {"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
+                                              "function": {"name": "pay", "arguments": args}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "done"}]}
+    r = await router(config(pii_action="redact")).route("chat", body)
+    sent = r.body["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(sent) == {"card": "<CREDIT_CARD>", "amount": 3}
+
+
+async def test_unscannable_content_is_partial_or_refused_as_configured() -> None:
+    body = {"model": "auto", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is the derivative here"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}
+    r = await router().route("chat", body)
+    assert r.pii_status == "partial" and r.headers()["x-router-pii-check"] == "partial"
+    cfg = config()
+    pm = dataclasses.replace(cfg.classifier.pii_model, unscannable="reject")
+    cfg = dataclasses.replace(cfg, classifier=dataclasses.replace(cfg.classifier, pii_model=pm))
+    with pytest.raises(UnscannableContent) as e:  # phi4 allows e-mail: only a no-PII model
+        await router(cfg).route("chat", {**body, "model": "mistral-small3.1"})
+    assert e.value.status == 400 and "image_url" in e.value.message
+    assert (await router(cfg).route("chat", body)).decision.model == "phi4"

@@ -28,8 +28,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from multidict import CIMultiDict
 
-from router_svc.core.endpoints import CLIENT_GONE, ENDPOINTS
-from router_svc.core.errors import RouterError
+from router_svc.core.endpoints import CLIENT_GONE, ENDPOINTS, BadPath, canonical_path
+from router_svc.core.errors import BadRequest, RouterError
 from router_svc.doors.extproc.proto import (
     ROUTING_HEADERS,
     common,
@@ -45,7 +45,7 @@ from router_svc.doors.extproc.proto import (
     trailers_reply,
 )
 from router_svc.doors.extproc.response import ResponseWatch
-from router_svc.flow.answers import error_answer, media_type
+from router_svc.flow.answers import error_answer, media_type, models_answer, not_served
 from router_svc.flow.request import Exchange, Local
 from router_svc.flow.runtime import Runtime
 
@@ -94,13 +94,24 @@ class EnvoyRequest:
 
     async def on_request_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
         self.headers = header_map(msg)
-        path = self.headers.get(":path", "").split("?", 1)[0]
         spoofed = [h for h in ROUTING_HEADERS if h in self.headers]
+        method = self.headers.get(":method", "").upper()
+        try:  # every spelling of a path is read as the backend would read it
+            path = canonical_path(self.headers.get(":path", ""))
+        except BadPath as e:
+            return self.answer(Local(error_answer(BadRequest(
+                f"The request path cannot be read one way only ({e}).")), "bad_path"))
         endpoint = ENDPOINTS.get(path)
-        if endpoint is None:  # not ours: unchanged, and no more messages for this request
-            return request_headers_reply(common(remove=spoofed, clear_route_cache=bool(spoofed)),
-                                         pass_through_mode())
-        if self.headers.get(":method", "").upper() != "POST":
+        if endpoint is None:
+            config = self.runtime.config
+            if path in config.extproc.passthrough_paths:  # unchanged, no more messages
+                return request_headers_reply(
+                    common(remove=spoofed, clear_route_cache=bool(spoofed)), pass_through_mode())
+            if path == "/v1/models" and method == "GET":
+                return self.answer(Local(models_answer(
+                    config.routing.alias, config.model_config, int(time.time())), "models"))
+            return self.answer(Local(error_answer(not_served(path)), "not_found"))
+        if method != "POST":
             err = RouterError("Method Not Allowed", status=405, type="invalid_request_error")
             return self.answer(Local(error_answer(err, {"Allow": "POST"}), "method_not_allowed"))
         flow = self.runtime.flow

@@ -29,6 +29,8 @@ from router_svc.flow.answers import (
     backend_error,
     error_answer,
     error_reason,
+    models_answer,
+    not_served,
     parse_json_object,
 )
 from router_svc.flow.request import Exchange, Forward, Local, Outcome
@@ -242,13 +244,14 @@ async def cache_invalidate(request: web.Request) -> web.Response:
     return web.json_response({"partition": partition, "removed": removed})
 
 
-async def models(request: web.Request) -> web.Response:
+async def models(request: web.Request) -> web.StreamResponse:
     cfg = request.app[RUNTIME].config
-    now = int(time.time())
-    data = [{"id": cfg.routing.alias, "object": "model", "created": now, "owned_by": "router-svc"}]
-    data += [{"id": name, "object": "model", "created": now, "owned_by": "router-svc"}
-             for name in cfg.model_config]
-    return web.json_response({"object": "list", "data": data})
+    return await render(request, models_answer(cfg.routing.alias, cfg.model_config,
+                                               int(time.time())))
+
+
+async def responses(request: web.Request) -> web.Response:
+    raise not_served(request.path)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -284,6 +287,7 @@ def create_app(config: Config, *, runtime: Runtime | None = None,
     app.router.add_post(CHAT.path, chat_completions)
     app.router.add_post(COMPLETION.path, completions)
     app.router.add_get("/v1/models", models)
+    app.router.add_route("*", "/v1/responses", responses)
     app.router.add_post("/api/v1/classify", classify)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)

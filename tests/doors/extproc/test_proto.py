@@ -175,9 +175,11 @@ def test_request_edit_sets_body_length_and_routing_headers():
 # ---------------------------------------------------------------- request headers
 
 
-def door() -> Runtime:
+def door(passthrough: tuple[str, ...] = ()) -> Runtime:
     """A runtime that was never started: enough for what is decided at the headers."""
-    rt = Runtime(load_config(EXAMPLE_CONFIG))
+    cfg = load_config(EXAMPLE_CONFIG)
+    cfg = replace(cfg, extproc=replace(cfg.extproc, passthrough_paths=passthrough))
+    rt = Runtime(cfg)
     rt.flow = RequestFlow(None, rt.cache, rt.metrics)  # type: ignore[arg-type]
     return rt
 
@@ -188,13 +190,44 @@ def request_headers(method: str, path: str, extra=(), end_of_stream=False) -> pb
     return pb.ProcessingRequest(request_headers=msg)
 
 
-async def test_other_paths_pass_through_and_lose_spoofed_routing_headers():
-    ex = EnvoyRequest(door())
-    r = await ex.handle(request_headers("GET", "/v1/models", [(SELECTED_MODEL, "phi4")]))
+async def test_passthrough_paths_pass_and_lose_spoofed_routing_headers():
+    ex = EnvoyRequest(door(passthrough=("/v1/embeddings",)))
+    r = await ex.handle(request_headers("POST", "/v1//embeddings/", [(SELECTED_MODEL, "phi4")]))
     c = r.request_headers.response
     assert list(c.header_mutation.remove_headers) == [SELECTED_MODEL] and c.clear_route_cache
     assert r.mode_override.request_body_mode == Mode.NONE
     assert ex.exchange is None
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/v1/responses", "/V1/CHAT/COMPLETIONS",
+                                  "/admin", "/v1/chat/completions/extra"])
+async def test_any_other_path_is_404_and_never_forwarded(path):
+    r = await EnvoyRequest(door()).handle(request_headers("POST", path))
+    ir = r.immediate_response
+    assert ir.status.code == 404
+    err = json.loads(immediate_body(ir))["error"]
+    assert err["code"] == "not_found" and err["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("path", ["/v1/%63hat/completions", "//v1//chat/completions",
+                                  "/v1/./chat/completions/", "/v1/x/../chat/completions?a=1",
+                                  "/v1\\chat\\completions"])
+async def test_spellings_of_a_generation_path_are_that_path(path):
+    r = await EnvoyRequest(door()).handle(request_headers(
+        "POST", path, [("content-type", "application/json")]))
+    assert r.WhichOneof("response") == "request_headers"
+    assert r.mode_override.request_body_mode == Mode.BUFFERED  # read and checked like any
+
+
+async def test_an_escaped_slash_is_refused():
+    r = await EnvoyRequest(door()).handle(request_headers("POST", "/v1/chat%2Fcompletions"))
+    assert r.immediate_response.status.code == 400
+
+
+async def test_models_are_listed_by_the_router_itself():
+    r = await EnvoyRequest(door()).handle(request_headers("GET", "/v1/models", end_of_stream=True))
+    ids = [m["id"] for m in json.loads(immediate_body(r.immediate_response))["data"]]
+    assert ids[0] == "auto" and "phi4" in ids
 
 
 async def test_generation_request_asks_for_the_body_and_drops_spoofed_headers():

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+import yarl
 from aiohttp import web
 
 from router_svc.config.loading import parse_config
@@ -180,8 +181,46 @@ async def test_explicit_model_and_completions_endpoint(envoy_stack, backends):
     assert req.path == "/v1/completions" and req.body["model"] == "gemma3:27b"
 
 
-async def test_other_paths_pass_through_to_the_default_backend(envoy_stack, backends):
+async def test_models_are_the_routers_list_and_reach_no_backend(envoy_stack, backends):
     stack = await envoy_stack()
+    ids = [m.id for m in (await client(stack.url).models.list()).data]
+    assert ids[0] == "auto" and set(ids[1:]) == set(MODELS)  # as the HTTP door lists them
+    assert calls(backends) == {m: 0 for m in MODELS}
+
+
+async def raw_post(url: str, path: str, body: dict) -> tuple[int, dict]:
+    """POST with the path sent exactly as written (no client-side normalisation)."""
+    async with aiohttp.ClientSession() as s, s.post(
+            yarl.URL(url + path, encoded=True), json=body) as r:
+        return r.status, await r.json(content_type=None)
+
+
+@pytest.mark.parametrize("path", ["/v1/responses", "/v1/embeddings", "/V1/CHAT/COMPLETIONS",
+                                  "/v1/chat/completions/x", "/admin/cache/flush"])
+async def test_paths_the_router_does_not_serve_reach_no_backend(envoy_stack, backends, path):
+    stack = await envoy_stack()
+    status, body = await raw_post(stack.url, path, {"model": "auto", "messages": user(CARD)})
+    assert status in (400, 404) and "error" in body, (status, body)
+    assert calls(backends) == {m: 0 for m in MODELS}
+
+
+@pytest.mark.parametrize("path", ["/v1/%63hat/completions", "//v1//chat/completions",
+                                  "/v1/./chat/completions", "/v1/chat/completions/",
+                                  "/v1/x/../chat/completions", "/v1/chat%2Fcompletions"])
+async def test_spellings_of_the_chat_path_are_checked_like_it(envoy_stack, backends, path):
+    stack = await envoy_stack()
+    status, body = await raw_post(stack.url, path, {"model": "auto", "messages": user(CARD)})
+    assert status == 200 and body["choices"][0]["finish_reason"] == "content_filter", body
+    assert calls(backends) == {m: 0 for m in MODELS}  # refused, not forwarded unchecked
+    status, body = await raw_post(stack.url, path, {"model": "auto", "messages": user(MATH)})
+    assert status == 200 and only_request(backends, "phi4").path == "/v1/chat/completions"
+
+
+async def test_a_configured_passthrough_path_goes_to_the_default_backend(envoy_stack, backends):
+    def mutate(d: dict) -> None:
+        d["extproc"]["passthrough_paths"] = ["/v1/models"]
+
+    stack = await envoy_stack(mutate)
     models = await client(stack.url).models.list()
     assert [m.id for m in models.data] == ["mistral-small3.1"]  # the backend's own list
     assert only_request(backends, "mistral-small3.1").path == "/v1/models"

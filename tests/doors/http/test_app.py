@@ -170,7 +170,8 @@ async def test_next_compliant_model_when_the_best_one_may_not_see_the_pii(router
         data["model_config"]["phi4"]["pii_policy"]["pii_types_allowed"] = ["PHONE_NUMBER"]
 
     url = await router_factory(phi4_no_email)
-    text = f"{MATH} Please send the answer to john.doe@company.com"
+    # An address without a name in it: the test is about the e-mail type alone.
+    text = f"{MATH} Please send the answer to billing@company.com"
     completion, headers = await chat(url, user(text))
     assert headers["x-router-category"] == "math", dict(headers)
     assert headers["x-router-pii"] == "EMAIL_ADDRESS"

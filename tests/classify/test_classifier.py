@@ -1,0 +1,45 @@
+"""Laying out a request's rows and reading the category of a long text (pure, no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from router_svc.classify.batcher import RowOutput
+from router_svc.classify.classifier import plan_rows, pool_category
+from router_svc.classify.tokenization import Window
+
+
+def win(tag: int) -> Window:
+    return Window(ids=[101, tag, 102], offsets=[(0, 0), (0, 1), (0, 0)])
+
+
+def out(logits: list[float], emb: list[float]) -> RowOutput:
+    return RowOutput(np.array(logits, np.float32), np.zeros((3, 3), np.float32),
+                     np.array(emb, np.float32))
+
+
+def test_the_category_text_shares_the_rows_of_its_segment() -> None:
+    plan = plan_rows([win(1), win(2)], [[win(9)], [win(1), win(2)]], category_segment=1)
+    assert len(plan.rows) == 3 and plan.category_rows == [1, 2]
+    assert plan.segment_rows == [[0], [1, 2]]
+
+
+def test_a_category_text_of_its_own_gets_all_its_windows() -> None:
+    plan = plan_rows([win(1), win(2), win(3)], [[win(9)]], category_segment=None)
+    assert plan.category_rows == [1, 2, 3] and len(plan.rows) == 4
+
+
+def test_the_most_confident_window_decides_the_category() -> None:
+    preamble = out([1.0, 1.2, 0.9], [1, 0])  # generic text: no category stands out
+    question = out([0.0, 0.0, 6.0], [0, 1])  # the question after it: clearly category 2
+    best, confidence, _ = pool_category([preamble, question])
+    assert best == 2 and confidence > 0.9
+
+
+def test_the_embedding_covers_every_window() -> None:
+    _, _, one = pool_category([out([1, 0], [1, 0])])
+    assert np.allclose(one, [1, 0])  # one window: its own embedding, as before
+    _, _, two = pool_category([out([1, 0], [1, 0]), out([1, 0], [0, 1])])
+    assert np.allclose(two, [2 ** -0.5, 2 ** -0.5]) and abs(np.linalg.norm(two) - 1) < 1e-6
+    _, _, other = pool_category([out([1, 0], [1, 0]), out([1, 0], [0, -1])])
+    assert float(two @ other) < 0.5  # the same first window, another document: another key
