@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,12 +30,18 @@ JOINED = "(joined)"
 
 MAX_DEPTH = 32
 
-# Keys whose string values are enumerations, ids or numbers' companions, never prose.
-NOT_TEXT_KEYS = frozenset({
-    "model", "type", "role", "id", "tool_call_id", "detail", "format", "object",
-    "encoding_format", "service_tier", "reasoning_effort", "voice", "modalities",
-    "stream", "stream_options", "logit_bias", "seed", "n", "response_format_type",
+# Top-level request fields that hold no text a model reads.
+NOT_TEXT_FIELDS = frozenset({
+    "model", "stream", "stream_options", "n", "seed", "logit_bias", "service_tier",
+    "reasoning_effort", "modalities", "encoding_format", "parallel_tool_calls", "store",
 })
+# Keys of the request's own structure whose values are enumerations or ids. Skipped only
+# where they look like one (a word, no spaces) and never inside free-form data (metadata,
+# tool-call arguments), where a key is whatever the client chose to call its value.
+STRUCTURE_KEYS = frozenset({"type", "role", "id", "tool_call_id", "detail", "format", "object",
+                            "voice"})
+FREE_FORM = frozenset({"metadata"})
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.:/-]{0,63}")
 # Content parts whose payload the router cannot read (binary, or fetched by the backend).
 OPAQUE_PARTS = frozenset({"image_url", "input_image", "image", "input_audio", "audio",
                           "file", "input_file", "video_url"})
@@ -95,7 +102,7 @@ def scan_body(body: Mapping[str, Any]) -> Scan:
     segments: list[Segment] = []
     opaque: list[str] = []
     for key, value in body.items():
-        if key in NOT_TEXT_KEYS:
+        if key in NOT_TEXT_FIELDS:
             continue
         if key == "messages" and isinstance(value, list):
             for i, msg in enumerate(value):
@@ -107,12 +114,13 @@ def scan_body(body: Mapping[str, Any]) -> Scan:
                     segments.append(joined)
         else:  # a field's name is its role; one that is also a message role is told apart
             role = f"{key}_field" if key in _MESSAGE_ROLES else key
-            _walk(value, (key,), role, segments, opaque, 0, key_step=key)
+            _walk(value, (key,), role, segments, opaque, 0, key_step=key,
+                  free=key in FREE_FORM)
     return Scan(tuple(segments), tuple(opaque))
 
 
 def _walk(value: Any, path: Path, role: str, out: list[Segment], opaque: list[str],
-          depth: int, key_step: Step | None = None) -> None:
+          depth: int, key_step: Step | None = None, free: bool = False) -> None:
     if depth > MAX_DEPTH:
         raise BadRequest(f"'{param_name(path)}' is nested too deeply (at most {MAX_DEPTH}).",
                          param=param_name(path))
@@ -125,15 +133,17 @@ def _walk(value: Any, path: Path, role: str, out: list[Segment], opaque: list[st
             except ValueError:
                 inner = None
             if isinstance(inner, dict | list):
-                _walk(inner, (*path, IN_JSON), role, out, opaque, depth + 1)
+                _walk(inner, (*path, IN_JSON), role, out, opaque, depth + 1, free=True)
                 return
+        if not free and key_step in STRUCTURE_KEYS and _IDENTIFIER.fullmatch(value):
+            return
         out.append(Segment(value, role, path))
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _walk(item, (*path, i), role, out, opaque, depth + 1, key_step)
+            _walk(item, (*path, i), role, out, opaque, depth + 1, key_step, free)
     elif isinstance(value, dict):
         kind = value.get("type")
-        if len(path) > 1 and path[-2] == "content" and isinstance(kind, str) and (
+        if not free and len(path) > 1 and path[-2] == "content" and isinstance(kind, str) and (
                 kind in OPAQUE_PARTS or not isinstance(value.get(kind, ""), str)):
             # A content part of another modality (its payload under a key named after its
             # type, as image_url and input_audio are): nothing here the router can read.
@@ -142,8 +152,7 @@ def _walk(value: Any, path: Path, role: str, out: list[Segment], opaque: list[st
         for k, v in value.items():
             if not isinstance(k, str):
                 continue
-            if k not in NOT_TEXT_KEYS:
-                _walk(v, (*path, k), role, out, opaque, depth + 1, k)
+            _walk(v, (*path, k), role, out, opaque, depth + 1, k, free)
             if k and not k.isidentifier():  # a key that is prose, not a field name
                 out.append(Segment(k, role, (*path, k, KEY)))
 

@@ -101,3 +101,19 @@ def test_nesting_is_bounded() -> None:
         deep = {"a": deep}
     with pytest.raises(BadRequest, match="nested too deeply"):
         scan_body({"model": "m", "messages": [], "metadata": deep})
+
+
+@pytest.mark.parametrize("body", [
+    {"messages": [{"role": "assistant", "function_call": {
+        "name": "f", "arguments": json.dumps({"n": SSN, "type": SSN, "id": "JohnSmith"})}}]},
+    {"messages": [], "metadata": {"id": SSN, "type": "JohnSmith", "n": SSN}},
+])
+def test_field_names_of_the_request_mean_nothing_inside_the_clients_own_data(body) -> None:
+    found = [s.text for s in scan_body({"model": "auto", **body}).segments]
+    assert found.count(SSN) == 2 and "JohnSmith" in found
+
+
+def test_a_structure_key_holding_something_else_than_an_id_is_read() -> None:
+    body = {"model": "auto", "messages": [{"role": "tool", "tool_call_id": SSN,
+                                           "content": "x"}]}
+    assert SSN in [s.text for s in scan_body(body).segments]
