@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from router_svc.core import params
 from router_svc.core.errors import BadRequest
 from router_svc.core.texts import JOINED, Path, Segment, apply_redactions, scan_body
 
@@ -87,6 +88,7 @@ def _common(body: Any) -> tuple[str, bool]:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise _invalid_type("stream_options", "an object", options)
+    params.check(body, completion="prompt" in body and "messages" not in body)
     return model, bool(stream)
 
 
