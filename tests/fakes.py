@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from router_svc.classify.classifier import Classification
+from router_svc.classify.classifier import Classification, TooMuchText
 from router_svc.classify.pii import PiiEntity
 
 CARD = re.compile(r"\b\d{4}(?:[\s-]\d{4}){3}\b")
@@ -33,10 +33,14 @@ class FakeClassifier:
         self.fail = fail
         self.calls: list[tuple[str, list[str]]] = []
 
-    async def classify(self, category_text: str, segments: list[str]) -> Classification:
+    async def classify(self, category_text: str, segments: list[str],
+                       max_tokens: int | None = None) -> Classification:
         self.calls.append((category_text, list(segments)))
         if self.fail is not None:
             raise self.fail
+        words = sum(len(s.split()) for s in segments)  # a word a token, for the limit
+        if max_tokens is not None and words > max_tokens:
+            raise TooMuchText(words, max_tokens)
         category, confidence = next(
             (v for k, v in TOPICS.items() if k in category_text.lower()), ("other", 0.1))
         pii = [[PiiEntity(kind, m.start(), m.end(), m.group(), 0.99)

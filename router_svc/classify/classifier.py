@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +34,7 @@ class RowPlan:
     rows: list[Window]
     category_rows: list[int]  # the windows of the text that decides the category
     segment_rows: list[list[int]]  # per segment, the row index of each of its windows
+    tokens: int = 0  # the texts' tokens, windows' overlap and special tokens not counted
 
 
 def plan_rows(category_windows: list[Window], segment_windows: list[list[Window]],
@@ -55,6 +58,14 @@ def plan_rows(category_windows: list[Window], segment_windows: list[list[Window]
     return RowPlan(rows, category_rows, segment_rows)
 
 
+def _text_tokens(windows: list[Window], window: int, stride: int) -> int:
+    """A text's own tokens from its windows: the first window, then what each next adds."""
+    if not windows:
+        return 0
+    body = [len(w.ids) - 2 for w in windows]
+    return body[0] + sum(min(b, min(stride, window - 2)) for b in body[1:])
+
+
 def pool_category(outputs: list[RowOutput]) -> tuple[int, float, np.ndarray]:
     """The category of a text read in windows, and its cache embedding.
 
@@ -73,6 +84,19 @@ def pool_category(outputs: list[RowOutput]) -> tuple[int, float, np.ndarray]:
     return best, float(probs[best_window][best]), embedding
 
 
+class TooMuchText(Exception):
+    """A request whose texts hold more tokens than the caller allows the check to read."""
+
+    def __init__(self, tokens: int, limit: int) -> None:
+        super().__init__(f"{tokens} tokens, limit {limit}")
+        self.tokens, self.limit = tokens, limit
+
+
+# Texts longer than this in all (characters) are tokenised and decoded in a worker thread, so
+# the event loop keeps answering health checks and small requests meanwhile.
+OFF_LOOP_CHARS = 16_384
+
+
 class Classifier:
     def __init__(self, tokenizer: TextTokenizer, batcher: Batcher, categories: list[str],
                  pii_tags: list[str], *, pii_threshold: float = 0.5, window: int = 256,
@@ -88,11 +112,25 @@ class Classifier:
     def plan(self, category_text: str, segments: list[str]) -> RowPlan:
         cat_seg = next((i for i, s in enumerate(segments) if s == category_text), None)
         wins = self.tokenizer.windows_batch([category_text, *segments], self.window, self.stride)
-        return plan_rows(wins[0], wins[1:], cat_seg)
+        plan = plan_rows(wins[0], wins[1:], cat_seg)
+        texts = wins[1:] if cat_seg is not None else wins
+        tokens = sum(_text_tokens(w, self.window, self.stride) for w in texts)
+        return dataclasses.replace(plan, tokens=tokens)
 
-    async def classify(self, category_text: str, segments: list[str]) -> Classification:
-        plan = self.plan(category_text, segments)
+    async def classify(self, category_text: str, segments: list[str],
+                       max_tokens: int | None = None) -> Classification:
+        """``max_tokens``: the most tokens the texts may hold (``TooMuchText`` beyond it,
+        before any inference)."""
+        large = len(category_text) + sum(map(len, segments)) > OFF_LOOP_CHARS
+        if large:
+            plan = await asyncio.to_thread(self.plan, category_text, segments)
+        else:
+            plan = self.plan(category_text, segments)
+        if max_tokens is not None and plan.tokens > max_tokens:
+            raise TooMuchText(plan.tokens, max_tokens)
         outputs = await self.batcher.submit([w.ids for w in plan.rows])
+        if large:
+            return await asyncio.to_thread(self.decode, plan, outputs, segments)
         return self.decode(plan, outputs, segments)
 
     def decode(self, plan: RowPlan, outputs: list[RowOutput],

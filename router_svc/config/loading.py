@@ -38,6 +38,7 @@ from router_svc.config.schema import (
     Config,
     ConfigError,
     ExtProcConfig,
+    LimitsConfig,
     ListenConfig,
     ModelConfig,
     ModelScore,
@@ -57,7 +58,8 @@ from router_svc.labels import CATEGORIES, PII_TYPES
 __all__ = [
     "CACHE_THRESHOLD_WARN", "EXAMPLE_CONFIG", "BackendConfig", "BatchingConfig", "CacheConfig",
     "Category", "CategoryModelConfig", "ClassifierConfig", "Config", "ConfigError",
-    "ExtProcConfig", "ListenConfig", "ModelConfig", "ModelScore", "OnErrorConfig", "PiiAction",
+    "ExtProcConfig", "LimitsConfig", "ListenConfig", "ModelConfig", "ModelScore",
+    "OnErrorConfig", "PiiAction",
     "PiiModelConfig", "PiiOnError", "PiiPolicy", "ProxyConfig", "RoutingConfig",
     "RoutingOnError", "TritonConfig", "load_config", "parse_config",
 ]
@@ -74,6 +76,7 @@ _SECTIONS: dict[str, type] = {
     "cache": CacheConfig,
     "proxy": ProxyConfig,
     "extproc": ExtProcConfig,
+    "limits": LimitsConfig,
 }
 _TOP_KEYS = (*_SECTIONS, "tokenizer", "pii_action", "default_model", "categories", "model_config")
 

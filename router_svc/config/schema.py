@@ -142,6 +142,16 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """The most work one request may cause; beyond it a 4xx naming the limit, before any
+    Triton call, so one large request cannot stall everyone else's."""
+
+    max_scan_tokens: int = _bounded(32768, lo=1)  # tokens the PII check reads per request
+    max_messages: int = _bounded(2048, lo=1)
+    max_texts: int = _bounded(8192, lo=1)  # separate texts (parts, fields) per request
+
+
+@dataclass(frozen=True)
 class ExtProcConfig:
     """The Envoy External Processor (gRPC) front door, ``router_svc.doors.extproc.server``."""
 
@@ -224,6 +234,7 @@ class Config:
     pii_action: PiiAction = "reject"
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     extproc: ExtProcConfig = field(default_factory=ExtProcConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     warnings: tuple[str, ...] = ()
     source: Path | None = None
 

@@ -17,13 +17,14 @@ from typing import Any, Literal
 import numpy as np
 
 from router_svc.classify.batcher import QueueFull
-from router_svc.classify.classifier import Classification, Classifier
+from router_svc.classify.classifier import Classification, Classifier, TooMuchText
 from router_svc.classify.pii import PiiEntity, redact
 from router_svc.config.loading import Config
 from router_svc.core.endpoints import Kind
 from router_svc.core.errors import (
     BadRequest,
     Overloaded,
+    PayloadTooLarge,
     ServiceUnavailable,
     UnknownModel,
     UnscannableContent,
@@ -110,12 +111,25 @@ class Router:
 
     # ---- the pieces, each small
     def parse(self, kind: Kind, body: Any) -> ChatRequest | CompletionRequest:
+        limits = self.config.limits
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if isinstance(messages, list) and len(messages) > limits.max_messages:
+            raise BadRequest(f"'messages' holds {len(messages)} messages; this router reads at "
+                             f"most {limits.max_messages} (limits.max_messages).",
+                             param="messages", code="too_many_messages")
         req = parse_chat_request(body) if kind == "chat" else parse_completion_request(body)
         if req.model != self.config.routing.alias and req.model not in self.config.model_config:
             raise UnknownModel(
                 f"The model '{req.model}' does not exist; use '{self.config.routing.alias}' for "
                 f"routing or one of: {', '.join(self.config.model_config)}"
             )
+        if len(req.segments) > limits.max_texts:
+            raise PayloadTooLarge(f"The request carries {len(req.segments)} separate texts; "
+                                  f"this router reads at most {limits.max_texts} "
+                                  "(limits.max_texts).", code="too_many_texts")
+        chars = sum(len(s.text) for s in req.segments)
+        if chars > limits.max_scan_tokens * MAX_CHARS_PER_TOKEN:
+            raise too_much_text(f"{chars} characters", limits.max_scan_tokens)
         return req
 
     def needs_classification(self, req: ChatRequest | CompletionRequest) -> bool:
@@ -131,9 +145,12 @@ class Router:
         try:
             # The gRPC deadline bounds the Triton call; this bounds queueing in front of it too.
             return await asyncio.wait_for(
-                self.classifier.classify(category_text, segments),
+                self.classifier.classify(category_text, segments,
+                                         max_tokens=self.config.limits.max_scan_tokens),
                 timeout=self.config.triton.timeout_s * 2,
             )
+        except TooMuchText as e:
+            raise too_much_text(f"{e.tokens} tokens", e.limit) from None
         except QueueFull as e:
             raise Overloaded(str(e), retry_after_s=1.0) from e
         except TimeoutError as e:
@@ -261,6 +278,17 @@ class Router:
                 continue  # found in its own part too: counted there
             action = d.action if e.type in d.denied_pii_types else "allow"
             self.metrics.count_pii(e.type, action)
+
+
+# No text a tokenizer reads has more characters per token than this on average, so a text
+# this many times longer than the token limit is refused without tokenising it.
+MAX_CHARS_PER_TOKEN = 8
+
+
+def too_much_text(what: str, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The request's texts hold {what}; the PII check reads at most {limit} tokens per "
+        "request (limits.max_scan_tokens). Send less text.", code="too_much_text")
 
 
 def _check_encodable(req: ChatRequest | CompletionRequest) -> None:

@@ -8,7 +8,13 @@ import pytest
 
 from router_svc.classify.batcher import QueueFull
 from router_svc.config.loading import EXAMPLE_CONFIG, Config, load_config
-from router_svc.core.errors import BadRequest, Overloaded, UnknownModel, UnscannableContent
+from router_svc.core.errors import (
+    BadRequest,
+    Overloaded,
+    RouterError,
+    UnknownModel,
+    UnscannableContent,
+)
 from router_svc.core.metrics import Metrics
 from router_svc.core.pipeline import ClassifierUnavailable, Router, classify_report
 from tests.fakes import FakeClassifier
@@ -183,3 +189,26 @@ async def test_unscannable_content_is_partial_or_refused_as_configured() -> None
         await router(cfg).route("chat", {**body, "model": "mistral-small3.1"})
     assert e.value.status == 400 and "image_url" in e.value.message
     assert (await router(cfg).route("chat", body)).decision.model == "phi4"
+
+
+def limited(**limits) -> Config:
+    cfg = config()
+    return dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, **limits))
+
+
+@pytest.mark.parametrize(("limits", "body", "status", "words"), [
+    ({"max_messages": 2}, {"model": "auto", "messages": [{"role": "user", "content": "a"}] * 3},
+     400, "limits.max_messages"),
+    ({"max_texts": 2}, {"model": "auto", "messages": [{"role": "user", "content": "a"}] * 3},
+     413, "limits.max_texts"),
+    ({"max_scan_tokens": 10}, chat("word " * 11), 413, "limits.max_scan_tokens"),
+    ({"max_scan_tokens": 10}, chat("x" * 81), 413, "81 characters"),
+])
+async def test_limits_are_4xx_naming_the_limit_before_any_inference(limits, body, status,
+                                                                    words) -> None:
+    clf = FakeClassifier()
+    with pytest.raises(RouterError) as e:
+        await router(limited(**limits), clf).route("chat", body)
+    assert e.value.status == status and words in e.value.message
+    assert "characters" in e.value.message or "tokens" in e.value.message \
+        or "messages" in e.value.message or "texts" in e.value.message
