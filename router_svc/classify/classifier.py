@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,12 +67,24 @@ def _text_tokens(windows: list[Window], window: int, stride: int) -> int:
     return body[0] + sum(min(b, min(stride, window - 2)) for b in body[1:])
 
 
+_PARAGRAPH = re.compile(r"\n(?:[ \t\r\f\v]*\n)+")
+
+
+def split_paragraphs(text: str) -> list[str]:
+    """The text's blank-line separated paragraphs (the whole text when it has one). Each is
+    read in windows of its own: a window that mixes a generic instruction with the question
+    after it reads as neither, while the question alone reads as what it is."""
+    parts = [p for p in _PARAGRAPH.split(text) if p.strip()]
+    return parts if len(parts) > 1 else [text]
+
+
 def pool_category(outputs: list[RowOutput]) -> tuple[int, float, np.ndarray]:
     """The category of a text read in windows, and its cache embedding.
 
-    The category is the most confident window's: a question after a long generic preamble
-    is decided by the question, not averaged away by the preamble. The embedding is the
-    mean of the windows' (normalised), so the cache key covers the whole text.
+    The category is the most confident window's (windows do not cross paragraphs): a question
+    after a long generic preamble is decided by the question, not averaged away by it. The
+    embedding is the mean of the windows' (normalised), so the cache key covers the whole
+    text.
     """
     probs = [softmax(o.category_logits.astype(np.float64), axis=-1) for o in outputs]
     best_window = max(range(len(probs)), key=lambda k: float(probs[k].max()))
@@ -110,10 +123,13 @@ class Classifier:
         self.stride = stride
 
     def plan(self, category_text: str, segments: list[str]) -> RowPlan:
-        cat_seg = next((i for i, s in enumerate(segments) if s == category_text), None)
-        wins = self.tokenizer.windows_batch([category_text, *segments], self.window, self.stride)
-        plan = plan_rows(wins[0], wins[1:], cat_seg)
-        texts = wins[1:] if cat_seg is not None else wins
+        paragraphs = split_paragraphs(category_text)
+        cat_seg = None if len(paragraphs) > 1 else next(
+            (i for i, s in enumerate(segments) if s == category_text), None)
+        wins = self.tokenizer.windows_batch([*paragraphs, *segments], self.window, self.stride)
+        cat_wins = [w for ws in wins[:len(paragraphs)] for w in ws]
+        plan = plan_rows(cat_wins, wins[len(paragraphs):], cat_seg)
+        texts = wins[len(paragraphs):] if cat_seg is not None else wins
         tokens = sum(_text_tokens(w, self.window, self.stride) for w in texts)
         return dataclasses.replace(plan, tokens=tokens)
 

@@ -43,3 +43,11 @@ def test_the_embedding_covers_every_window() -> None:
     assert np.allclose(two, [2 ** -0.5, 2 ** -0.5]) and abs(np.linalg.norm(two) - 1) < 1e-6
     _, _, other = pool_category([out([1, 0], [1, 0]), out([1, 0], [0, -1])])
     assert float(two @ other) < 0.5  # the same first window, another document: another key
+
+
+def test_paragraphs_are_read_apart() -> None:
+    from router_svc.classify.classifier import split_paragraphs
+
+    assert split_paragraphs("one paragraph\nwith two lines") == ["one paragraph\nwith two lines"]
+    assert split_paragraphs("Be helpful.\n\n  \nWhat is 2+2?") == ["Be helpful.", "What is 2+2?"]
+    assert split_paragraphs("") == [""]
