@@ -4,6 +4,9 @@ Development: MRPC train + val and STS-B dev, each on its own (``cache_eval.choos
 the lowest threshold with hit precision >= 0.95 at it and above, on every set). Held out:
 MRPC test and STS-B test (and the small SemEval 2016 question-question set). Embeddings are
 the model's ``embedding`` output through onnxruntime, as the router gets them from Triton.
+"text guard on" is the cache's guard as shipped, the hit verifier (``router_svc.cache.verify``);
+``perf/cache_verify.py`` measures it rule by rule, with adversarial negatives, and against
+the old guard.
 
     python perf/cache_threshold.py --onnx-dir model_repository/semantic_router/1
 """

@@ -1,7 +1,8 @@
 """Cache keys and policy for one request: the exact partition, the tenant, Cache-Control,
 what may be looked up or stored, and the text guard that vets near-identical matches.
 
-Pure functions over the parsed request; no HTTP, no index. ``router_svc.cache.store`` re-exports
+Pure functions over the parsed request; no HTTP, no index. The text guard itself lives in
+``router_svc.cache.verify``. ``router_svc.cache.store`` re-exports
 everything here.
 """
 
@@ -9,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from router_svc.cache.verify import texts_compatible as texts_compatible
 from router_svc.core.endpoints import Kind
 
 KINDS: tuple[Kind, ...] = ("chat", "completion")
@@ -184,38 +185,6 @@ def plan_request(
 
 # --------------------------------------------------------------------------- the text guard
 
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?|n't")
-_NEGATIONS = frozenset(
-    {"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "without", "n't"}
-)
-_ANTONYM_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non")
-
-
-def _words(text: str) -> list[str]:
-    t = text.lower().replace("cannot", "can not").replace("n't", " n't")
-    return _WORD.findall(t)
-
-
-def texts_compatible(a: str, b: str) -> bool:
-    """Whether two texts the embedding finds near-identical may share an answer.
-
-    The embedding puts "Is it safe to ...?" and "Is it unsafe to ...?" at 0.99, and numbers
-    barely move it. So a hit also needs the same numbers, the same parity of negations (not,
-    no, never, n't, ...) and no word that is the other text's word with a negating prefix
-    (safe/unsafe, able/disable).
-    """
-    if sorted(n.replace(",", "") for n in _NUMBER.findall(a)) != sorted(
-        n.replace(",", "") for n in _NUMBER.findall(b)
-    ):
-        return False
-    wa, wb = _words(a), _words(b)
-    if sum(w in _NEGATIONS for w in wa) % 2 != sum(w in _NEGATIONS for w in wb) % 2:
-        return False
-    sa, sb = set(wa), set(wb)
-    for only, other in ((sa - sb, sb), (sb - sa, sa)):
-        for w in only:
-            for p in _ANTONYM_PREFIXES:
-                if w.startswith(p) and len(w) - len(p) >= 3 and w[len(p) :] in other:
-                    return False
-    return True
+# ``texts_compatible``, the guard that vets a candidate hit on its two texts (order and roles,
+# numbers, negation, names, long prompts compared exactly), is ``router_svc.cache.verify``'s,
+# imported above and re-exported for ``HnswCache``'s default.

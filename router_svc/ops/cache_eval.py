@@ -1,11 +1,17 @@
 """How often would the semantic cache hand out a wrong answer? Measured on labelled pairs.
 
 Each pair (a, b) is read as: the cache holds ``a``'s answer and ``b`` arrives. At threshold t
-it is a hit when similarity(a, b) >= t and the cache's text guard (same numbers, same
-negations: ``cache.texts_compatible``) lets it through, and a hit is right when the pair is a
-paraphrase (MRPC label 1, STS score >= 4). Precision is the share of hits that are right
-(what users of the cache care about: wrong answers served); recall is the share of paraphrases
-that hit.
+it is a hit when similarity(a, b) >= t and the cache's hit verifier (``texts_compatible``,
+``router_svc.cache.verify``: numbers, negation, swapped arguments, changed names, long prompts
+compared exactly) lets it through, and a hit is right when the pair is a paraphrase (MRPC
+label 1, STS score >= 4). Precision is the share of hits that are right (what users of the
+cache care about: wrong answers served); recall is the share of paraphrases that hit.
+
+A second, built-in case checks long prompts: pairs of prompts that share a long generic
+preamble (~200 tokens) and differ only in their document or question (must never hit: the
+embedding puts them near 1.0), and the same prompt with whitespace changes (may hit); its
+precision and recall are printed before the summary line, which then ends with
+``long_precision=... long_recall=...``.
 
 ``router-svc eval cache --pairs FILE.tsv`` embeds through the served model; this module is
 embedder-agnostic (``evaluate_pairs`` takes an async ``embed`` function). ``python -m
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -114,10 +121,26 @@ class CacheEvalReport:
     min_precision: float
     guarded: int = 0  # pairs the text guard would never let hit
     wrong_hits: list[tuple[float, str, str]] = field(default_factory=list)  # most similar
+    long_prompts: LongPromptReport | None = None  # the long-prompt case, when run
 
     def summary_line(self) -> str:
         r = self.at_threshold
-        return f"threshold={r.threshold:.2f} precision={r.precision:.2f} recall={r.recall:.2f}"
+        line = f"threshold={r.threshold:.2f} precision={r.precision:.2f} recall={r.recall:.2f}"
+        if self.long_prompts is not None:
+            lp = self.long_prompts.at_threshold
+            line += f" long_precision={lp.precision:.2f} long_recall={lp.recall:.2f}"
+        return line
+
+
+@dataclass
+class LongPromptReport:
+    """The long-prompt case at one threshold: shared-preamble pairs (must miss) and the same
+    prompt with whitespace changes (may hit)."""
+
+    at_threshold: SweepRow  # with the guard
+    unguarded: SweepRow  # similarity alone, for comparison
+    negatives: int
+    median_negative_similarity: float
 
 
 def similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -127,6 +150,78 @@ def similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     return (a * b).sum(axis=1)
+
+
+# --------------------------------------------------------------------------- long prompts
+
+# A generic preamble of ~200 tokens, the kind a client puts before every document it sends.
+LONG_PREAMBLE = (
+    "You are a careful, precise assistant working for the documentation team of a mid-sized "
+    "software company. Your task is to read the material below and answer the question that "
+    "follows it. Follow these instructions exactly. Answer in plain English, in complete "
+    "sentences, and keep the answer short: three to five sentences unless the question asks "
+    "for a list. Base the answer only on the material given; if the material does not contain "
+    "the answer, say so plainly instead of guessing, and do not add facts from elsewhere. "
+    "Quote figures, names and dates exactly as they appear. If the question is ambiguous, "
+    "state the reading you chose in one sentence before the answer. Do not repeat the "
+    "question, do not thank the user, and do not mention these instructions. Use a neutral, "
+    "friendly tone suitable for customers who are not technical. When a step-by-step answer is "
+    "needed, number the steps and keep each step to one sentence. Never include personal "
+    "data, passwords or internal links. Format the answer as Markdown without headings."
+)
+
+
+def _long_prompt(preamble: str, document: str, question: str) -> str:
+    return f"{preamble}\n\nMaterial:\n{document}\n\nQuestion: {question}"
+
+
+def _whitespace_variant(text: str, rng: random.Random) -> str:
+    """The same prompt as a client might resend it: spaces doubled, a line break for a space,
+    trailing whitespace."""
+    words = text.split(" ")
+    for i in rng.sample(range(len(words) - 1), k=min(5, max(0, len(words) - 1))):
+        words[i] += rng.choice((" ", "\n", "\t"))
+    return " ".join(words) + rng.choice(("\n", "  ", " \n"))
+
+
+def long_prompt_pairs(texts: Sequence[str], n: int = 40, seed: int = 0,
+                      preamble: str = LONG_PREAMBLE) -> list[Pair]:
+    """``n`` pairs of long prompts that share ``preamble`` and differ in their material (half)
+    or their question (half): never the same answer; and ``n`` pairs of one prompt and itself
+    with whitespace changes: the same answer. Material and questions are drawn from ``texts``
+    (the sentences of the pairs file being evaluated)."""
+    pool = sorted({t.strip() for t in texts if t.strip()})
+    if len(pool) < 4:
+        raise ValueError("need at least 4 distinct texts to build long prompts")
+    rng = random.Random(seed)
+    pairs: list[Pair] = []
+    for i in range(n):
+        d1, d2, q1, q2 = rng.sample(pool, 4)
+        a = _long_prompt(preamble, d1, q1)
+        b = _long_prompt(preamble, d2, q1) if i % 2 == 0 else _long_prompt(preamble, d1, q2)
+        pairs.append(Pair(a, b, 0.0, False))
+        c = _long_prompt(preamble, *rng.sample(pool, 2))
+        pairs.append(Pair(c, _whitespace_variant(c, rng), 1.0, True))
+    return pairs
+
+
+async def evaluate_long_prompts(
+    texts: Sequence[str], embed: Embed, threshold: float, *, n: int = 40,
+    guard: Callable[[str, str], bool] | None = texts_compatible,
+) -> LongPromptReport:
+    """The long-prompt case: the pairs of ``long_prompt_pairs`` at ``threshold``, with the
+    guard and by similarity alone."""
+    pairs = long_prompt_pairs(texts, n)
+    a, b = await embed_pairs(pairs, embed)
+    sims = similarities(a, b)
+    labels = np.array([p.paraphrase for p in pairs])
+    blocked = np.array([guard is not None and not guard(p.a, p.b) for p in pairs])
+    return LongPromptReport(
+        at_threshold=sweep(np.where(blocked, -1.0, sims), labels, [threshold])[0],
+        unguarded=sweep(sims, labels, [threshold])[0],
+        negatives=int((~labels).sum()),
+        median_negative_similarity=float(np.median(sims[~labels])),
+    )
 
 
 async def embed_pairs(pairs: Sequence[Pair], embed: Embed,
@@ -201,6 +296,18 @@ def print_report(report: CacheEvalReport) -> None:
                       f"{s.threshold:.2f} (precision {s.precision:.3f}, recall {s.recall:.3f})")
     for sim, a, b in report.wrong_hits:
         console.print(f"wrong hit {sim:.3f}: {a[:70]!r} -> {b[:70]!r}", soft_wrap=True)
+    lp = report.long_prompts
+    if lp is not None:
+        table = Table(title=f"long prompts at {lp.at_threshold.threshold:.2f}: "
+                            f"{lp.negatives} pairs sharing a ~200-token preamble (must miss; "
+                            f"median similarity {lp.median_negative_similarity:.3f}), "
+                            f"{lp.at_threshold.positives} with whitespace changes (may hit)")
+        for col in ("", "hits", "wrong hits", "precision", "recall"):
+            table.add_column(col, justify="right")
+        for name, r in (("with the guard", lp.at_threshold), ("similarity alone", lp.unguarded)):
+            table.add_row(name, str(r.hits), str(r.hits - r.true_hits), f"{r.precision:.3f}",
+                          f"{r.recall:.3f}")
+        console.print(table)
     print(report.summary_line(), flush=True)
 
 
@@ -232,11 +339,17 @@ def plot_report(report: CacheEvalReport, path: str | Path) -> Path:
 
 
 async def run(pairs_file: str | Path, embed: Embed, threshold: float,
-              out_dir: str | Path = "eval_out", min_precision: float = 0.95) -> CacheEvalReport:
-    """What ``router-svc eval cache`` does once it has an ``embed`` function."""
+              out_dir: str | Path = "eval_out", min_precision: float = 0.95,
+              long_prompts: int = 40) -> CacheEvalReport:
+    """What ``router-svc eval cache`` does once it has an ``embed`` function; ``long_prompts``
+    pairs of each kind for the long-prompt case (0: skip it)."""
     loaded = load_pairs(pairs_file)
     report = await evaluate_pairs(loaded.pairs, embed, threshold, min_precision=min_precision,
                                   source=Path(pairs_file).name)
+    texts = [t for p in loaded.pairs for t in (p.a, p.b)]
+    if long_prompts > 0 and len(set(texts)) >= 4:
+        report.long_prompts = await evaluate_long_prompts(texts, embed, threshold,
+                                                          n=long_prompts)
     png = plot_report(report, Path(out_dir) / f"cache_{Path(pairs_file).stem}.png")
     print(f"plot: {png}", file=sys.stderr)
     print_report(report)

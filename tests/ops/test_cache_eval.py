@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from router_svc.ops.cache_eval import (
+    LONG_PREAMBLE,
     CacheEvalOptions,
     SweepRow,
     choose_default,
     choose_threshold,
+    evaluate_long_prompts,
     evaluate_pairs,
+    long_prompt_pairs,
     plot_report,
     print_report,
     run,
     sweep,
 )
-from router_svc.ops.pairs import Pair
+from router_svc.ops.pairs import Pair, load_pairs
 from router_svc.ops.up import ServedModelOptions
 
 
@@ -65,12 +69,22 @@ def test_choose_default_must_satisfy_every_set() -> None:
     assert choose_default({"easy": easy, "never": rows_from([(0.9, 0.5, 40)])}) is None
 
 
+def _bag_of_words(text: str, dim: int = 8) -> np.ndarray:
+    """A stand-in embedding for texts the test did not place: hashed word counts, so texts
+    that share most of their words (a long preamble) come out near-identical, as they do
+    with the real model."""
+    v = np.zeros(dim)
+    for w in text.lower().split():
+        v[zlib.crc32(w.encode()) % dim] += 1.0
+    return v / max(np.linalg.norm(v), 1e-12)
+
+
 def _fake_embedder(vectors: dict[str, np.ndarray]):
     calls: list[list[str]] = []
 
     async def embed(texts: list[str]) -> np.ndarray:
         calls.append(list(texts))
-        return np.stack([vectors[t] for t in texts])
+        return np.stack([vectors[t] if t in vectors else _bag_of_words(t) for t in texts])
 
     return embed, calls
 
@@ -92,12 +106,16 @@ def _pairs() -> tuple[list[Pair], dict[str, np.ndarray]]:
         "Is it unsafe to drink tap water?": _at(base[2], 0.99),
         "Name a prime number": base[3],
         "Give me a prime number": _at(base[3], 0.8),
+        "How do I boil an egg?": base[4],
+        "How do I poach an egg?": _at(base[4], 0.93),
     }
     pairs = [
         Pair("How do I reset my password?", "How can I reset my password?", 1.0, True),
         Pair("What is the capital of France?", "What is the capital of Germany?", 0.0, False),
         Pair("Is it safe to drink tap water?", "Is it unsafe to drink tap water?", 0.0, False),
         Pair("Name a prime number", "Give me a prime number", 1.0, True),
+        # another verb in the same frame: no text rule can tell, the threshold must
+        Pair("How do I boil an egg?", "How do I poach an egg?", 0.0, False),
     ]
     return pairs, vec
 
@@ -107,15 +125,17 @@ async def test_evaluate_pairs_with_any_embedder_and_the_guard() -> None:
     embed, calls = _fake_embedder(vec)
     report = await evaluate_pairs(pairs, embed, 0.9, thresholds=[0.75, 0.9, 0.95])
     assert sum(len(c) for c in calls) == len(vec)  # each distinct text embedded once
-    assert report.pairs == 4 and report.positives == 2 and report.guarded == 1
+    # the guard refuses Germany for France (a changed name) and unsafe for safe
+    assert report.pairs == 5 and report.positives == 2 and report.guarded == 2
     at = report.at_threshold
-    assert at.threshold == 0.9 and at.hits == 2 and at.true_hits == 1  # Germany is a wrong hit
+    assert at.threshold == 0.9 and at.hits == 2 and at.true_hits == 1  # poach is a wrong hit
     assert at.precision == 0.5 and at.recall == 0.5
     assert [round(s, 2) for s, _, _ in report.wrong_hits] == [0.93]
     assert report.summary_line() == "threshold=0.90 precision=0.50 recall=0.50"
     no_guard = await evaluate_pairs(pairs, _fake_embedder(vec)[0], 0.95, guard=None)
     assert no_guard.at_threshold.hits == 2  # "unsafe" would have been served "safe"'s answer
     assert no_guard.at_threshold.precision == 0.5
+    assert (await evaluate_pairs(pairs, _fake_embedder(vec)[0], 0.9, guard=None)).guarded == 0
     with pytest.raises(ValueError):
         await evaluate_pairs([], embed, 0.9)
 
@@ -137,8 +157,42 @@ async def test_run_reads_a_pairs_file(tmp_path: Path, capsys) -> None:
     tsv.write_text("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n" + "".join(
         f"{int(p.paraphrase)}\t{i}\t{i}\t{p.a}\t{p.b}\n" for i, p in enumerate(pairs)))
     report = await run(tsv, _fake_embedder(vec)[0], 0.9, tmp_path / "out")
-    assert report.pairs == 4 and (tmp_path / "out" / "cache_mrpc.png").is_file()
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("threshold=0.90 ")
+    assert report.pairs == 5 and (tmp_path / "out" / "cache_mrpc.png").is_file()
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("threshold=0.90 precision=0.50 recall=0.50 ")
+    # the long-prompt case ran too: shared preambles never hit, whitespace variants do
+    assert out[-1].endswith(" long_precision=1.00 long_recall=1.00")
+    assert any("long prompts" in line for line in out)
+    lp = report.long_prompts
+    assert lp is not None and lp.negatives == 40 and lp.at_threshold.positives == 40
+    assert lp.unguarded.hits > lp.at_threshold.hits  # similarity alone would serve some
+    no_long = await run(tsv, _fake_embedder(vec)[0], 0.9, tmp_path / "out", long_prompts=0)
+    assert no_long.long_prompts is None
+
+
+def test_long_prompt_pairs_share_a_preamble_or_differ_in_whitespace() -> None:
+    texts = [f"Document number {w} about {w}s." for w in
+             ("apple", "pear", "plum", "fig", "kiwi", "lime")]
+    pairs = long_prompt_pairs(texts, n=6, seed=1)
+    assert len(pairs) == 12 and sum(p.paraphrase for p in pairs) == 6
+    for p in pairs:
+        assert p.a.startswith(LONG_PREAMBLE) and len(p.a) > 1000
+        same = " ".join(p.a.split()) == " ".join(p.b.split())
+        assert same is p.paraphrase  # a whitespace variant, or another prompt altogether
+        assert p.a != p.b
+    assert long_prompt_pairs(texts, n=6, seed=1) == pairs  # deterministic
+    with pytest.raises(ValueError):
+        long_prompt_pairs(["a", "b"], n=2)
+
+
+async def test_long_prompts_never_hit_through_the_guard() -> None:
+    texts = [f"Question {i}: how do I fix error {i} in module {i}?" for i in range(20)]
+    embed, _ = _fake_embedder({})
+    lp = await evaluate_long_prompts(texts, embed, 0.9, n=10)
+    assert lp.median_negative_similarity > 0.9  # the shared preamble dominates the embedding
+    assert lp.unguarded.hits - lp.unguarded.true_hits > 0  # similarity alone serves them
+    assert lp.at_threshold.hits == lp.at_threshold.true_hits == 10  # the guard: only the same
+    assert lp.at_threshold.precision == 1.0 and lp.at_threshold.recall == 1.0
 
 
 def _cli_cache_options(monkeypatch, *argv: str) -> CacheEvalOptions:
@@ -229,3 +283,23 @@ def test_eval_cache_command_through_triton(trained_triton, trained_model_dir, tm
     fields = dict(kv.split("=") for kv in last.split())
     assert 0.0 <= float(fields["precision"]) <= 1.0 and 0.0 <= float(fields["recall"]) <= 1.0
     assert (tmp_path / "out" / "cache_pairs.png").is_file()
+
+
+def test_load_pairs_reads_sick_and_keeps_the_other_formats(tmp_path: Path) -> None:
+    sick = tmp_path / "SICK_train.txt"
+    sick.write_text(
+        "pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment\n"
+        "1\tA man is playing a guitar\tA man is playing an instrument\t4.5\tENTAILMENT\n"
+        "2\tA man is not smiling\tA man is smiling\t4.1\tCONTRADICTION\n"
+        "3\tTwo dogs are fighting\tTwo dogs are wrestling and hugging\t4.0\tNEUTRAL\n"
+        "4\tA cat sleeps\tA cat is asleep\t3.6\tENTAILMENT\n")
+    loaded = load_pairs(sick)
+    assert loaded.format == "sick" and loaded.skipped == 1  # the header
+    assert [p.paraphrase for p in loaded.pairs] == [True, False, False, False]
+    assert loaded.pairs[0] == Pair("A man is playing a guitar", "A man is playing an instrument",
+                                   4.5, True)
+    mrpc = tmp_path / "mrpc.tsv"
+    mrpc.write_text("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\ta\tb\n"
+                    "0\t3\t4\tc\tNEUTRAL\n")
+    loaded = load_pairs(mrpc)
+    assert loaded.format == "mrpc" and [p.paraphrase for p in loaded.pairs] == [True, False]
