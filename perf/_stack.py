@@ -100,11 +100,14 @@ def start_forwarder(work: Path, backend_url: str) -> tuple[Service, str]:
 
 
 def router_config(triton_url: str, tokenizer: Path, backend_url: str, port: int,
-                  batching: dict[str, Any] | None = None, cache: bool = False) -> dict:
-    """The example config, every model on the demo backend, plus ``passthrough``."""
+                  batching: dict[str, Any] | None = None, cache: bool = False,
+                  root: Path | None = None) -> dict:
+    """The example config, every model on the demo backend, plus ``passthrough``. ``root``:
+    the example config of another checkout (an older router refuses keys it does not know)."""
     from router_svc.config.loading import EXAMPLE_CONFIG
 
-    data = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    example = Path(root) / "router_svc" / "config.example.yaml" if root else EXAMPLE_CONFIG
+    data = yaml.safe_load(example.read_text())
     data["listen"] = {"host": "127.0.0.1", "port": port}
     data["triton"] = {**(data.get("triton") or {}), "url": triton_url, "timeout_s": 30.0}
     data["tokenizer"] = str(Path(tokenizer).resolve())

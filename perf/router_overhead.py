@@ -422,7 +422,7 @@ async def run(args, out: Output) -> dict[str, list[dict]]:
                 base_url = None
                 if args.baseline_root:
                     bcfg = router_config(url, args.model_dir / "tokenizer.json",
-                                         backend_url, free_port())
+                                         backend_url, free_port(), root=args.baseline_root)
                     base, base_url = start_router_proc(work, bcfg, "router-base",
                                                        root=args.baseline_root)
                     stack.callback(base.stop)
