@@ -77,7 +77,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
     try:
-        with open(tmp, "wb") as f:
+        # Cached answers are users' data: readable by the router's owner only.
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -110,10 +111,10 @@ def save_snapshot(cache: HnswCache, directory: Path) -> bool:
 
 
 def _save(cache: HnswCache, directory: Path) -> tuple[str, int]:
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     name = f"snap-{int(time.time() * 1000)}-{secrets.token_hex(4)}"
     tmp = directory / f".tmp-{name}"
-    tmp.mkdir()
+    tmp.mkdir(mode=0o700)
     total = 0
     try:
         parts: list[dict[str, Any]] = []
@@ -135,6 +136,7 @@ def _save(cache: HnswCache, directory: Path) -> tuple[str, int]:
                 "saved_at": time.time(), "next_id": cache.next_id, "partitions": parts}
         write_atomic(tmp / META, json.dumps(meta, ensure_ascii=False).encode())
         for p in tmp.iterdir():
+            os.chmod(p, 0o600)  # hnswlib and numpy write with the process umask
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
         os.rename(tmp, directory / name)

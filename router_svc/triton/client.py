@@ -181,13 +181,25 @@ def parse_model_config(config: dict) -> ModelInfo:
     return dataclasses.replace(info, input_dtype=dtype)
 
 
+# gRPC's reconnect backoff grows with an outage (up to two minutes by default), so a router
+# could stay failed long after Triton is back; capped at a second it reconnects within one.
+# (Passing channel_args replaces tritonclient's defaults: its message-size limits are kept.)
+CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
 class TritonClient:
     def __init__(self, url: str, model_name: str = MODEL_NAME, timeout_s: float = 5.0):
         self.url = url
         self.model_name = model_name
         self.timeout_s = timeout_s
         self.info: ModelInfo | None = None
-        self._client = InferenceServerClient(url)
+        self._client = InferenceServerClient(url, channel_args=CHANNEL_ARGS)
 
     async def _call(self, what: str, aw: Awaitable[T]) -> T:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -570,6 +571,24 @@ async def test_snapshot_round_trip(tmp_path: Path, params: IndexParams | None) -
     assert hit is not None and hit.text == "new"
     # ids go on after the loaded ones: a new entry never takes a loaded entry's id
     assert hit.entry_id not in ids and third.next_id > max([*ids, hit.entry_id])
+
+
+@both_kinds
+async def test_snapshot_files_are_the_owners_only(tmp_path: Path,
+                                                  params: IndexParams | None) -> None:
+    cache = HnswCache(DIM, params=params, capacity=10, ttl_s=100, model_id="m1")
+    for i in range(4):
+        await cache.store(f"p{i % 2}", unit(i), f"q{i}", answer(f"a{i}"))
+    old = os.umask(0o022)  # a permissive umask must not make cached answers readable
+    try:
+        assert await cache.save(tmp_path / "snap")
+    finally:
+        os.umask(old)
+    paths = list((tmp_path / "snap").rglob("*"))
+    assert any(p.is_file() and p.suffix in (".npy", ".hnsw") for p in paths)
+    for path in [tmp_path / "snap", *paths]:
+        mode = path.stat().st_mode & 0o777
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
 
 
 @both_kinds

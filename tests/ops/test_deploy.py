@@ -108,6 +108,7 @@ def compose_config(*files: Path) -> dict[str, Any]:
         args += ["-f", str(f)]
     env = {k: v for k, v in os.environ.items()
            if k not in ("ROUTER_SVC_DATA", "MODEL_BUILD_ARGS", "COMPOSE_FILE")}
+    env["GRAFANA_ADMIN_PASSWORD"] = "from-the-environment"
     res = run([*args, "config"], env=env)
     assert res.returncode == 0, f"{shlex.join(args)} config failed:\n{res.stderr}"
     assert "WARNING" not in res.stderr, res.stderr
@@ -822,3 +823,37 @@ async def test_real_prometheus_scrapes_the_router(router_factory, tmp_path):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
         log.close()
+
+
+@pytest.mark.parametrize("variant", ["gpu", "cpu"])
+def test_inner_services_listen_on_localhost_only(configs, variant):
+    """Triton, Prometheus and Grafana are for this host; the router and Envoy serve clients."""
+    services = configs[variant]["services"]
+    for name in ("triton", "prometheus", "grafana"):
+        for p in services[name].get("ports", []):
+            host = p.get("host_ip") if isinstance(p, dict) else str(p).rsplit(":", 2)[0]
+            assert host == "127.0.0.1", (name, p)
+
+
+def test_grafana_password_comes_from_the_environment(configs):
+    env = configs["gpu"]["services"]["grafana"]["environment"]
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == "from-the-environment"
+    args = [tool("docker-compose"), "-f", str(COMPOSE), "config"]
+    no_env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    res = run(args, env=no_env)
+    assert res.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in res.stderr
+
+
+def _seconds(value: str) -> float:
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)(ms|h|m|s)", value))
+
+
+def test_stop_grace_period_covers_the_routers_drain(configs):
+    from router_svc.config.loading import load_config
+
+    cfg = load_config(ROUTER_CONFIG)
+    drain = max(60.0, cfg.extproc.grace_s + 5)  # ops.serve: the HTTP door's shutdown timeout
+    for variant in ("gpu", "cpu"):
+        grace = configs[variant]["services"]["router"].get("stop_grace_period", "10s")
+        assert _seconds(str(grace)) > drain, (variant, grace)

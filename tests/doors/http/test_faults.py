@@ -179,6 +179,37 @@ async def test_triton_outage_policies_and_recovery(router_factory, backends, own
                 assert r.status == 200
 
 
+async def test_router_is_ready_within_a_second_or_so_after_a_30_s_outage(router_factory,
+                                                                          own_triton):
+    """gRPC's reconnect backoff grows with the outage; the client caps it (triton.client
+    CHANNEL_ARGS), so the router follows Triton back at once however long it was away."""
+    url = await router_factory(on_error(own_triton.grpc_url, "default_model", "block"))
+    async with aiohttp.ClientSession() as s:
+        status, _, _ = await post_chat(s, url)
+        assert status == 200
+        await own_triton.astop()
+        try:
+            outage_end = time.monotonic() + 30
+            while time.monotonic() < outage_end:  # requests during the outage grow the backoff
+                status, _, _ = await post_chat(s, url)
+                assert status == 503
+                await asyncio.sleep(2)
+        finally:
+            await own_triton.astart()  # returns once Triton answers as ready
+        back = time.monotonic()
+        while True:
+            async with s.get(f"{url}/ready") as r:
+                if r.status == 200:
+                    break
+            assert time.monotonic() - back < 5, "the router did not follow Triton back"
+            await asyncio.sleep(0.05)
+        ready_after = time.monotonic() - back
+        status, _, _ = await post_chat(s, url)
+        assert status == 200
+        print(f"\nready {ready_after:.2f} s after Triton's return from a 30 s outage")
+        assert ready_after < 2.5, ready_after
+
+
 async def test_triton_down_at_start_up_fails_with_a_clear_error(trained_model_dir, backends):
     """Start-up waits ``startup_timeout_s`` for the model, then fails naming Triton's address:
     ``router-svc serve`` exits with that message rather than serving without a classifier."""
