@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -309,6 +310,7 @@ async def _serve(p: Plan, stop: asyncio.Event) -> None:
     from router_svc.triton.repository import model_file_for
 
     triton: TritonServer | None = None
+    supervisor: asyncio.Task[None] | None = None
     backends = None
     runner: web.AppRunner | None = None
     try:
@@ -322,6 +324,7 @@ async def _serve(p: Plan, stop: asyncio.Event) -> None:
             await triton.astart()
             triton_url, triton_http = triton.grpc_url, triton.http_url
             _say(f"Triton ready on {triton_url} (gRPC) in {time.monotonic() - t0:.0f} s")
+            supervisor = asyncio.get_running_loop().create_task(triton.supervise(stop, _say))
         if stop.is_set():
             return
         if p.demo:
@@ -357,6 +360,10 @@ async def _serve(p: Plan, stop: asyncio.Event) -> None:
             await runner.cleanup()
         if backends is not None:
             await backends.cleanup()
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
         if triton is not None:
             await triton.astop()
             _say("Triton stopped")

@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from router_svc.labels import MODEL_NAME
@@ -322,6 +322,34 @@ class TritonServer:
 
     async def astart(self) -> TritonServer:
         return await asyncio.to_thread(self.start)
+
+    async def supervise(self, stop: asyncio.Event, say: Callable[[str], None],
+                        poll_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
+        """Until ``stop`` is set: restart a Triton that died, on the same ports (clients
+        reconnect by themselves), waiting 1, 2, 4 ... ``max_backoff_s`` seconds between failed
+        restarts. Each death and restart is said through ``say``."""
+        backoff = 1.0
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll_s)
+            p = self.process
+            if stop.is_set() or p is None or p.poll() is None:
+                continue
+            say(f"Triton exited with status {p.returncode}; restarting in {backoff:g} s "
+                f"(log {self.log_path})")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            if stop.is_set():
+                return
+            await self.astop()  # what is left of the old session, and its log
+            try:
+                await self.astart()
+            except TritonStartError as e:
+                say(f"Triton restart failed: {e}")
+                backoff = min(backoff * 2, max_backoff_s)
+                continue
+            say(f"Triton restarted on {self.grpc_url}")
+            backoff = 1.0
 
     async def astop(self) -> None:
         await asyncio.to_thread(self.stop)

@@ -240,6 +240,28 @@ def test_up_serves_routes_and_stops_cleanly(trained_model_dir, tmp_path):
         assert model == "phi4", dict(raw.headers)  # math's best model in the example config
         print(f"\nrouter-svc up ready in {started_s:.1f} s")
 
+        # Triton dies: up restarts it on the same ports, says so, and the router follows
+        for pid in tritons:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        died = time.monotonic()
+        deadline = died + 180
+        while "Triton restarted" not in output():
+            assert proc.poll() is None, f"router-svc up exited with {proc.returncode}:\n{output()}"
+            assert time.monotonic() < deadline, f"Triton not restarted:\n{output()}"
+            time.sleep(0.2)
+        assert "Triton exited with status" in output()
+        while _get(f"http://127.0.0.1:{port}/ready") != 200:
+            assert time.monotonic() < deadline, f"router not ready again:\n{output()}"
+            time.sleep(0.2)
+        print(f"Triton killed: restarted and the router ready again in "
+              f"{time.monotonic() - died:.1f} s")
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": MATH}])
+        assert raw.headers.get("x-router-model") == "phi4", dict(raw.headers)
+        assert not set(tritons) & set(_triton_children(proc.pid))  # a new Triton
+        tritons = {**tritons, **_triton_children(proc.pid)}
+
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
         assert rc == 0, output()
