@@ -88,7 +88,10 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_batch_tokens = max_batch_tokens
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max_queue)
+        # The bound counts rows, not requests: one long prompt is many rows of Triton work.
+        self.max_queue_rows = max_queue
+        self._queued_rows = 0
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._stats = stats or BatchStats()
         self._held: _Job | None = None
@@ -102,7 +105,7 @@ class Batcher:
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        return self._queued_rows
 
     async def start(self) -> None:
         if self._task is None:
@@ -119,7 +122,7 @@ class Batcher:
         pending = [self._held] if self._held else []
         self._held = None
         while not self._queue.empty():
-            pending.append(self._queue.get_nowait())
+            pending.append(self._dequeue())
         self._fail(pending, RuntimeError("classifier is shutting down"))
 
     async def submit(self, rows: list[list[int]]) -> list[RowOutput]:
@@ -127,21 +130,26 @@ class Batcher:
         if not rows:
             return []
         fut: asyncio.Future[list[RowOutput]] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait(_Job(rows, fut))
-        except asyncio.QueueFull:
-            raise QueueFull(
-                f"classification queue is full ({self._queue.maxsize} waiting)"
-            ) from None
+        # A request larger than the whole bound still runs when nothing else waits.
+        if self._queued_rows and self._queued_rows + len(rows) > self.max_queue_rows:
+            raise QueueFull(f"classification queue is full ({self._queued_rows} rows waiting, "
+                            f"at most {self.max_queue_rows})")
+        self._queue.put_nowait(_Job(rows, fut))
+        self._queued_rows += len(rows)
         self._wake.set()
         if self._stats.on_depth:
-            self._stats.on_depth(self._queue.qsize())
+            self._stats.on_depth(self._queued_rows)
         return await fut
+
+    def _dequeue(self) -> _Job:
+        job = self._queue.get_nowait()
+        self._queued_rows -= len(job.rows)
+        return job
 
     def _take(self, jobs: list[_Job], n_rows: int) -> int:
         """Move queued jobs into the batch while they fit; the rows it now holds."""
         while n_rows < self.max_batch_size and not self._queue.empty():
-            job = self._queue.get_nowait()
+            job = self._dequeue()
             if n_rows + len(job.rows) > self.max_batch_size:
                 self._held = job  # does not fit: it leads the next batch
                 break
@@ -155,6 +163,7 @@ class Batcher:
             first, self._held = self._held, None
         else:
             first = await self._queue.get()
+            self._queued_rows -= len(first.rows)
         jobs = [first]
         n_rows = self._take(jobs, len(first.rows))
         # Gather while every slot is busy: no wait at all when Triton is idle.
@@ -188,7 +197,7 @@ class Batcher:
                 self._release()
                 continue
             if self._stats.on_depth:
-                self._stats.on_depth(self._queue.qsize())
+                self._stats.on_depth(self._queued_rows)
             task = asyncio.create_task(self._execute(jobs))
             self._running.add(task)
             task.add_done_callback(self._finished)

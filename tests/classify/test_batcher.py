@@ -106,6 +106,37 @@ async def test_full_queue_sheds_load():
     assert refused and served and len(refused) + len(served) == 8
 
 
+async def test_the_queue_bound_counts_rows_not_requests():
+    model = FakeModel(delay=0.2)
+    b = await started(model, max_batch_size=4, max_queue=6, max_inflight=1)
+    try:
+        first = asyncio.ensure_future(b.submit([row(1)]))  # taken at once: Triton was idle
+        while model.active == 0:  # the model is busy with it
+            await asyncio.sleep(0)
+        waiting = asyncio.ensure_future(b.submit([row(i) for i in range(2, 7)]))  # 5 rows
+        while b.depth == 0:
+            await asyncio.sleep(0)
+        assert b.depth == 5
+        with pytest.raises(QueueFull, match="5 rows waiting"):
+            await b.submit([row(7), row(8)])  # 5 + 2 > 6: refused though it is one request
+        ok = await b.submit([row(9)])  # 5 + 1 fits
+        assert int(ok[0].embedding[0]) == 9
+        assert len(await first) == 1 and len(await waiting) == 5
+        assert b.depth == 0
+    finally:
+        await b.stop()
+
+
+async def test_a_request_larger_than_the_bound_runs_when_nothing_waits():
+    model = FakeModel(delay=0.01)
+    b = await started(model, max_batch_size=4, max_queue=3, max_inflight=1)
+    try:
+        outs = await b.submit([row(i) for i in range(10)])
+    finally:
+        await b.stop()
+    assert [int(o.embedding[0]) for o in outs] == list(range(10))
+
+
 async def test_callers_that_left_are_not_inferred():
     model = FakeModel(delay=0.05)
     b = await started(model, max_batch_size=1, max_wait_s=0, max_inflight=1)
