@@ -17,6 +17,7 @@ BACKEND_TIMEOUT = "backend_timeout"
 BACKEND_ERROR = "backend_error"
 BACKEND_BAD_RESPONSE = "backend_bad_response"
 BACKEND_STREAM_ABORTED = "backend_stream_aborted"
+BACKEND_BUSY = "backend_busy"  # every pooled connection in use for the whole pool timeout
 
 
 class UpstreamError(Exception):

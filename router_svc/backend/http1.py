@@ -33,6 +33,10 @@ class Http1Error(Exception):
     """The connection failed or the answer was not HTTP/1.1."""
 
 
+class PoolBusy(Http1Error):
+    """Every connection of the pool stayed in use for the whole pool timeout."""
+
+
 @dataclass(frozen=True)
 class Origin:
     scheme: str
@@ -228,8 +232,11 @@ class Http1Client:
     """Keep-alive connections per origin, at most ``limit`` in use at once (0: no limit)."""
 
     def __init__(self, *, limit: int = 100, connect_timeout_s: float = 5.0,
-                 read_timeout_s: float = 120.0, ssl_context: ssl.SSLContext | None = None) -> None:
+                 read_timeout_s: float = 120.0, ssl_context: ssl.SSLContext | None = None,
+                 pool_timeout_s: float = 5.0) -> None:
         self.connect_timeout_s = connect_timeout_s
+        self.pool_timeout_s = pool_timeout_s
+        self.limit = limit
         self.read_timeout_s = read_timeout_s
         self._ssl = ssl_context
         self._idle: dict[Origin, collections.deque[_Connection]] = {}
@@ -242,7 +249,12 @@ class Http1Client:
         origin, target = split_url(url)
         head = _head(method, target, origin, headers, len(body))
         if self._slots is not None:
-            await self._slots.acquire()
+            try:  # slow streams can hold every connection: wait a bounded time, not for ever
+                async with asyncio.timeout(self.pool_timeout_s):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise PoolBusy(f"all {self.limit} backend connections stayed busy for "
+                               f"{self.pool_timeout_s:g}s") from None
         try:
             while True:
                 conn = await self._connection(origin)

@@ -36,6 +36,7 @@ from typing import Any
 
 from router_svc.backend.errors import (
     BACKEND_BAD_RESPONSE,
+    BACKEND_BUSY,
     BACKEND_STREAM_ABORTED,
     BACKEND_TIMEOUT,
     BACKEND_UNREACHABLE,
@@ -43,7 +44,7 @@ from router_svc.backend.errors import (
     normalise_error_body,
     openai_error,
 )
-from router_svc.backend.http1 import Http1Client, Http1Error, Response
+from router_svc.backend.http1 import Http1Client, Http1Error, PoolBusy, Response
 from router_svc.backend.sse_read import Usage, extract_usage, parse_sse_events
 from router_svc.core import json_codec
 from router_svc.core.selection import BackendTarget
@@ -124,6 +125,11 @@ def _backend_headers(
 
 
 def _connect_error(target: BackendTarget, exc: BaseException) -> UpstreamError:
+    if isinstance(exc, PoolBusy):
+        return UpstreamError(
+            503, openai_error(503, f"the router's connections to the backend for model "
+                                   f"'{target.model}' are all busy ({exc}); retry shortly",
+                              "server_error", "backend_busy"), BACKEND_BUSY)
     if isinstance(exc, TimeoutError):
         return UpstreamError(
             504,
@@ -188,6 +194,7 @@ class Proxy:
         limit: int = 100,
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 120.0,
+        pool_timeout_s: float = 5.0,
     ) -> Proxy:
         """Build the pool. Call inside a running loop (e.g. a ``cleanup_ctx``).
 
@@ -195,7 +202,7 @@ class Proxy:
         headers and every gap between streamed chunks, not the whole generation.
         """
         client = Http1Client(limit=limit, connect_timeout_s=connect_timeout_s,
-                             read_timeout_s=read_timeout_s)
+                             read_timeout_s=read_timeout_s, pool_timeout_s=pool_timeout_s)
         return cls(client, owns_client=True)
 
     async def close(self) -> None:

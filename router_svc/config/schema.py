@@ -139,6 +139,10 @@ class ProxyConfig:
     connect_timeout_s: float = _bounded(5.0, lo=0, lo_open=True)
     read_timeout_s: float = _bounded(300.0, lo=0, lo_open=True)
     max_body_bytes: int = _bounded(4 * 1024 * 1024, lo=1)
+    # Backend connections in use at once, and how long a request waits for one when slow
+    # streams hold them all (503 backend_busy after), instead of hanging.
+    max_connections: int = _bounded(100, lo=1)
+    pool_timeout_s: float = _bounded(5.0, lo=0, lo_open=True)
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ ERROR_REASONS = frozenset(
         "backend_error",
         "backend_bad_response",
         "backend_stream_aborted",
+        "backend_busy",
         "client_disconnected",
         "internal",
     }

@@ -131,6 +131,8 @@ _REASONS = {400: "bad_request", 404: "unknown_model", 405: "bad_request", 413: "
 
 
 def error_reason(err: RouterError) -> str:
+    if isinstance(err, BackendError):  # a backend's 503 is no classifier outage
+        return "backend_error"
     return _REASONS.get(err.status, "backend_error")
 
 

@@ -64,8 +64,10 @@ class Runtime:
     async def running(self) -> AsyncIterator[Runtime]:
         async with contextlib.AsyncExitStack() as stack:
             p = self.config.proxy
-            self.proxy = Proxy.create(connect_timeout_s=p.connect_timeout_s,
-                                      read_timeout_s=p.read_timeout_s)
+            self.proxy = Proxy.create(limit=p.max_connections,
+                                      connect_timeout_s=p.connect_timeout_s,
+                                      read_timeout_s=p.read_timeout_s,
+                                      pool_timeout_s=p.pool_timeout_s)
             stack.push_async_callback(self.proxy.close)
             await stack.enter_async_context(self._classifier())
             await stack.enter_async_context(self._cache())

@@ -343,3 +343,25 @@ async def test_options_are_live(aiohttp_server, proxy):
         await proxy.post_json(target, CHAT, chat_body(), {})
     assert info.value.status == 429
     assert info.value.body["error"]["type"] == "invalid_request_error"
+
+
+async def test_a_request_waits_a_bounded_time_for_a_busy_pool(aiohttp_server):
+    """Every connection held by a slow stream: the next call is a 503 after the pool timeout,
+    not a hang, and the stream holding the connection is unaffected."""
+    _, target = await backend(aiohttp_server, chunk_delay_s=0.3)
+    p = Proxy.create(limit=1, connect_timeout_s=2.0, read_timeout_s=5.0, pool_timeout_s=0.3)
+    try:
+        async with p.stream(target, CHAT, chat_body("a b c d", stream=True), {}) as held:
+            t0 = time.perf_counter()
+            with pytest.raises(UpstreamError) as info:
+                await p.post_json(target, CHAT, chat_body("x"), {})
+            waited = time.perf_counter() - t0
+            events = [e async for e in held]
+        assert info.value.status == 503 and info.value.reason == "backend_busy"
+        assert info.value.body["error"]["code"] == "backend_busy"
+        assert 0.25 < waited < 2.0
+        assert events and held.result.ended
+        ok = await p.post_json(target, CHAT, chat_body("x"), {})  # the slot is free again
+        assert ok.status == 200
+    finally:
+        await p.close()

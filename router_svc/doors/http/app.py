@@ -146,8 +146,8 @@ async def forward(request: web.Request, ex: Exchange, fwd: Forward) -> web.Strea
         try:
             res = await proxy.post_json(fwd.target, path, fwd.body, request.headers)
         except UpstreamError as e:
-            relay.failed(e.reason)
-            return await render(request, ex.error(backend_error(e), headers=headers).answer)
+            return await render(request, ex.error(backend_error(e), headers=headers,
+                                                  reason=e.reason).answer)
         await relay.json_ended(res.body)
         # The backend's own bytes: parsed above for usage and the cache, not re-encoded.
         return web.Response(body=res.raw, status=res.status, headers=headers,
@@ -171,8 +171,8 @@ async def forward(request: web.Request, ex: Exchange, fwd: Forward) -> web.Strea
         await relay.stream_ended(clean=clean)
         return resp
     except UpstreamError as e:
-        relay.failed(e.reason)
-        return await render(request, ex.error(backend_error(e), headers=headers).answer)
+        return await render(request, ex.error(backend_error(e), headers=headers,
+                                              reason=e.reason).answer)
     except ConnectionResetError:
         # The client hung up mid-stream (a write failed); leaving ``async with`` closed the
         # backend call. Hand back the response already under way: aiohttp finishes it quietly,
