@@ -45,7 +45,7 @@ from router_svc.backend.errors import (
     openai_error,
 )
 from router_svc.backend.http1 import Http1Client, Http1Error, PoolBusy, Response
-from router_svc.backend.sse_read import Usage, extract_usage, parse_sse_events
+from router_svc.backend.sse_read import MAX_EVENT_BYTES, Usage, extract_usage, parse_sse_events
 from router_svc.core import json_codec
 from router_svc.core.selection import BackendTarget
 
@@ -153,7 +153,16 @@ def _connect_error(target: BackendTarget, exc: BaseException) -> UpstreamError:
     )
 
 
+class EventTooLong(Http1Error):
+    """The backend sent more than ``MAX_EVENT_BYTES`` without ending an event."""
+
+
 def _stream_error(target: BackendTarget, exc: BaseException) -> UpstreamError:
+    if isinstance(exc, EventTooLong):
+        return UpstreamError(
+            502, openai_error(502, f"backend for model '{target.model}' sent a malformed "
+                                   f"stream ({exc})", "server_error", "backend_bad_response"),
+            BACKEND_BAD_RESPONSE)
     if isinstance(exc, TimeoutError):
         return UpstreamError(
             504,
@@ -385,6 +394,8 @@ class UpstreamStream:
                 for event in events:
                     self.result.events += 1
                     yield event
+                if len(buffer) > MAX_EVENT_BYTES:
+                    raise EventTooLong(f"one server-sent event exceeded {MAX_EVENT_BYTES} bytes")
             if buffer.strip():  # a last event without its blank line
                 self.result.events += 1
                 yield buffer

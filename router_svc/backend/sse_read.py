@@ -35,6 +35,9 @@ def extract_usage(body: Any) -> Usage | None:
 
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
+# One server-sent event larger than this is a broken backend, not an answer: a stream that
+# never ends an event must not grow a buffer without bound.
+MAX_EVENT_BYTES = 1 << 20
 
 
 def parse_sse_events(buffer: bytes) -> tuple[list[bytes], bytes]:

@@ -365,3 +365,27 @@ async def test_a_request_waits_a_bounded_time_for_a_busy_pool(aiohttp_server):
         assert ok.status == 200
     finally:
         await p.close()
+
+
+async def test_an_event_that_never_ends_is_an_error_not_a_growing_buffer(aiohttp_server, proxy):
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices": []}\n\n')  # one good event, then no end
+        for _ in range(40):
+            await resp.write(b"data: " + b"x" * 65536)
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", endless)
+    server = await aiohttp_server(app)
+    target = BackendTarget(str(server.make_url("/v1")), "m")
+    got: list[bytes] = []
+    with pytest.raises(UpstreamError) as info:
+        async with proxy.stream(target, CHAT, chat_body(stream=True), {}) as up:
+            async for event in up:
+                got.append(event)
+    assert len(got) == 1  # what came before is passed on
+    assert info.value.status == 502 and info.value.reason == "backend_bad_response"
+    assert "exceeded" in info.value.body["error"]["message"]

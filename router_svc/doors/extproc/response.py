@@ -22,7 +22,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from router_svc.backend.errors import BACKEND_BAD_RESPONSE, BACKEND_ERROR, normalise_error_body
 from router_svc.backend.proxy import scrub_error
-from router_svc.backend.sse_read import parse_sse_events
+from router_svc.backend.sse_read import MAX_EVENT_BYTES, parse_sse_events
 from router_svc.doors.extproc.proto import common, response_body_reply, response_headers_reply
 from router_svc.flow.answers import JSON_TYPE, SSE_TYPE, media_type
 from router_svc.flow.relay import Relay
@@ -102,6 +102,9 @@ class ResponseWatch:
         """The chunk as it goes on: whole events only, those the relay keeps. None when that
         is the chunk itself (no mutation sent back)."""
         events, self._buf = parse_sse_events(self._buf + chunk)
+        if len(self._buf) > MAX_EVENT_BYTES:  # a broken stream: passed on, never buffered
+            events.append(self._buf)
+            self._buf = b""
         if end_of_stream and self._buf.strip():
             events.append(self._buf)  # a last event without its blank line
         if end_of_stream:
