@@ -219,7 +219,7 @@ class Batcher:
 
     async def _acquire(self) -> None:
         """A slot for one more Triton call of a batch that already holds one."""
-        while self._free <= 0:
+        if self._free <= 0:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._slot_waiters.append(waiter)
             try:
@@ -228,8 +228,6 @@ class Batcher:
                 if waiter.done() and not waiter.cancelled():
                     self._release()  # handed a slot just as we were cancelled: pass it on
                 raise
-            self._free -= 1
-            return
         self._free -= 1
 
     def _finished(self, task: asyncio.Task[None]) -> None:

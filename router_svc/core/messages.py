@@ -9,10 +9,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from router_svc.core import params
-from router_svc.core.errors import BadRequest
-from router_svc.core.texts import JOINED, Path, Segment, apply_redactions, scan_body
+from router_svc.core.errors import BadRequest, invalid_type, json_type
+from router_svc.core.texts import (
+    JOINED,
+    MESSAGE_ROLES,
+    Path,
+    Segment,
+    apply_redactions,
+    scan_body,
+)
 
-ALLOWED_ROLES: tuple[str, ...] = ("system", "developer", "user", "assistant", "tool", "function")
+ALLOWED_ROLES = MESSAGE_ROLES
 
 __all__ = ["ALLOWED_ROLES", "ChatRequest", "CompletionRequest", "Path", "Segment",
            "apply_redactions", "category_segments", "category_text", "last_user_text",
@@ -37,33 +44,6 @@ class CompletionRequest:
     unscannable: tuple[str, ...] = ()
 
 
-def _a(v: Any) -> str:
-    """The JSON type of ``v`` in the words OpenAI's own validation errors use."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int):
-        return "an integer"
-    if isinstance(v, float):
-        return "a decimal"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "an array"
-    if isinstance(v, dict):
-        return "an object"
-    return type(v).__name__
-
-
-def _invalid_type(param: str, expected: str, got: Any) -> BadRequest:
-    return BadRequest(
-        f"Invalid type for '{param}': expected {expected}, but got {_a(got)} instead.",
-        param=param,
-        code="invalid_type",
-    )
-
-
 def usage_requested(body: Mapping[str, Any]) -> bool:
     """The client asked for the usage chunk at the end of a stream
     (``stream_options.include_usage``)."""
@@ -74,20 +54,20 @@ def usage_requested(body: Mapping[str, Any]) -> bool:
 def _common(body: Any) -> tuple[str, bool]:
     """``model`` and ``stream``: shared by both endpoints."""
     if not isinstance(body, dict):
-        raise BadRequest(f"The request body must be a JSON object, not {_a(body)}.")
+        raise BadRequest(f"The request body must be a JSON object, not {json_type(body)}.")
     model = body.get("model")
     if model is None:
         raise BadRequest("You must provide a model parameter.", param="model")
     if not isinstance(model, str):
-        raise _invalid_type("model", "a string", model)
+        raise invalid_type("model", "a string", model)
     if not model:
         raise BadRequest("The model parameter must not be empty.", param="model")
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
-        raise _invalid_type("stream", "a boolean", stream)
+        raise invalid_type("stream", "a boolean", stream)
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
-        raise _invalid_type("stream_options", "an object", options)
+        raise invalid_type("stream_options", "an object", options)
     params.check(body, completion="prompt" in body and "messages" not in body)
     return model, bool(stream)
 
@@ -100,21 +80,21 @@ def _check_content(i: int, role: str, content: Any, present: bool) -> None:
             return
         if not present:
             raise BadRequest(f"Missing required parameter: '{param}'.", param=param)
-        raise _invalid_type(param, "a string or an array of content parts", content)
+        raise invalid_type(param, "a string or an array of content parts", content)
     if isinstance(content, str):
         return
     if not isinstance(content, list):
-        raise _invalid_type(param, "a string or an array of content parts", content)
+        raise invalid_type(param, "a string or an array of content parts", content)
     for j, part in enumerate(content):
         p = f"{param}[{j}]"
         if not isinstance(part, dict):
-            raise _invalid_type(p, "an object", part)
+            raise invalid_type(p, "an object", part)
         kind = part.get("type")
         if not isinstance(kind, str):
-            raise _invalid_type(f"{p}.type", "a string", kind)
+            raise invalid_type(f"{p}.type", "a string", kind)
         text = part.get("text")
         if (kind == "text" or "text" in part) and not isinstance(text, str):
-            raise _invalid_type(f"{p}.text", "a string", text)
+            raise invalid_type(f"{p}.text", "a string", text)
 
 
 def parse_chat_request(body: Any) -> ChatRequest:
@@ -128,12 +108,12 @@ def parse_chat_request(body: Any) -> ChatRequest:
     if messages is None:
         raise BadRequest("Missing required parameter: 'messages'.", param="messages")
     if not isinstance(messages, list):
-        raise _invalid_type("messages", "an array", messages)
+        raise invalid_type("messages", "an array", messages)
     if not messages:
         raise BadRequest("'messages' must contain at least one message.", param="messages")
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
-            raise _invalid_type(f"messages[{i}]", "an object", msg)
+            raise invalid_type(f"messages[{i}]", "an object", msg)
         role = msg.get("role")
         if not isinstance(role, str):
             if role is None:
@@ -141,7 +121,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
                     f"Missing required parameter: 'messages[{i}].role'.",
                     param=f"messages[{i}].role",
                 )
-            raise _invalid_type(f"messages[{i}].role", "a string", role)
+            raise invalid_type(f"messages[{i}].role", "a string", role)
         if role not in ALLOWED_ROLES:
             raise BadRequest(
                 f"Invalid value: '{role}'. Supported values are: "
@@ -175,12 +155,12 @@ def parse_completion_request(body: Any) -> CompletionRequest:
                         param="prompt",
                         code="unsupported_prompt",
                     )
-                raise _invalid_type(f"prompt[{i}]", "a string", p)
+                raise invalid_type(f"prompt[{i}]", "a string", p)
     elif not isinstance(prompt, str):
-        raise _invalid_type("prompt", "a string or an array of strings", prompt)
+        raise invalid_type("prompt", "a string or an array of strings", prompt)
     suffix = body.get("suffix")
     if suffix is not None and not isinstance(suffix, str):
-        raise _invalid_type("suffix", "a string", suffix)
+        raise invalid_type("suffix", "a string", suffix)
     scan = scan_body(body)
     return CompletionRequest(model, stream, scan.segments, body, scan.unscannable)
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from router_svc.core.errors import BadRequest
+from router_svc.core.errors import BadRequest, invalid_type
 
 Kind = Literal["number", "integer", "boolean", "string", "object", "array", "stop",
                "string_or_object", "logprobs"]
@@ -46,19 +46,6 @@ PARAMS: dict[str, Param] = {
     "response_format": Param("object"),
     "suffix": Param("string"),
 }
-_NAMES = {bool: "a boolean", int: "an integer", float: "a decimal", str: "a string",
-          list: "an array", dict: "an object"}
-
-
-def _a(v: Any) -> str:
-    return "null" if v is None else _NAMES.get(type(v), type(v).__name__)
-
-
-def _type_error(name: str, expected: str, got: Any) -> BadRequest:
-    return BadRequest(f"Invalid type for '{name}': expected {expected}, but got {_a(got)} "
-                      "instead.", param=name, code="invalid_type")
-
-
 def _range_error(name: str, v: float, lo: float | None, hi: float | None) -> BadRequest:
     if lo is not None and v < lo:
         return BadRequest(f"Invalid '{name}': value below minimum. Expected a value >= {lo:g}, "
@@ -69,7 +56,7 @@ def _range_error(name: str, v: float, lo: float | None, hi: float | None) -> Bad
 
 def _number(name: str, v: Any, rule: Param, integer: bool) -> None:
     if isinstance(v, bool) or not isinstance(v, int if integer else int | float):
-        raise _type_error(name, "an integer" if integer else "a number", v)
+        raise invalid_type(name, "an integer" if integer else "a number", v)
     if (rule.lo is not None and v < rule.lo) or (rule.hi is not None and v > rule.hi):
         raise _range_error(name, v, rule.lo, rule.hi)
 
@@ -88,22 +75,22 @@ def check(body: Mapping[str, Any], *, completion: bool = False) -> None:
         if kind in ("number", "integer"):
             _number(name, v, rule, kind == "integer")
         elif kind == "boolean" and not isinstance(v, bool):
-            raise _type_error(name, "a boolean", v)
+            raise invalid_type(name, "a boolean", v)
         elif kind == "string" and not isinstance(v, str):
-            raise _type_error(name, "a string", v)
+            raise invalid_type(name, "a string", v)
         elif kind == "object" and not isinstance(v, dict):
-            raise _type_error(name, "an object", v)
+            raise invalid_type(name, "an object", v)
         elif kind == "array" and not isinstance(v, list):
-            raise _type_error(name, "an array", v)
+            raise invalid_type(name, "an array", v)
         elif kind == "string_or_object" and not isinstance(v, str | dict):
-            raise _type_error(name, "a string or an object", v)
+            raise invalid_type(name, "a string or an object", v)
         elif kind == "stop":
             if isinstance(v, list):
                 if len(v) > 4 or not all(isinstance(s, str) for s in v):
                     raise BadRequest("Invalid 'stop': expected a string or an array of at "
                                      "most 4 strings.", param="stop", code="invalid_value")
             elif not isinstance(v, str):
-                raise _type_error("stop", "a string or an array of strings", v)
+                raise invalid_type("stop", "a string or an array of strings", v)
     bias = body.get("logit_bias")
     if isinstance(bias, dict):
         for token, value in bias.items():

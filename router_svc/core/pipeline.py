@@ -33,11 +33,9 @@ from router_svc.core.messages import (
     ChatRequest,
     CompletionRequest,
     apply_redactions,
+    category_segments,
     parse_chat_request,
     parse_completion_request,
-)
-from router_svc.core.messages import (
-    category_text as request_category_text,
 )
 from router_svc.core.metrics import Metrics
 from router_svc.core.normalize import Folded, fold
@@ -178,7 +176,8 @@ class Router:
         # entities are mapped back to the characters the client sent.
         folded = [fold(s.text) for s in req.segments]
         segments = [f.text for f in folded]
-        category_text = fold(request_category_text(req)).text
+        by_path = {s.path: f.text for s, f in zip(req.segments, folded, strict=True)}
+        category_text = "\n".join(by_path[s.path] for s in category_segments(req))
         cls: Classification | None = None
         pii_status: PiiStatus = "partial" if req.unscannable else "checked"
         t = time.perf_counter()

@@ -45,7 +45,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.:/-]{0,63}")
 # Content parts whose payload the router cannot read (binary, or fetched by the backend).
 OPAQUE_PARTS = frozenset({"image_url", "input_image", "image", "input_audio", "audio",
                           "file", "input_file", "video_url"})
-_MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+MESSAGE_ROLES: tuple[str, ...] = ("system", "developer", "user", "assistant", "tool", "function")
 # Strings that hold JSON the model reads as such (tool-call arguments).
 JSON_STRINGS = frozenset({"arguments"})
 
@@ -113,7 +113,7 @@ def scan_body(body: Mapping[str, Any]) -> Scan:
                 if joined is not None:
                     segments.append(joined)
         else:  # a field's name is its role; one that is also a message role is told apart
-            role = f"{key}_field" if key in _MESSAGE_ROLES else key
+            role = f"{key}_field" if key in MESSAGE_ROLES else key
             _walk(value, (key,), role, segments, opaque, 0, key_step=key,
                   free=key in FREE_FORM)
     return Scan(tuple(segments), tuple(opaque))

@@ -44,10 +44,6 @@ class Relay:
         return self._scan.completed
 
     @property
-    def usage(self) -> Any:
-        return self._scan.usage
-
-    @property
     def client_wants_usage(self) -> bool:
         return self._scan.client_wants_usage
 

@@ -22,7 +22,6 @@ from router_svc.backend.sse_read import ask_for_usage
 from router_svc.cache.front import CacheFront, Lookup
 from router_svc.core.endpoints import Endpoint
 from router_svc.core.errors import RouterError
-from router_svc.core.messages import usage_requested
 from router_svc.core.metrics import Metrics
 from router_svc.core.pipeline import Routed, Router
 from router_svc.core.selection import BackendTarget
@@ -35,6 +34,7 @@ from router_svc.flow.answers import (
     parse_json_object,
     rejection_answer,
     replay_answer,
+    wants_usage,
 )
 from router_svc.flow.relay import Relay
 
@@ -77,7 +77,7 @@ class Forward:
 
     @property
     def client_wants_usage(self) -> bool:
-        return usage_requested(self.routed.request.body)
+        return wants_usage(self.routed)
 
 
 Outcome = Local | Forward
