@@ -19,3 +19,4 @@ class Entry:
     expires_at: float
     touched: int  # global recency tick (LRU order survives a snapshot)
     hits: int = 0
+    tenant: str = ""  # whose quota it counts against (``HnswCache.tenant_quota``)

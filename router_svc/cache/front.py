@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from router_svc.cache.capture import StreamCapture
-from router_svc.cache.keys import Kind, cache_directives, request_fingerprint, tenant_of
+from router_svc.cache.keys import Kind, cache_directives, cache_tenant, request_fingerprint
 from router_svc.cache.store import (
     CachedResponse,
     CachePlan,
@@ -34,6 +34,8 @@ from router_svc.cache.store import (
     run_maintenance,
 )
 from router_svc.config.loading import CacheConfig
+from router_svc.core import json_codec
+from router_svc.core.auth import Caller
 from router_svc.core.messages import usage_requested
 from router_svc.core.metrics import Metrics
 from router_svc.core.pipeline import Routed
@@ -72,7 +74,7 @@ async def open_cache(config: CacheConfig, *, dim: int, model: str,
     background, a last snapshot saved on the way out."""
     one_blas_thread()
     cache = HnswCache(dim, capacity=config.capacity, ttl_s=config.ttl_s, model_id=model,
-                      events=metrics)
+                      events=metrics, tenant_quota=config.max_entries_per_tenant)
     snap = config.persistence_dir
     if snap is not None:
         await cache.load(snap)
@@ -187,23 +189,24 @@ class CacheFront:
     def enabled(self) -> bool:
         return self.cache is not None
 
-    def plan(self, routed: Routed, headers: Mapping[str, str]) -> CachePlan | None:
+    def tenant(self, caller: Caller, body: Mapping[str, Any]) -> str | None:
+        return cache_tenant(caller.tenant, body, self.config.partition_by_user)
+
+    def plan(self, routed: Routed, headers: Mapping[str, str],
+             caller: Caller) -> CachePlan | None:
         if self.cache is None or routed.rejection is not None:
             return None
         return plan_request(
             enabled=True, target_model=routed.decision.model, body=routed.request.body,
-            headers=headers, partition_header=self.config.partition_header,
+            headers=headers, tenant=self.tenant(caller, routed.request.body),
             text=routed.category_text, embedding=routed.embedding,
             pii_found=bool(routed.entities or routed.decision.pii_types),
             pii_checked=routed.pii_status == "checked",
             store_pii_requests=self.config.store_pii_requests)
 
-    def _fingerprint(self, kind: Kind, body: Mapping[str, Any],
-                     headers: Mapping[str, str]) -> str:
-        return request_fingerprint(kind, body, tenant_of(headers, self.config.partition_header))
-
-    async def lookup(self, routed: Routed, headers: Mapping[str, str]) -> Lookup:
-        plan = self.plan(routed, headers)
+    async def lookup(self, routed: Routed, headers: Mapping[str, str],
+                     caller: Caller) -> Lookup:
+        plan = self.plan(routed, headers, caller)
         if plan is None or self.cache is None:
             return Lookup(None, state="miss" if self.enabled else "off")
         hit = None
@@ -212,7 +215,7 @@ class CacheFront:
                                           plan.text)
         memo = None
         if plan.store and self.config.repeat_memo:  # PII checked, none found, storable
-            memo = (self._fingerprint(routed.kind, routed.request.body, headers),
+            memo = (request_fingerprint(routed.kind, routed.request.body, plan.tenant),
                     Remembered(plan, routed.decision, routed.headers()))
         found = Lookup(plan, hit, "hit" if hit else "miss", memo)
         if hit is not None:
@@ -223,15 +226,18 @@ class CacheFront:
         if lookup.memo is not None:
             self.memo.put(*lookup.memo)
 
-    async def repeat(self, kind: Kind, body: Mapping[str, Any],
-                     headers: Mapping[str, str]) -> tuple[Remembered, Lookup] | None:
+    async def repeat(self, kind: Kind, body: Mapping[str, Any], headers: Mapping[str, str],
+                     caller: Caller) -> tuple[Remembered, Lookup] | None:
         """A hit for the very same request as one answered or stored before, found without
         the model; None: take the whole pipeline."""
         if self.cache is None or not self.config.repeat_memo or not len(self.memo):
             return None
         if not cache_directives(headers.get("Cache-Control"))[0] or replay_mode(body) is None:
             return None
-        fingerprint = self._fingerprint(kind, body, headers)
+        tenant = self.tenant(caller, body)
+        if tenant is None:
+            return None
+        fingerprint = request_fingerprint(kind, body, tenant)
         known = self.memo.get(fingerprint)
         if known is None:
             return None
@@ -255,8 +261,12 @@ class CacheFront:
 
     async def _store(self, lookup: Lookup, response: CachedResponse) -> bool:
         assert self.cache is not None and lookup.plan is not None
+        size = len(json_codec.dumps(response.body))
+        if size > self.config.max_answer_bytes:
+            log.debug("cache: answer of %d bytes not stored (cache.max_answer_bytes)", size)
+            return False
         stored = await self.cache.store(lookup.plan.partition, lookup.plan.embedding,
-                                        lookup.plan.text, response)
+                                        lookup.plan.text, response, tenant=lookup.plan.tenant)
         if stored:
             self._remember(lookup)
         return stored

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from router_svc.cache.verify import texts_compatible as texts_compatible
+from router_svc.core.auth import ANONYMOUS
 from router_svc.core.endpoints import Kind
 
 KINDS: tuple[Kind, ...] = ("chat", "completion")
@@ -31,7 +32,6 @@ NON_ANSWER_FIELDS = frozenset(
     {"model", "messages", "prompt", "stream", "stream_options", "user", "metadata", "store",
      "service_tier"}
 )
-ANONYMOUS = "anonymous"
 
 
 # --------------------------------------------------------------------------- keys
@@ -71,7 +71,7 @@ def _chat_context(messages: Any) -> Any:
 def partition_key(model: str, tenant: str, body: Mapping[str, Any]) -> str:
     """The exact part of the cache key (sha256 hex); see ``NON_ANSWER_FIELDS``.
 
-    ``model`` is the routed target, ``tenant`` comes from ``tenant_of``. For chat, the system
+    ``model`` is the routed target, ``tenant`` comes from ``cache_tenant``. For chat, the system
     prompt and every turn but the last user turn's text are hashed (its non-text parts and name
     are kept); for completions the shape of ``prompt`` (one string or a list of n) is kept.
     """
@@ -118,18 +118,16 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return v
 
 
-def tenant_of(headers: Mapping[str, str], header_name: str | None) -> str:
-    """Who may share cached answers: ``header:<value>`` of the configured header if present,
-    else ``key:<sha256 of the Authorization header>`` (never the key itself), else
-    ``"anonymous"``. The prefixes keep the three namespaces apart."""
-    if header_name:
-        v = _header(headers, header_name)
-        if v is not None and v.strip():
-            return "header:" + v.strip()
-    auth = _header(headers, "Authorization")
-    if auth is not None and auth.strip():
-        return "key:" + hashlib.sha256(auth.strip().encode()).hexdigest()
-    return ANONYMOUS
+def cache_tenant(caller_tenant: str | None, body: Mapping[str, Any],
+                 by_user: bool) -> str | None:
+    """Who may share cached answers: the caller's tenant (``router_svc.core.auth.identify``;
+    None shares nothing), split by the body's ``user`` field when ``by_user``."""
+    if caller_tenant is None:
+        return None
+    user = body.get("user")
+    if by_user and isinstance(user, str) and user:
+        return f"{caller_tenant}|user:{user}"
+    return caller_tenant
 
 
 def cache_directives(cache_control: str | None) -> tuple[bool, bool]:
@@ -151,6 +149,7 @@ class CachePlan:
     lookup: bool
     store: bool
     why_not_store: str = ""  # "no-store", "pii", "pii_unchecked"
+    tenant: str = ANONYMOUS  # whose quota a stored answer counts against
 
 
 def plan_request(
@@ -159,7 +158,7 @@ def plan_request(
     target_model: str,
     body: Mapping[str, Any],
     headers: Mapping[str, str],
-    partition_header: str | None,
+    tenant: str | None,
     text: str,
     embedding: np.ndarray | None,
     pii_found: bool,
@@ -167,10 +166,10 @@ def plan_request(
     store_pii_requests: bool = False,
 ) -> CachePlan | None:
     """The cache policy for one routed request, in one place; None: leave the cache alone
-    (disabled, no text to match such as an image-only turn, or no embedding because the
-    classifier was down). Requests with PII, or whose PII check did not run, are looked up
-    but not stored unless ``store_pii_requests``."""
-    if not enabled or not text.strip() or embedding is None:
+    (disabled, no tenant to share with (``cache_tenant``), no text to match such as an
+    image-only turn, or no embedding because the classifier was down). Requests with PII, or
+    whose PII check did not run, are looked up but not stored unless ``store_pii_requests``."""
+    if not enabled or tenant is None or not text.strip() or embedding is None:
         return None
     may_look_up, may_store = cache_directives(_header(headers, "Cache-Control"))
     why = ""
@@ -178,9 +177,8 @@ def plan_request(
         why = "no-store"
     elif not store_pii_requests and (pii_found or not pii_checked):
         why = "pii" if pii_found else "pii_unchecked"
-    tenant = tenant_of(headers, partition_header)
     return CachePlan(partition_key(target_model, tenant, body), text, embedding,
-                     lookup=may_look_up, store=not why, why_not_store=why)
+                     lookup=may_look_up, store=not why, why_not_store=why, tenant=tenant)
 
 
 # --------------------------------------------------------------------------- the text guard

@@ -91,7 +91,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 def _entry_json(e: Entry) -> dict[str, Any]:
     return {"id": e.id, "text": e.text, "kind": e.response.kind, "body": e.response.body,
             "created_at": e.created_at, "expires_at": e.expires_at, "touched": e.touched,
-            "hits": e.hits}
+            "hits": e.hits, "tenant": e.tenant}
 
 
 # --------------------------------------------------------------------------- save
@@ -242,5 +242,5 @@ def _entry(raw: dict[str, Any], key: str, now: float, ttl_s: float) -> Entry:
         response=CachedResponse(kind, raw["body"]), created_at=float(raw["created_at"]),
         # A shorter TTL configured since applies to loaded entries too.
         expires_at=min(float(raw["expires_at"]), now + ttl_s), touched=int(raw["touched"]),
-        hits=int(raw.get("hits", 0)),
+        hits=int(raw.get("hits", 0)), tenant=str(raw.get("tenant", "")),
     )

@@ -55,10 +55,10 @@ from router_svc.cache.keys import (
     CachePlan,
     Kind,
     cache_directives,
+    cache_tenant,
     partition_key,
     plan_request,
     request_kind,
-    tenant_of,
     texts_compatible,
 )
 from router_svc.cache.response import CachedResponse, fresh_copy, is_complete
@@ -79,13 +79,13 @@ __all__ = [
     "PartitionInfo",
     "SemanticCache",
     "cache_directives",
+    "cache_tenant",
     "fresh_copy",
     "is_complete",
     "partition_key",
     "plan_request",
     "request_kind",
     "run_maintenance",
-    "tenant_of",
     "texts_compatible",
 ]
 
@@ -162,9 +162,11 @@ class SemanticCache(ABC):
 
     @abstractmethod
     async def store(
-        self, partition: str, embedding: np.ndarray, text: str, response: CachedResponse
+        self, partition: str, embedding: np.ndarray, text: str, response: CachedResponse,
+        tenant: str = "",
     ) -> bool:
-        """Store a complete answer; False if skipped (near-identical entry, busy, invalid)."""
+        """Store a complete answer, counted against ``tenant``'s share; False if skipped
+        (near-identical entry, busy, invalid)."""
 
     @abstractmethod
     async def invalidate(self, partition: str) -> int:
@@ -210,6 +212,7 @@ class HnswCache(SemanticCache):
         clock: Callable[[], float] = time.time,
         events: CacheEvents | None = None,
         latency_window: int = 4096,
+        tenant_quota: int | None = None,
     ) -> None:
         if dim <= 0 or capacity <= 0 or ttl_s <= 0:
             raise ValueError("dim, capacity and ttl_s must be positive")
@@ -226,6 +229,9 @@ class HnswCache(SemanticCache):
         self._partitions: dict[str, PartitionIndex] = {}
         self._entries: dict[int, Entry] = {}  # insertion order = expiry order
         self._lru: OrderedDict[int, None] = OrderedDict()  # least recently used first
+        # The same order per tenant: at capacity the largest tenant loses its own LRU entry.
+        self._by_tenant: dict[str, OrderedDict[int, None]] = {}
+        self.tenant_quota = tenant_quota
         self._next_id = 0
         self._tick = 0
         self._latency: deque[float] = deque(maxlen=latency_window)
@@ -257,10 +263,18 @@ class HnswCache(SemanticCache):
         e.touched = self._tick
         self._lru[e.id] = None
         self._lru.move_to_end(e.id)
+        own = self._by_tenant.setdefault(e.tenant, OrderedDict())
+        own[e.id] = None
+        own.move_to_end(e.id)
 
     def _remove(self, entry_id: int) -> None:
         e = self._entries.pop(entry_id)
         self._lru.pop(entry_id, None)
+        own = self._by_tenant.get(e.tenant)
+        if own is not None:
+            own.pop(entry_id, None)
+            if not own:
+                del self._by_tenant[e.tenant]
         part = self._partitions[e.partition]
         part.remove(entry_id)
         if not len(part):  # an empty partition frees its index
@@ -317,8 +331,14 @@ class HnswCache(SemanticCache):
         self._touch(e)
         return Hit(e.response, min(sim, 1.0), e.text, max(0.0, now - e.created_at), e.id)
 
+    def _largest_tenant(self) -> OrderedDict[int, None]:
+        """The LRU order of the tenant holding the most entries (one tenant cannot flush the
+        others: it evicts its own first). Ties: the one whose LRU entry is oldest."""
+        return max(self._by_tenant.values(),
+                   key=lambda own: (len(own), -self._entries[next(iter(own))].touched))
+
     def _store_locked(self, partition: str, vec: np.ndarray, text: str,
-                      response: CachedResponse) -> bool:
+                      response: CachedResponse, tenant: str = "") -> bool:
         now = self.clock()
         part = self._partitions.get(partition)
         if part is not None:
@@ -334,8 +354,13 @@ class HnswCache(SemanticCache):
                     return False
             self._expire(expired)
         evicted = 0
+        own = self._by_tenant.get(tenant)
+        while own and self.tenant_quota is not None and len(own) >= self.tenant_quota:
+            self._remove(next(iter(own)))  # over its quota: a tenant replaces its own
+            evicted += 1
+            own = self._by_tenant.get(tenant)
         while len(self._entries) >= self.capacity:
-            self._remove(next(iter(self._lru)))
+            self._remove(next(iter(self._largest_tenant())))
             evicted += 1
         if evicted:
             self._n["evictions"] += evicted
@@ -348,7 +373,7 @@ class HnswCache(SemanticCache):
         self._next_id += 1
         if part.add(entry_id, vec):
             self._n["reused"] += 1
-        e = Entry(entry_id, partition, text, response, now, now + self.ttl_s, 0)
+        e = Entry(entry_id, partition, text, response, now, now + self.ttl_s, 0, tenant=tenant)
         self._entries[entry_id] = e
         self._touch(e)
         self._n["stores"] += 1
@@ -395,7 +420,7 @@ class HnswCache(SemanticCache):
         return hit
 
     def _do_store(self, partition: str, embedding: Any, text: str, response: CachedResponse,
-                  blocking: bool) -> bool:
+                  blocking: bool, tenant: str = "") -> bool:
         if self._closed or response.kind not in KINDS:
             return False
         vec = self._vector(embedding)
@@ -406,7 +431,7 @@ class HnswCache(SemanticCache):
             self._count("busy")
             return False
         try:
-            return self._store_locked(partition, vec, text, response)
+            return self._store_locked(partition, vec, text, response, tenant)
         finally:
             self._lock.release()
 
@@ -416,8 +441,9 @@ class HnswCache(SemanticCache):
         return self._do_lookup(partition, embedding, threshold, text, blocking=True)
 
     def store_sync(self, partition: str, embedding: Any, text: str,
-                   response: CachedResponse) -> bool:
-        return self._do_store(partition, embedding, text, response, blocking=True)
+                   response: CachedResponse, tenant: str = "") -> bool:
+        return self._do_store(partition, embedding, text, response, blocking=True,
+                              tenant=tenant)
 
     def invalidate_sync(self, partition: str) -> int:
         with self._lock:
@@ -435,6 +461,7 @@ class HnswCache(SemanticCache):
             self._partitions.clear()
             self._entries.clear()
             self._lru.clear()
+            self._by_tenant.clear()
             self._n["removed"] += n
             self._entries_changed()
             return n
@@ -553,7 +580,11 @@ class HnswCache(SemanticCache):
         with self._lock:
             self._partitions = {k: p for k, p in indexes.items() if len(p)}
             self._entries = {e.id: e for e in entries}
-            self._lru = OrderedDict((e.id, None) for e in sorted(entries, key=lambda e: e.touched))
+            self._lru = OrderedDict()
+            self._by_tenant = {}
+            for e in sorted(entries, key=lambda e: e.touched):
+                self._lru[e.id] = None
+                self._by_tenant.setdefault(e.tenant, OrderedDict())[e.id] = None
             self._next_id = max(self._next_id, next_id)
             self._tick = max([self._tick, *(e.touched for e in entries)])
             self._entries_changed()
@@ -566,8 +597,9 @@ class HnswCache(SemanticCache):
         return self._do_lookup(partition, embedding, threshold, text, blocking=False)
 
     async def store(self, partition: str, embedding: Any, text: str,
-                    response: CachedResponse) -> bool:
-        stored = self._do_store(partition, embedding, text, response, blocking=False)
+                    response: CachedResponse, tenant: str = "") -> bool:
+        stored = self._do_store(partition, embedding, text, response, blocking=False,
+                                tenant=tenant)
         if stored:
             self._promote_soon(partition)
         return stored

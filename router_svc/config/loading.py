@@ -29,6 +29,7 @@ from router_svc.config.reader import (
 from router_svc.config.schema import (
     CACHE_THRESHOLD_WARN,
     EXAMPLE_CONFIG,
+    AuthConfig,
     BackendConfig,
     BatchingConfig,
     CacheConfig,
@@ -56,7 +57,8 @@ from router_svc.labels import CATEGORIES, PII_TYPES
 
 # What callers import from here: the model's names and the loaders below.
 __all__ = [
-    "CACHE_THRESHOLD_WARN", "EXAMPLE_CONFIG", "BackendConfig", "BatchingConfig", "CacheConfig",
+    "CACHE_THRESHOLD_WARN", "EXAMPLE_CONFIG", "AuthConfig", "BackendConfig", "BatchingConfig",
+    "CacheConfig",
     "Category", "CategoryModelConfig", "ClassifierConfig", "Config", "ConfigError",
     "ExtProcConfig", "LimitsConfig", "ListenConfig", "ModelConfig", "ModelScore",
     "OnErrorConfig", "PiiAction",
@@ -77,6 +79,7 @@ _SECTIONS: dict[str, type] = {
     "proxy": ProxyConfig,
     "extproc": ExtProcConfig,
     "limits": LimitsConfig,
+    "auth": AuthConfig,
 }
 _TOP_KEYS = (*_SECTIONS, "tokenizer", "pii_action", "default_model", "categories", "model_config")
 
@@ -114,6 +117,24 @@ def _resolve_paths(s: dict[str, Any], base_dir: str | os.PathLike[str]) -> None:
     c = s["cache"]
     if c.persistence_dir is not None and not c.persistence_dir.is_absolute():
         s["cache"] = dataclasses.replace(c, persistence_dir=Path(base_dir) / c.persistence_dir)
+    a = s["auth"]
+    if a.keys_file is not None and not a.keys_file.is_absolute():
+        s["auth"] = dataclasses.replace(a, keys_file=Path(base_dir) / a.keys_file)
+
+
+def _check_auth(ctx: Ctx, s: dict[str, Any]) -> None:
+    auth, cache = s["auth"], s["cache"]
+    valid = bool(cache.partition_header and _HEADER_NAME.fullmatch(cache.partition_header))
+    if valid and not (auth.trusted_proxies or auth.proxy_secret_env):
+        # Any client could name any tenant and read its cached answers.
+        ctx.error("cache.partition_header",
+                  "a tenant header is believed only from a trusted proxy; add "
+                  "auth.trusted_proxies (its addresses) or auth.proxy_secret_env (a shared "
+                  "secret it sends), or remove the field")
+    if (auth.trusted_proxies or auth.proxy_secret_env) and not cache.partition_header:
+        ctx.warn("auth.trusted_proxies",
+                 "a trusted proxy is configured but cache.partition_header is not: the proxy "
+                 "cannot name tenants")
 
 
 def _check_sections(ctx: Ctx, s: dict[str, Any]) -> None:
@@ -347,6 +368,7 @@ def parse_config(
     sections = {k: read_section(ctx, top.get(k), k, cls) for k, cls in _SECTIONS.items()}
     _check_sections(ctx, sections)
     _check_cache(ctx, sections["cache"], env)
+    _check_auth(ctx, sections)
     _resolve_paths(sections, base_dir)
     routing = sections["routing"]
     if routing.alias in declared:
@@ -356,6 +378,13 @@ def parse_config(
             "clients could not name that model; pick another alias",
         )
 
+    if sections["auth"].enabled:
+        for name, mc in models.items():
+            if mc is not None and mc.backend is not None and mc.backend.forward_client_auth:
+                # With client keys on, the client's Authorization is a router key.
+                ctx.error(f"model_config.{name}.backend.forward_client_auth",
+                          "the client's key is the router's own when auth is on and must not "
+                          "reach a backend; set api_key_env for this backend instead")
     categories = _categories(ctx, top.get("categories"), declared, known_categories)
     unlisted = [c for c in known_categories if c not in {x.name for x in categories}]
     if unlisted:

@@ -124,7 +124,17 @@ class CacheConfig:
     threshold: float = _bounded(0.97, lo=0, hi=1, lo_open=True)
     capacity: int = _bounded(10_000, lo=1)  # entries over all partitions, LRU beyond
     ttl_s: float = _bounded(3600.0, lo=0, lo_open=True)
-    partition_header: str | None = None  # tenant header; default: a hash of the API key
+    # A tenant header, believed only from a trusted proxy (``auth.trusted_proxies`` or
+    # ``auth.proxy_secret_env``); otherwise the tenant is the client key's.
+    partition_header: str | None = None
+    # Requests with no credential at all (no key, no trusted tenant header) may share
+    # cached answers with each other; off, they are neither looked up nor stored.
+    share_anonymous: bool = False
+    partition_by_user: bool = False  # the body's ``user`` field splits a tenant's partition
+    # Entries one tenant may hold; None: up to ``capacity``. At capacity the tenant with the
+    # most entries loses its least recently used one, so one tenant cannot flush the others.
+    max_entries_per_tenant: int | None = _bounded(None, lo=1)
+    max_answer_bytes: int = _bounded(256 * 1024, lo=1)  # a larger answer is not stored
     store_pii_requests: bool = False
     persistence_dir: Path | None = None  # relative to the config file; None: no snapshots
     snapshot_interval_s: float = _bounded(300.0, lo=0, lo_open=True)
@@ -143,6 +153,27 @@ class ProxyConfig:
     # streams hold them all (503 backend_busy after), instead of hanging.
     max_connections: int = _bounded(100, lo=1)
     pool_timeout_s: float = _bounded(5.0, lo=0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Client keys (``router_svc.core.auth``). Neither ``keys_file`` nor ``keys_env``: no
+    authentication, as before (said at start-up)."""
+
+    # YAML, ``keys: [{sha256: <hex of the key>, tenant: <name>, models: [<model>, ...]}]``;
+    # re-read when it changes (rotation without a restart). Relative to the config file.
+    keys_file: Path | None = None
+    # An environment variable holding ``tenant=key`` pairs, comma-separated (no model limits).
+    keys_env: str | None = None
+    reload_interval_s: float = _bounded(2.0, lo=0, lo_open=True)
+    # Addresses (CIDR) of proxies whose ``cache.partition_header`` is believed, and/or an
+    # environment variable with a secret such a proxy sends in ``x-router-proxy-secret``.
+    trusted_proxies: tuple[str, ...] = ()
+    proxy_secret_env: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.keys_file is not None or self.keys_env is not None
 
 
 @dataclass(frozen=True)
@@ -239,6 +270,7 @@ class Config:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     extproc: ExtProcConfig = field(default_factory=ExtProcConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     warnings: tuple[str, ...] = ()
     source: Path | None = None
 

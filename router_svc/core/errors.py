@@ -94,6 +94,25 @@ class UnknownModel(RouterError):
         super().__init__(message, param=param, **kw)
 
 
+class Unauthorized(RouterError):
+    """401 as OpenAI answers a missing or wrong key (SDKs raise ``AuthenticationError``)."""
+
+    status = 401
+    type = "invalid_request_error"
+    default_code = "invalid_api_key"
+
+
+class Forbidden(RouterError):
+    """403: the key is valid but may not use this model (SDKs raise ``PermissionDeniedError``)."""
+
+    status = 403
+    type = "invalid_request_error"
+    default_code = "model_not_allowed"
+
+    def __init__(self, message: str, *, param: str | None = "model", **kw: Any) -> None:
+        super().__init__(message, param=param, **kw)
+
+
 class ServiceUnavailable(RouterError):
     """The router cannot decide safely (e.g. classifier down and policy is fail-closed)."""
 

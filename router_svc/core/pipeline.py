@@ -20,6 +20,7 @@ from router_svc.classify.batcher import QueueFull
 from router_svc.classify.classifier import Classification, Classifier, TooMuchText
 from router_svc.classify.pii import PiiEntity, redact
 from router_svc.config.loading import Config
+from router_svc.core.auth import Caller, check_model
 from router_svc.core.endpoints import Kind
 from router_svc.core.errors import (
     BadRequest,
@@ -167,10 +168,14 @@ class Router:
                              forward_client_auth=b.forward_client_auth)
 
     # ---- the whole decision
-    async def route(self, kind: Kind, body: Any, *, count_routing: bool = True) -> Routed:
+    async def route(self, kind: Kind, body: Any, *, count_routing: bool = True,
+                    allowed: frozenset[str] | None = None) -> Routed:
         """The decision for one request. ``count_routing=False`` leaves the routing metric
-        to the caller (``count_decision``), e.g. to count a cache hit as ``cache_hit``."""
+        to the caller (``count_decision``), e.g. to count a cache hit as ``cache_hit``.
+        ``allowed``: the models the caller's key may use (None: all)."""
         req = self.parse(kind, body)
+        if allowed is not None:  # before any Triton work
+            check_model(Caller(None, allowed), req.model, self.config.routing.alias)
         _check_encodable(req)
         # The model reads look-alike characters as what they look like (core.normalize);
         # entities are mapped back to the characters the client sent.
@@ -195,7 +200,8 @@ class Router:
         confidence = cls.confidence if cls else 0.0
         if cls is None and req.model == self.config.routing.alias and not segments:
             category = None  # nothing to classify: default model
-        decision = select_model(self.config, req.model, category, confidence, pii_types)
+        decision = select_model(self.config, req.model, category, confidence, pii_types,
+                                allowed)
         self._check_unscannable(req, decision)
         entities = [(i, e) for i, seg in enumerate(cls.pii if cls else []) for e in seg]
         self._count(decision, entities, req.segments)

@@ -7,12 +7,12 @@ out. Nothing here knows how the signals were obtained or how the answer is deliv
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from router_svc.config.loading import Config
-from router_svc.core.errors import UnknownModel
+from router_svc.core.errors import Forbidden, UnknownModel
 
 Reason = Literal[
     "category",  # routed: the category's best model
@@ -43,16 +43,30 @@ class Decision:
     denied_pii_types: frozenset[str] = frozenset()
 
 
-def _routed_choice(config: Config, category: str | None, confidence: float) -> tuple[str, Reason]:
+def _routed_choice(config: Config, category: str | None, confidence: float,
+                   permitted: Callable[[str], bool]) -> tuple[str, Reason]:
     if category is None:
         return config.default_model, "classifier_unavailable"
     if confidence < config.classifier.category_model.threshold:
         return config.default_model, "low_confidence"
     cat = config.category(category)
-    if cat is None or not cat.model_scores:
-        # A category the config does not list: the operator's catch-all is default_model.
+    ranked = [ms.model for ms in cat.ranked() if permitted(ms.model)] if cat else []
+    if not ranked:
+        # A category the config does not list (or none of its models this caller may use):
+        # the operator's catch-all is default_model.
         return config.default_model, "category"
-    return cat.ranked()[0].model, "category"
+    return ranked[0], "category"
+
+
+def _first_permitted(config: Config, first: str, category: str | None,
+                     permitted: Callable[[str], bool]) -> str:
+    """``first``, or the best model the caller may use instead (Forbidden if none)."""
+    if permitted(first):
+        return first
+    for alt in [*_fallbacks(config, category), *config.models]:
+        if permitted(alt):
+            return alt
+    raise Forbidden("This API key may use none of the router's models.")
 
 
 def _denied(config: Config, model: str, pii_types: Collection[str]) -> frozenset[str]:
@@ -82,18 +96,28 @@ def select_model(
     category: str | None,
     confidence: float,
     pii_types: Collection[str],
+    allowed: Collection[str] | None = None,
 ) -> Decision:
     """Decide the model for a request.
 
     ``category`` is ``None`` when classification was unavailable (Triton down and
     ``on_error.routing: default_model``); fail-closed is the caller's business. Raises
     ``UnknownModel`` for a model name that is neither the alias nor in ``model_config``.
+    ``allowed``: the models the caller's key may use (None: all); routing picks among them,
+    and an explicit request for another is ``Forbidden``.
     """
     found = frozenset(pii_types)
+
+    def permitted(name: str) -> bool:
+        return allowed is None or name in allowed
+
     if requested_model == config.routing.alias:
-        model, reason = _routed_choice(config, category, confidence)
+        model, reason = _routed_choice(config, category, confidence, permitted)
+        model = _first_permitted(config, model, category, permitted)
         routed = True
     elif config.model(requested_model) is not None:
+        if not permitted(requested_model):
+            raise Forbidden(f"This API key may not use the model `{requested_model}`.")
         model, reason, routed = requested_model, "explicit", False
     else:
         raise UnknownModel(
@@ -109,7 +133,7 @@ def select_model(
         return decide(model, reason)
     if routed:
         for alt in _fallbacks(config, category):
-            if alt != model and not _denied(config, alt, found):
+            if alt != model and permitted(alt) and not _denied(config, alt, found):
                 return decide(alt, "pii_fallback")
     # Explicit requests are never re-routed: the client asked for that model, so the policy
     # applies to it as it stands.

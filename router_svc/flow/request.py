@@ -20,6 +20,7 @@ from typing import Any
 
 from router_svc.backend.sse_read import ask_for_usage
 from router_svc.cache.front import CacheFront, Lookup
+from router_svc.core.auth import Gate
 from router_svc.core.endpoints import Endpoint
 from router_svc.core.errors import RouterError
 from router_svc.core.metrics import Metrics
@@ -86,10 +87,12 @@ Outcome = Local | Forward
 class RequestFlow:
     """The decision path both doors share: one router, one cache, one set of metrics."""
 
-    def __init__(self, router: Router, cache: CacheFront, metrics: Metrics) -> None:
+    def __init__(self, router: Router, cache: CacheFront, metrics: Metrics,
+                 gate: Gate | None = None) -> None:
         self.router = router
         self.cache = cache
         self.metrics = metrics
+        self.gate = gate or Gate.for_config(router.config)
 
     def begin(self, endpoint: Endpoint) -> Exchange:
         return Exchange(self, endpoint)
@@ -111,22 +114,27 @@ class Exchange:
         """``content_type``: the media type without parameters ("" when absent)."""
         check_media_type(content_type)
 
-    async def decide(self, raw: bytes, headers: Mapping[str, str]) -> Outcome:
+    async def decide(self, raw: bytes, headers: Mapping[str, str],
+                     peer: str | None = None) -> Outcome:
+        """``peer``: the address the request came from (None: unknown, e.g. through Envoy),
+        for ``auth.trusted_proxies``."""
         flow, kind = self.flow, self.endpoint.kind
         try:
+            caller = flow.gate.identify(headers, peer)  # 401 before any work
             body = parse_json_object(raw)
-            repeat = await flow.cache.repeat(kind, body, headers)
+            repeat = await flow.cache.repeat(kind, body, headers, caller)
             if repeat is not None:  # the very same request as a cached one: no model call
                 known, hit = repeat
                 self.model = known.decision.model
                 flow.router.count_decision(known.decision, "cache_hit")
                 return Local(replay_answer(known.headers, hit, body), "cache_hit")
-            routed = await flow.router.route(kind, body, count_routing=False)
+            routed = await flow.router.route(kind, body, count_routing=False,
+                                             allowed=caller.models)
             self.model = routed.decision.model
             if routed.rejection is not None:
                 flow.router.count_decision(routed.decision)
                 return Local(rejection_answer(routed), "pii_rejected")
-            lookup = await flow.cache.lookup(routed, headers)
+            lookup = await flow.cache.lookup(routed, headers, caller)
             flow.router.count_decision(routed.decision, "cache_hit" if lookup.hit else None)
             if lookup.hit is not None:
                 return Local(cache_answer(routed, lookup), "cache_hit")

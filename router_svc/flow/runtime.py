@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,10 +21,13 @@ from router_svc.classify.batcher import Batcher, BatchStats
 from router_svc.classify.classifier import Classifier
 from router_svc.classify.tokenization import TextTokenizer
 from router_svc.config.loading import Config, ConfigError
+from router_svc.core.auth import Gate
 from router_svc.core.metrics import Metrics
 from router_svc.core.pipeline import Router
 from router_svc.flow.request import RequestFlow
 from router_svc.triton.client import ModelInfo, TritonClient, TritonError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TOKENIZER = Path("model_repository/semantic_router/1/tokenizer.json")
 
@@ -54,6 +58,7 @@ class Runtime:
         self.metrics = Metrics.create(models=[*config.model_config, config.routing.alias],
                                       categories=None)
         self.cache = CacheFront(config.cache, None)
+        self.gate = Gate.for_config(config)  # a bad keys file fails here, at start-up
         self.triton: TritonClient | None = None
         self.model_info: ModelInfo | None = None
         self.router: Router | None = None
@@ -72,7 +77,8 @@ class Runtime:
             await stack.enter_async_context(self._classifier())
             await stack.enter_async_context(self._cache())
             assert self.router is not None
-            self.flow = RequestFlow(self.router, self.cache, self.metrics)
+            self.flow = RequestFlow(self.router, self.cache, self.metrics, self.gate)
+            (log.info if self.gate.enabled else log.warning)(self.gate.describe())
             yield self
 
     async def ready(self) -> bool:

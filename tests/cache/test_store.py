@@ -22,12 +22,12 @@ from router_svc.cache.store import (
     HnswCache,
     IndexParams,
     cache_directives,
+    cache_tenant,
     fresh_copy,
     is_complete,
     partition_key,
     plan_request,
     run_maintenance,
-    tenant_of,
     texts_compatible,
 )
 from router_svc.core.metrics import Metrics
@@ -135,16 +135,12 @@ def test_completion_prompt_shape_is_part_of_the_key() -> None:
     assert one != two
 
 
-def test_tenant_of() -> None:
-    a = tenant_of({"Authorization": "Bearer sk-secret-a"}, None)
-    b = tenant_of({"authorization": "Bearer sk-secret-b"}, None)
-    assert a.startswith("key:") and b.startswith("key:") and a != b
-    assert "sk-secret" not in a
-    assert tenant_of({}, None) == ANONYMOUS
-    assert tenant_of({"Authorization": "Bearer k"}, "X-Tenant") == tenant_of(
-        {"Authorization": "Bearer k"}, None)  # configured header absent: the key decides
-    assert tenant_of({"x-tenant": "acme", "Authorization": "Bearer k"}, "X-Tenant") == "header:acme"
-    assert tenant_of({"X-Tenant": "  "}, "X-Tenant") == ANONYMOUS
+def test_cache_tenant() -> None:
+    assert cache_tenant(None, {"user": "u1"}, by_user=True) is None  # shares nothing
+    assert cache_tenant("key:a", {"user": "u1"}, by_user=False) == "key:a"
+    assert cache_tenant("key:a", {"user": "u1"}, by_user=True) == "key:a|user:u1"
+    assert cache_tenant("key:a", {"user": 7}, by_user=True) == "key:a"  # not a user id
+    assert cache_tenant("key:a", {}, by_user=True) == "key:a"
 
 
 # --------------------------------------------------------------------------- responses
@@ -329,17 +325,15 @@ async def test_unnormalised_and_invalid_embeddings() -> None:
 async def test_tenants_and_parameters_never_share_answers(params: IndexParams | None) -> None:
     cache = HnswCache(DIM, params=params)
     v = unit(4)
-    alice = partition_key("phi4", tenant_of({"Authorization": "Bearer sk-alice"}, None), request())
-    bob = partition_key("phi4", tenant_of({"Authorization": "Bearer sk-bob"}, None), request())
+    alice = partition_key("phi4", "key:alice", request())
+    bob = partition_key("phi4", "key:bob", request())
     await cache.store(alice, v, "What is 2+2?", answer())
     hit = await cache.lookup(alice, v, T)
     assert hit is not None and hit.text == "What is 2+2?"
     assert await cache.lookup(bob, v, T) is None
     rude = [{"role": "system", "content": "Be rude."}, {"role": "user", "content": "2+2?"}]
-    other_system = partition_key("phi4", tenant_of({"Authorization": "Bearer sk-alice"}, None),
-                                 {**request(), "messages": rude})
-    hotter = partition_key("phi4", tenant_of({"Authorization": "Bearer sk-alice"}, None),
-                           request(temperature=1.5))
+    other_system = partition_key("phi4", "key:alice", {**request(), "messages": rude})
+    hotter = partition_key("phi4", "key:alice", request(temperature=1.5))
     assert await cache.lookup(other_system, v, T) is None
     assert await cache.lookup(hotter, v, T) is None
 
@@ -409,6 +403,48 @@ async def test_eviction_at_capacity_is_lru(params: IndexParams | None) -> None:
         assert hit.response.body["choices"][0]["message"]["content"] == name
     s = cache.stats()
     assert (s.entries, s.evictions) == (3, 1)
+
+
+@both_kinds
+async def test_one_tenant_cannot_flush_the_others(params: IndexParams | None) -> None:
+    cache = HnswCache(DIM, params=params, capacity=6)
+    quiet = [unit(i) for i in (1, 2)]
+    for i, v in enumerate(quiet):
+        await cache.store("quiet-p", v, f"q{i}", answer(), tenant="quiet")
+    for i in range(40):  # a tenant storing far more than the capacity
+        await cache.store(f"noisy-p{i % 3}", unit(100 + i), f"n{i}", answer(), tenant="noisy")
+    for i, v in enumerate(quiet):  # the largest tenant lost its own entries, not these
+        hit = await cache.lookup("quiet-p", v, T)
+        assert hit is not None and hit.text == f"q{i}"
+    assert cache.stats().entries == 6
+    assert await cache.lookup("noisy-p0", unit(100), T) is None  # its oldest went first
+    assert await cache.lookup("noisy-p0", unit(139), T) is not None  # its newest stays
+
+
+@both_kinds
+async def test_a_tenant_quota_replaces_the_tenants_own_entries(
+        params: IndexParams | None) -> None:
+    cache = HnswCache(DIM, params=params, capacity=100, tenant_quota=3)
+    for i in range(5):
+        await cache.store("p", unit(i), f"a{i}", answer(), tenant="a")
+    await cache.store("q", unit(50), "b0", answer(), tenant="b")
+    assert cache.stats().entries == 4 and cache.stats().evictions == 2
+    assert await cache.lookup("p", unit(0), T) is None
+    assert [await cache.lookup("p", unit(i), T) is not None for i in (2, 3, 4)] == [True] * 3
+    assert await cache.lookup("q", unit(50), T) is not None
+
+
+async def test_tenants_survive_a_snapshot(tmp_path: Path) -> None:
+    cache = HnswCache(DIM, capacity=3, model_id="m")
+    await cache.store("p", unit(1), "a", answer(), tenant="a")
+    await cache.store("q", unit(2), "b1", answer(), tenant="b")
+    await cache.store("q", unit(3), "b2", answer(), tenant="b")
+    assert await cache.save(tmp_path)
+    again = HnswCache(DIM, capacity=3, model_id="m")
+    assert await again.load(tmp_path) == 3
+    await again.store("q", unit(4), "b3", answer(), tenant="b")  # b is the largest
+    assert await again.lookup("p", unit(1), T) is not None
+    assert await again.lookup("q", unit(2), T) is None
 
 
 @pytest.mark.parametrize(("slot_factor", "slots"), [(1.0, 8), (2.0, 16)])
@@ -747,12 +783,12 @@ def test_cache_directives(value: str | None, expected: tuple[bool, bool]) -> Non
 def test_plan_request() -> None:
     v = unit(1)
     common = {"enabled": True, "target_model": "phi4", "body": request(),
-              "partition_header": None, "text": "What is 2+2?", "embedding": v,
+              "tenant": "key:k", "text": "What is 2+2?", "embedding": v,
               "pii_found": False, "pii_checked": True}
     plan = plan_request(headers={"Authorization": "Bearer k"}, **common)
-    assert plan is not None and plan.lookup and plan.store
-    assert plan.partition == partition_key("phi4", tenant_of({"Authorization": "Bearer k"}, None),
-                                           request())
+    assert plan is not None and plan.lookup and plan.store and plan.tenant == "key:k"
+    assert plan.partition == partition_key("phi4", "key:k", request())
+    assert plan_request(headers={}, **{**common, "tenant": None}) is None  # shares nothing
     assert plan_request(headers={}, **{**common, "enabled": False}) is None
     assert plan_request(headers={}, **{**common, "text": "  "}) is None
     assert plan_request(headers={}, **{**common, "embedding": None}) is None

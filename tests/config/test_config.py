@@ -414,7 +414,7 @@ def test_cache_fields_and_relative_persistence_dir() -> None:
         "enabled": True, "threshold": 0.95, "capacity": 50, "ttl_s": 60,
         "partition_header": "X-Tenant-Id", "store_pii_requests": True,
         "persistence_dir": "state/cache", "snapshot_interval_s": 30,
-        "admin_token_env": "PHI4_API_KEY"}})
+        "admin_token_env": "PHI4_API_KEY"}, "auth": {"trusted_proxies": ["10.0.0.0/8"]}})
     c = cfg.cache
     assert (c.enabled, c.threshold, c.capacity, c.ttl_s) == (True, 0.95, 50, 60.0)
     assert c.partition_header == "X-Tenant-Id" and c.store_pii_requests is True
@@ -443,6 +443,38 @@ def test_cache_fields_and_relative_persistence_dir() -> None:
 )
 def test_cache_problems(cache: dict[str, Any], path: str, words: tuple[str, ...]) -> None:
     one_problem(minimal() | {"cache": cache}, path, *words)
+
+
+def test_auth_defaults_off() -> None:
+    a = parse(minimal()).auth
+    assert not a.enabled and a.keys_file is None and a.trusted_proxies == ()
+    c = parse(minimal()).cache
+    assert c.share_anonymous is False and c.partition_by_user is False
+    assert c.max_entries_per_tenant is None and c.max_answer_bytes == 256 * 1024
+
+
+def test_auth_fields_and_relative_keys_file() -> None:
+    a = parse(minimal() | {"auth": {"keys_file": "keys.yaml", "keys_env": "ROUTER_KEYS",
+                                    "trusted_proxies": ["10.0.0.0/8"],
+                                    "reload_interval_s": 5}}).auth
+    assert a.enabled and a.keys_file == Path("/etc/router/keys.yaml")
+    assert a.keys_env == "ROUTER_KEYS" and a.trusted_proxies == ("10.0.0.0/8",)
+
+
+def test_a_tenant_header_needs_a_trusted_proxy() -> None:
+    one_problem(minimal() | {"cache": {"partition_header": "X-Tenant"}},
+                "cache.partition_header", "trusted proxy", "auth.trusted_proxies")
+    ok = parse(minimal() | {"cache": {"partition_header": "X-Tenant"},
+                            "auth": {"proxy_secret_env": "PROXY_SECRET"}})
+    assert ok.cache.partition_header == "X-Tenant"
+
+
+def test_client_keys_forbid_forwarding_the_client_key() -> None:
+    cfg = minimal()
+    cfg["model_config"]["mistral-small3.1"]["backend"]["forward_client_auth"] = True
+    assert parse(cfg).model("mistral-small3.1").backend.forward_client_auth
+    one_problem(cfg | {"auth": {"keys_env": "ROUTER_KEYS"}},
+                "model_config.mistral-small3.1.backend.forward_client_auth", "api_key_env")
 
 
 def test_cache_warnings() -> None:

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from router_svc.config.loading import EXAMPLE_CONFIG, Config, load_config, parse_config
-from router_svc.core.errors import UnknownModel
+from router_svc.core.errors import Forbidden, UnknownModel
 from router_svc.core.selection import (
     REASONS,
     Decision,
@@ -237,3 +237,30 @@ def test_reasons_are_a_small_fixed_set(cfg: Config, redact_cfg: Config) -> None:
         route(redact_cfg, "math", 0.9, "CREDIT_CARD").reason,
     }
     assert seen == set(REASONS)
+
+
+# --------------------------------------------------------------------------- key limits
+
+
+def test_routing_picks_among_the_models_a_key_may_use(cfg: Config) -> None:
+    only_gemma = frozenset({"gemma3:27b"})
+    d = select_model(cfg, "auto", "math", 0.93, set(), only_gemma)
+    assert (d.model, d.reason) == ("gemma3:27b", "category")  # phi4, mistral: not allowed
+    low = select_model(cfg, "auto", "other", 0.2, set(), only_gemma)
+    assert low.model == "gemma3:27b"  # default_model not allowed: the best allowed one
+    assert select_model(cfg, "auto", "math", 0.93, set(), None).model == "phi4"
+
+
+def test_an_explicit_model_the_key_may_not_use_is_403(cfg: Config) -> None:
+    with pytest.raises(Forbidden) as e:
+        select_model(cfg, "phi4", "math", 0.9, set(), frozenset({"mistral-small3.1"}))
+    assert e.value.status == 403 and "phi4" in e.value.message
+    with pytest.raises(Forbidden):
+        select_model(cfg, "auto", "math", 0.9, set(), frozenset())
+
+
+def test_pii_fallback_stays_within_the_key(cfg: Config) -> None:
+    # A card number: phi4 may not see it; the fallback must be a model this key may use.
+    allowed = frozenset({"phi4"})
+    d = select_model(cfg, "auto", "math", 0.93, {"CREDIT_CARD"}, allowed)
+    assert d.model == "phi4" and d.action == "reject"

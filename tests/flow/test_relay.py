@@ -53,7 +53,7 @@ def forward(cache: CacheFront, include_usage: bool = False) -> Forward:
                     {**body, "model": "phi4"}, BackendTarget("http://127.0.0.1:1/v1", "phi4"),
                     category_text=TEXT)
     plan = plan_request(enabled=True, target_model="phi4", body=body, headers={},
-                        partition_header=None, text=TEXT, embedding=embedding_of(TEXT),
+                        tenant="key:t", text=TEXT, embedding=embedding_of(TEXT),
                         pii_found=False, pii_checked=True, store_pii_requests=False)
     return Forward(routed, Lookup(plan, state="miss"), CHAT)
 

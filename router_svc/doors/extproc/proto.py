@@ -19,6 +19,7 @@ from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
 from google.protobuf.descriptor import FieldDescriptor
+from multidict import CIMultiDict
 
 from router_svc.core.selection import BackendTarget
 from router_svc.flow.answers import LocalAnswer
@@ -45,16 +46,15 @@ _BODY_IS_TEXT = (pb.ImmediateResponse.DESCRIPTOR.fields_by_name["body"].type
 # ---------------------------------------------------------------- reading
 
 
-def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
-    """Envoy's header map as ``{lower-case name: value}``; repeated names joined with ``,``.
+def header_map(headers: pb.HttpHeaders) -> CIMultiDict[str]:
+    """Envoy's header map, case-insensitive, a repeated name kept as several values (so a
+    repeated tenant or key header is seen, and refused, rather than merged).
 
     Envoy 1.40 sends values in ``raw_value`` (bytes); older versions in ``value``.
     """
-    out: dict[str, str] = {}
+    out: CIMultiDict[str] = CIMultiDict()
     for h in headers.headers.headers:
-        value = h.raw_value.decode("latin-1") if h.raw_value else h.value
-        key = h.key.lower()
-        out[key] = f"{out[key]},{value}" if key in out else value
+        out.add(h.key.lower(), h.raw_value.decode("latin-1") if h.raw_value else h.value)
     return out
 
 

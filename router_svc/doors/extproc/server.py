@@ -63,7 +63,7 @@ class EnvoyRequest:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.headers: dict[str, str] = {}
+        self.headers: CIMultiDict[str] = CIMultiDict()
         self.exchange: Exchange | None = None  # set for generation requests
         self.answered = False  # a local answer or the backend's was decided
         self.watch: ResponseWatch | None = None
@@ -108,8 +108,13 @@ class EnvoyRequest:
                 return request_headers_reply(
                     common(remove=spoofed, clear_route_cache=bool(spoofed)), pass_through_mode())
             if path == "/v1/models" and method == "GET":
+                try:
+                    caller = self.runtime.gate.identify(self.headers, None)
+                except RouterError as e:
+                    return self.answer(Local(error_answer(e), "unauthorized"))
+                served = [m for m in config.model_config if caller.may_use(m)]
                 return self.answer(Local(models_answer(
-                    config.routing.alias, config.model_config, int(time.time())), "models"))
+                    config.routing.alias, served, int(time.time())), "models"))
             return self.answer(Local(error_answer(not_served(path)), "not_found"))
         if method != "POST":
             err = RouterError("Method Not Allowed", status=405, type="invalid_request_error")
@@ -138,7 +143,7 @@ class EnvoyRequest:
         assert ex is not None
         try:
             # The cache reads Cache-Control, the tenant header and Authorization by name.
-            outcome = await asyncio.wait_for(ex.decide(raw, CIMultiDict(self.headers)), budget)
+            outcome = await asyncio.wait_for(ex.decide(raw, self.headers), budget)
         except TimeoutError:
             return self.error(RouterTimeout(
                 f"The router did not decide within {budget:g}s (extproc.message_timeout_s)."),

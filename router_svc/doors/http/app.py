@@ -107,7 +107,7 @@ async def handle_generation(request: web.Request, endpoint: Endpoint) -> web.Str
         except RouterError as e:
             outcome: Outcome = ex.error(e)
         else:
-            outcome = await ex.decide(raw, request.headers)
+            outcome = await ex.decide(raw, request.headers, request.remote)
         if isinstance(outcome, Local):
             status = outcome.answer.status
             return await render(request, outcome.answer)
@@ -200,9 +200,10 @@ async def classify(request: web.Request) -> web.Response:
     body = await read_json(request)
     kind = "completion" if "prompt" in body and "messages" not in body else "chat"
     body.setdefault("model", rt.config.routing.alias)
-    routed = await rt.router.route(kind, body)
+    caller = rt.gate.identify(request.headers, request.remote)
+    routed = await rt.router.route(kind, body, allowed=caller.models)
     report = classify_report(routed)
-    plan = rt.cache.plan(routed, request.headers)
+    plan = rt.cache.plan(routed, request.headers, caller)
     if plan is not None:  # what the cache would do (no lookup: stats stay the traffic's)
         report["cache"] = {"partition": plan.partition, "lookup": plan.lookup,
                            "store": plan.store, "why_not_store": plan.why_not_store or None}
@@ -245,9 +246,11 @@ async def cache_invalidate(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.StreamResponse:
-    cfg = request.app[RUNTIME].config
-    return await render(request, models_answer(cfg.routing.alias, cfg.model_config,
-                                               int(time.time())))
+    rt = request.app[RUNTIME]
+    cfg = rt.config
+    caller = rt.gate.identify(request.headers, request.remote)
+    served = {k: v for k, v in cfg.model_config.items() if caller.may_use(k)}
+    return await render(request, models_answer(cfg.routing.alias, served, int(time.time())))
 
 
 async def responses(request: web.Request) -> web.Response:

@@ -141,7 +141,9 @@ async def test_tenants_never_share_answers(router_factory, backends):
 
 
 async def test_partition_header_shares_within_a_tenant(router_factory, backends):
-    url = await cached_router(router_factory, partition_header="X-Tenant-Id")
+    # Believed from a trusted proxy only (here: loopback, where the test client is).
+    url = await router_factory(cache={"enabled": True, "partition_header": "X-Tenant-Id"},
+                               auth={"trusted_proxies": ["127.0.0.1/32"]})
     c1 = client(url, "alice-key")
     c2 = client(url, "bob-key")
     r1 = await c1.chat.completions.with_raw_response.create(
