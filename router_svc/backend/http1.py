@@ -26,6 +26,7 @@ import httptools
 from multidict import CIMultiDict
 
 PAUSE_BYTES = 256 * 1024  # stop reading from the backend while this much waits unconsumed
+RESENDABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 IDLE_S = 4.0  # drop pooled connections idle longer (uvicorn, vLLM's server, closes at 5 s)
 
 
@@ -228,6 +229,13 @@ class Response:
             self._client._give_back(conn, reuse=False)
 
 
+def may_resend(method: str, headers: Mapping[str, str]) -> bool:
+    """Whether a request may go out twice (RFC 9110 9.2.2): idempotent by method, or a POST
+    carrying an ``Idempotency-Key``, which the backend deduplicates."""
+    return method.upper() in RESENDABLE_METHODS or any(
+        k.lower() in ("idempotency-key", "x-idempotency-key") for k in headers)
+
+
 class Http1Client:
     """Keep-alive connections per origin, at most ``limit`` in use at once (0: no limit)."""
 
@@ -268,9 +276,13 @@ class Http1Client:
                     return Response(self, conn)
                 except BaseException as e:
                     self._drop(conn)
-                    # A pooled connection the server closed while idle: nothing was processed
-                    # (no byte came back); send once more on a fresh connection.
-                    if isinstance(e, Http1Error) and conn.reused and not conn.got_bytes:
+                    # A pooled connection closed with no byte back: most often the server's
+                    # idle close racing this request, but the server may have read it first.
+                    # RFC 9110 9.2.2: only an idempotent request (by method, or marked with
+                    # an Idempotency-Key) is re-sent; a POST fails (502) and the client,
+                    # who knows whether a second generation is acceptable, decides.
+                    if (isinstance(e, Http1Error) and conn.reused and not conn.got_bytes
+                            and may_resend(method, headers)):
                         continue
                     raise
         except BaseException:

@@ -59,6 +59,7 @@ FORWARDED_HEADERS: tuple[str, ...] = (
     "OpenAI-Beta",
     "Traceparent",
     "Tracestate",
+    "Idempotency-Key",  # marks a POST safe to re-send (backend/http1.py)
 )
 # Tied to the client's credential: forwarded only with the client's Authorization.
 FORWARDED_WITH_CLIENT_AUTH: tuple[str, ...] = ("OpenAI-Organization", "OpenAI-Project")

@@ -153,6 +153,9 @@ class ProxyConfig:
     # streams hold them all (503 backend_busy after), instead of hanging.
     max_connections: int = _bounded(100, lo=1)
     pool_timeout_s: float = _bounded(5.0, lo=0, lo_open=True)
+    # A client that reads a stream slower than this per event (its socket buffer full) is
+    # dropped, so it cannot hold a backend connection for ever.
+    client_write_timeout_s: float = _bounded(30.0, lo=0, lo_open=True)
 
 
 @dataclass(frozen=True)

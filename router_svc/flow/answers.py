@@ -102,6 +102,17 @@ def check_media_type(ctype: str) -> None:
         raise UnsupportedMediaType(f"Content-Type must be application/json (got {ctype!r}).")
 
 
+def check_raw_encoding(header: str | None) -> None:
+    """For a door handed the body as sent (ext_proc): a compressed body is refused, since its
+    size after inflating is not known before it is read; Envoy's decompressor filter, placed
+    before ext_proc, inflates it within Envoy's own buffer limit."""
+    if header is not None and header.strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding {header.strip()!r} is not read through Envoy; send the body "
+            "uncompressed, or add Envoy's decompressor filter before ext_proc.",
+            code="unsupported_content_encoding")
+
+
 def media_type(header: str | None) -> str:
     """The media type of a Content-Type header value (parameters dropped), "" when absent."""
     if header is None:

@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--port", type=int,
                      help="gRPC port (default: the config's extproc.port, 50051 in the example)")
 
+    auth = sub.add_parser("auth", help="client keys")
+    asub = auth.add_subparsers(dest="auth_command", required=True)
+    asub.add_parser("hash-key", help="print the sha256 of a key read from stdin, for "
+                    "auth.keys_file (the key itself is never stored)")
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", type=Path)
 
@@ -193,6 +197,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         return evaluate.main(evaluate.PiiEvalOptions(
             data=args.data, threshold=args.threshold, presidio=args.presidio, out=args.out,
             served=served))
+    if args.command == "auth":
+        from router_svc.core.auth import hash_key
+
+        key = sys.stdin.readline().strip()
+        if not key:
+            print("router-svc: error: no key on stdin", file=sys.stderr)
+            return 2
+        print(hash_key(key))
+        return 0
     if args.command == "check-config":
         from router_svc.config.loading import load_config
 

@@ -37,6 +37,7 @@ class BackendOptions:
     abort_after_chunks: int | None = None  # close the connection after N data events
     require_api_key: str | None = None  # 401 unless ``Authorization: Bearer <key>``
     strict_model: bool = False  # 404 when the body's ``model`` is not this backend's name
+    repeat_answer: int = 1  # the answer this many times over (a long stream)
 
 
 @dataclass
@@ -202,7 +203,8 @@ async def _answer(request: web.Request, received: ReceivedRequest) -> web.Stream
     body = received.body
     chat = request.path.endswith("/chat/completions")
     prompt_tokens = _word_count(_prompt_texts(request.path, body))
-    content = answer_text(name, _last_user_text(request.path, body))
+    content = " ".join([answer_text(name, _last_user_text(request.path, body))]
+                       * max(1, opts.repeat_answer))
     completion_tokens = len(content.split())
     usage = {
         "prompt_tokens": prompt_tokens,

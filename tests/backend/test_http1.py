@@ -94,9 +94,15 @@ async def test_a_connection_the_server_closed_while_idle_is_not_used(aiohttp_ser
     assert len(set(peers.ports)) == 2
 
 
-async def test_reused_connection_dropped_without_an_answer_is_retried_once():
+@pytest.mark.parametrize(("method", "headers", "resent"), [
+    ("POST", {}, False),  # RFC 9110 9.2.2: the server may have run it; the client decides
+    ("POST", {"Idempotency-Key": "k1"}, True),
+    ("GET", {}, True),
+])
+async def test_reused_connection_dropped_without_an_answer(method, headers, resent):
     """The race a keep-alive pool must survive: the server closes a pooled connection just
-    as the next request goes out. Nothing came back, so the request is sent again."""
+    as the next request goes out. Nothing came back: an idempotent request is sent again,
+    a plain POST is not (it fails, and the proxy answers 502)."""
     conns = []
 
     async def handler(reader, writer):
@@ -117,13 +123,18 @@ async def test_reused_connection_dropped_without_an_answer_is_retried_once():
     server, base = await raw_server(handler)
     client = Http1Client()
     try:
-        for _ in range(2):
-            resp = await client.request("POST", base + "/x", {}, b"{}")
+        resp = await client.request(method, base + "/x", headers, b"{}")
+        assert await resp.read() == b"ok"
+        if resent:
+            resp = await client.request(method, base + "/x", headers, b"{}")
             assert await resp.read() == b"ok"
+        else:
+            with pytest.raises(Http1Error, match="closed before the answer"):
+                await client.request(method, base + "/x", headers, b"{}")
     finally:
         await client.close()
         server.close()
-    assert len(conns) == 2
+    assert len(conns) == (2 if resent else 1)
 
 
 async def test_fresh_connection_dropped_without_an_answer_fails():

@@ -45,7 +45,13 @@ from router_svc.doors.extproc.proto import (
     trailers_reply,
 )
 from router_svc.doors.extproc.response import ResponseWatch
-from router_svc.flow.answers import error_answer, media_type, models_answer, not_served
+from router_svc.flow.answers import (
+    check_raw_encoding,
+    error_answer,
+    media_type,
+    models_answer,
+    not_served,
+)
 from router_svc.flow.request import Exchange, Local
 from router_svc.flow.runtime import Runtime
 
@@ -124,6 +130,7 @@ class EnvoyRequest:
         self.exchange = flow.begin(endpoint)
         try:
             self.exchange.check_media_type(media_type(self.headers.get("content-type")))
+            check_raw_encoding(self.headers.get("content-encoding"))
         except RouterError as e:
             return self.error(e)
         if msg.end_of_stream:  # no body at all: what the HTTP door says about an empty one

@@ -160,9 +160,10 @@ async def forward(request: web.Request, ex: Exchange, fwd: Forward) -> web.Strea
             resp = web.StreamResponse(headers={**headers, **SSE_HEADERS})
             await resp.prepare(request)
             try:
+                write_timeout = request.app[RUNTIME].config.proxy.client_write_timeout_s
                 async for ev in up:
                     if relay.keep(ev):
-                        await resp.write(ev)
+                        await write_within(request, resp, ev, write_timeout)
                 clean = True
             except UpstreamError as e:  # headers are gone: report in-band, as OpenAI does
                 relay.failed(e.reason)
@@ -184,6 +185,19 @@ async def forward(request: web.Request, ex: Exchange, fwd: Forward) -> web.Strea
         await relay.stream_ended(clean=False)
         request[GONE] = True
         return resp
+
+
+async def write_within(request: web.Request, resp: web.StreamResponse, data: bytes,
+                       timeout_s: float) -> None:
+    """One write to a streaming client; a client that stops reading is cut off (its
+    connection aborted, so no later write waits on it either) and counts as gone."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await resp.write(data)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError(f"client read nothing for {timeout_s:g}s") from None
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

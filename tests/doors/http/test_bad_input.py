@@ -5,6 +5,7 @@ unicode, emoji, right-to-left text, control characters) is answered and passed t
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 
@@ -169,6 +170,24 @@ async def test_body_over_the_size_limit_is_413(router_factory, backends):
         assert re.search(r'^router_requests_total\{model="[^"]*",status="413"\} 1\.0$', metrics,
                          re.M), metrics
         assert all(not b.app[RECEIVED] for b in backends.backends.values() if b.name != "phi4")
+        await assert_healthy(s, url)
+
+
+async def test_the_size_limit_counts_the_body_after_decompression(router_factory, backends):
+    """A few KB of gzip that inflate past proxy.max_body_bytes: 413, and /health answers."""
+    url = await router_factory(lambda d: d["proxy"].update(max_body_bytes=64 * 1024))
+    bomb = gzip.compress(body(messages=msgs("a" * 4_000_000)))
+    assert len(bomb) < 8 * 1024
+    small = gzip.compress(body(messages=msgs(MATH)))
+    zipped = {**JSON, "Content-Encoding": "gzip"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{url}{CHAT}", data=bomb, headers=zipped) as r:
+            assert r.status == 413
+            err = assert_openai_error(await r.json(), 413)
+            assert "max_body_bytes" in err["message"]
+        async with s.post(f"{url}{CHAT}", data=small, headers=zipped) as r:
+            assert r.status == 200  # a compressed body within the limit is read as sent
+        assert not any(b.app[RECEIVED] for b in backends.backends.values() if b.name != "phi4")
         await assert_healthy(s, url)
 
 

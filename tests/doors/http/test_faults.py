@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 
 import aiohttp
@@ -363,3 +364,39 @@ async def test_client_hanging_up_mid_stream_closes_the_backend_call(router_facto
         assert await metric(s, url, 'router_errors_total{reason="client_disconnected"}') >= 1
         backends["phi4"].app[OPTIONS].chunk_delay_s = 0
         await assert_healthy(s, url)
+
+
+async def test_a_client_that_stops_reading_releases_the_backend_stream(router_factory, backends):
+    """proxy.client_write_timeout_s: a client whose socket stays full is cut off, and the
+    backend stream it held is closed, instead of waiting on it for ever."""
+    url = await router_factory(lambda d: d["proxy"].update(client_write_timeout_s=0.5))
+    backends["phi4"].app[OPTIONS].repeat_answer = 40_000  # megabytes of events
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"model": "phi4", "messages": user("hi"), "stream": True}).encode()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (host, int(port)))
+    await loop.sock_sendall(sock, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Type: application/json\r\nContent-Length: "
+                            + str(len(body)).encode() + b"\r\n\r\n" + body)
+    try:  # never read: the backend must see the router hang up on it
+        received = await wait_for_request(backends["phi4"])
+        await asyncio.wait_for(received.done.wait(), 30)
+        assert received.disconnected and not received.finished
+    finally:
+        sock.close()
+        backends["phi4"].app[OPTIONS].repeat_answer = 1
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{url}/metrics") as r:
+            assert 'reason="client_disconnected"' in await r.text()
+        await assert_healthy(s, url)
+
+
+async def wait_for_request(backend, timeout_s: float = 10.0):
+    deadline = time.monotonic() + timeout_s
+    while not backend.app[RECEIVED]:
+        assert time.monotonic() < deadline, "the request never reached the backend"
+        await asyncio.sleep(0.02)
+    return backend.app[RECEIVED][-1]
