@@ -25,7 +25,7 @@ from router_svc.core.auth import Gate
 from router_svc.core.metrics import Metrics
 from router_svc.core.pipeline import Router
 from router_svc.flow.request import RequestFlow
-from router_svc.triton.client import ModelInfo, TritonClient, TritonError
+from router_svc.triton.client import ModelContractError, ModelInfo, TritonClient, TritonError
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,10 @@ class Runtime:
         self.router: Router | None = None
         self.proxy: Proxy | None = None
         self.flow: RequestFlow | None = None
+        self.model_problem: str | None = None  # set while the served model does not fit
+        self._bad_version: str | None = None
+        self._reload_lock = asyncio.Lock()
+        self._classifier_obj: Classifier | None = None
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
@@ -82,7 +86,39 @@ class Runtime:
             yield self
 
     async def ready(self) -> bool:
-        return self.triton is not None and await self.triton.ready()
+        return (self.triton is not None and self.model_problem is None
+                and await self.triton.ready())
+
+    async def _model_changed(self, version: str) -> None:
+        """Triton serves another version of the model: re-read its labels before its outputs
+        are decoded. Labels the config cannot route fail every classification (the
+        ``on_error`` policy answers) and ``/ready``, until a model that fits is served."""
+        async with self._reload_lock:
+            if self.model_info is not None and self.model_info.version == version:
+                return  # another batch re-read them meanwhile
+            if self._bad_version == version:
+                raise ModelContractError(self.model_problem or "model labels do not fit")
+            assert self.triton is not None
+            info = await self.triton.load_model_info()
+            try:
+                check_labels(self.config, info.categories)
+            except ConfigError as e:
+                self._bad_version = version
+                self.model_problem = (f"Triton serves version {version} of the model, whose "
+                                      f"labels the config cannot route: {e.problems[0]}")
+                log.error("%s", self.model_problem)
+                raise ModelContractError(self.model_problem) from None
+            clf = self._classifier_obj
+            if clf is not None:
+                clf.categories, clf.pii_tags = list(info.categories), list(info.pii_tags)
+                pm = self.config.classifier.pii_model
+                clf.window = min(pm.window_tokens, info.max_sequence_length)
+            old = self.model_info
+            self.model_info, self.model_problem, self._bad_version = info, None, None
+            removed = await self.cache.flush() if self.cache.enabled else 0
+            log.warning("Triton now serves version %s of %s (was %s): labels re-read; %d "
+                        "cached answers dropped (their embeddings came from the old version)",
+                        version, info.name, old.version if old else "?", removed)
 
     @contextlib.asynccontextmanager
     async def _classifier(self) -> AsyncIterator[None]:
@@ -105,6 +141,8 @@ class Runtime:
 
         async def infer(ids, mask):
             out = await client.infer(ids, mask)
+            if out.version and self.model_info and out.version != self.model_info.version:
+                await self._model_changed(out.version)  # labels first, then decoding
             return out.category_logits, out.pii_logits, out.embedding
 
         b = config.batching
@@ -118,6 +156,7 @@ class Runtime:
                          window=min(pm.window_tokens, info.max_sequence_length),
                          stride=pm.window_stride)
         self.router = Router(config, clf, metrics)
+        self._classifier_obj = clf
         try:
             yield
         finally:

@@ -77,6 +77,7 @@ class ModelInfo:
     max_batch_size: int
     embedding_dim: int
     input_dtype: str = "INT64"  # INT32 for the TensorRT plan
+    version: str = ""  # the version Triton serves (the newest ready one); "" unknown
 
 
 @dataclass
@@ -84,6 +85,7 @@ class InferOutputs:
     category_logits: np.ndarray  # [batch, n_categories]
     pii_logits: np.ndarray  # [batch, sequence, n_tags]
     embedding: np.ndarray  # [batch, embedding_dim]
+    version: str = ""  # the model version that computed them
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,15 @@ def parse_model_config(config: dict) -> ModelInfo:
     return dataclasses.replace(info, input_dtype=dtype)
 
 
+def _version_key(v: str) -> tuple[int, str]:
+    return (int(v), "") if v.isdigit() else (-1, v)
+
+
+def newest_version(versions: Sequence[str]) -> str:
+    """The newest of Triton's model versions (numeric directory names); "" when none."""
+    return max(versions, key=_version_key) if versions else ""
+
+
 # gRPC's reconnect backoff grows with an outage (up to two minutes by default), so a router
 # could stay failed long after Triton is back; capped at a second it reconnects within one.
 # (Passing channel_args replaces tritonclient's defaults: its message-size limits are kept.)
@@ -214,17 +225,22 @@ class TritonClient:
                 self.model_name, as_json=True, client_timeout=self.timeout_s
             ),
         )
-        self.info = parse_model_config(cfg["config"])
+        info = parse_model_config(cfg["config"])
+        meta = await self._call(
+            f"metadata of {self.model_name!r}",
+            self._client.get_model_metadata(
+                self.model_name, as_json=True, client_timeout=self.timeout_s
+            ),
+        )
+        self.info = dataclasses.replace(info, version=newest_version(meta.get("versions", [])))
         return self.info
 
     async def ready(self) -> bool:
+        # The model only: a strict server reports not ready while any model in its repository
+        # is not, e.g. the version it just unloaded for a new one.
         try:
-            return bool(
-                await self._client.is_server_ready(client_timeout=self.timeout_s)
-                and await self._client.is_model_ready(
-                    self.model_name, client_timeout=self.timeout_s
-                )
-            )
+            return bool(await self._client.is_model_ready(self.model_name,
+                                                          client_timeout=self.timeout_s))
         except InferenceServerException:
             return False
 
@@ -247,7 +263,8 @@ class TritonClient:
             *(
                 np.concatenate([getattr(p, f) for p in parts])
                 for f in ("category_logits", "pii_logits", "embedding")
-            )
+            ),
+            version=max((p.version for p in parts), key=_version_key),
         )
 
     async def _infer(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> InferOutputs:
@@ -266,7 +283,8 @@ class TritonClient:
                 client_timeout=self.timeout_s,
             ),
         )
-        return InferOutputs(*(res.as_numpy(n) for n in OUTPUTS))
+        version = res.get_response().model_version
+        return InferOutputs(*(res.as_numpy(n) for n in OUTPUTS), version=version)
 
     async def model_statistics(self) -> ModelStats:
         js = await self._call(

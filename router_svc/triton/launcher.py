@@ -136,6 +136,7 @@ class TritonServer:
         model_name: str = MODEL_NAME,
         model_file: str = "model.onnx",
         avoid_ports: Iterable[int] = (),
+        extra_args: Iterable[str] = (),
         **render_kwargs,
     ):
         # Absolute: tritonserver runs with cwd=work_dir, so a relative path would point elsewhere.
@@ -147,6 +148,7 @@ class TritonServer:
         # Ports the caller binds after Triton starts (the router, demo backends): free now, so
         # the kernel may hand one of them out again, and Triton must not take it.
         self._avoid_ports = frozenset(avoid_ports)
+        self.extra_args = tuple(extra_args)  # e.g. --model-control-mode=explicit
         self._pick_ports()
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
@@ -229,6 +231,7 @@ class TritonServer:
             "--disable-auto-complete-config",
             "--pinned-memory-pool-byte-size=0",
             f"--log-verbose={self.log_verbose}",
+            *self.extra_args,
         ]
         env = dict(os.environ)
         libdir = sysconfig.get_config_var("LIBDIR") or ""
