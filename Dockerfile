@@ -19,10 +19,11 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends libexpat1 libstdc++6 zlib1g \
     && rm -rf /var/lib/apt/lists/*
 
-# `pip install .`: the runtime dependencies of pyproject.toml, none of the extras.
-COPY pyproject.toml README.md /tmp/src/
+# `pip install .`: the runtime dependencies of pyproject.toml, none of the extras, at the versions
+# of constraints.txt (the ones the test suite passed with; README.md, "Pinned dependencies").
+COPY pyproject.toml README.md constraints.txt /tmp/src/
 COPY router_svc /tmp/src/router_svc
-RUN pip install /tmp/src \
+RUN pip install -c /tmp/src/constraints.txt /tmp/src \
     && rm -rf /tmp/src \
     && python -c "import importlib.util as u, sys; sys.exit('torch must not be in the router image' if u.find_spec('torch') else 0)"
 

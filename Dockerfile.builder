@@ -25,10 +25,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # build of several GB. `.[build]` then finds torch==2.13.0 satisfied.
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 
-COPY pyproject.toml README.md /tmp/src/
+# At the versions of constraints.txt (README.md, "Pinned dependencies"); its torch==2.13.0 is
+# the CPU wheel installed above.
+COPY pyproject.toml README.md constraints.txt /tmp/src/
 COPY router_svc /tmp/src/router_svc
 COPY export /tmp/src/export
-RUN pip install "/tmp/src[build]" && rm -rf /tmp/src
+RUN pip install -c /tmp/src/constraints.txt "/tmp/src[build]" && rm -rf /tmp/src
 
 COPY model_repository/semantic_router/config.pbtxt /opt/router-svc/model_repository/semantic_router/config.pbtxt
 COPY deploy/model-builder.sh /usr/local/bin/model-builder

@@ -1,12 +1,14 @@
 """Locate perf_analyzer, install what it lacks, run it, and read its CSV.
 
-perf_analyzer comes with the ``tritonclient`` wheel (2.51.0, matching the tritonserver in
-``nvidia-pytriton``) as ``<venv>/bin/perf_analyzer``. It links two libraries that are not on a
-plain CPU machine:
+perf_analyzer comes with the ``tritonclient`` 2.51.0 wheel (matching the tritonserver in
+``nvidia-pytriton``) as ``<venv>/bin/perf_analyzer``; later tritonclient wheels carry none. The
+runtime uses a current tritonclient (protobuf 6), so the 2.51.0 wheel lives in a virtualenv of
+its own, ``perf/.venv-perf-analyzer`` (created on first use, like ``perf/.venv-litellm``), never
+in the project's. perf_analyzer links two libraries that are not on a plain CPU machine:
 
 - ``libb64.so.0d``: Debian's ``libb64-0d`` (``apt-get install -y libb64-0d``, as root);
-- ``libcudart.so.12``: PyPI's ``nvidia-cuda-runtime-cu12`` (its ``nvidia/cuda_runtime/lib``
-  goes on ``LD_LIBRARY_PATH``; no GPU is needed to load it).
+- ``libcudart.so.12``: PyPI's ``nvidia-cuda-runtime-cu12``, installed into the same venv (its
+  ``nvidia/cuda_runtime/lib`` goes on ``LD_LIBRARY_PATH``; no GPU is needed to load it).
 
 :func:`setup` finds the binary, installs what is missing where it can (``--no-install`` to
 only check), and returns the environment to run it with; when something cannot be fixed it
@@ -24,15 +26,15 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 TRITONCLIENT_VERSION = "2.51.0"
 CUDART_PIP = "nvidia-cuda-runtime-cu12"
 LIBB64_DEB = "libb64-0d"
+PA_VENV = Path(__file__).resolve().parent / ".venv-perf-analyzer"
+PA_SPECS = (f"tritonclient=={TRITONCLIENT_VERSION}", CUDART_PIP)
 
 
 class PerfAnalyzerMissing(RuntimeError):
@@ -81,36 +83,22 @@ def _text(b) -> str:
 # ---------------------------------------------------------------- locating
 
 
-def find_binary() -> Path | None:
-    """``$PERF_ANALYZER``, the tritonclient wheel's ``bin/perf_analyzer``, then ``PATH``."""
+def find_binary(venv: Path = PA_VENV) -> Path | None:
+    """``$PERF_ANALYZER``, then the perf venv's ``bin/perf_analyzer``, then ``PATH``."""
     env = os.environ.get("PERF_ANALYZER")
     if env and Path(env).is_file():
         return Path(env)
-    candidates = [Path(sys.executable).parent / "perf_analyzer",
-                  Path(sysconfig.get_path("scripts")) / "perf_analyzer"]
-    try:
-        for f in metadata.files("tritonclient") or []:
-            if f.name == "perf_analyzer":
-                candidates.append(Path(f.locate()).resolve())
-    except metadata.PackageNotFoundError:
-        pass
-    for c in candidates:
-        if c.is_file() and os.access(c, os.X_OK):
-            return c
+    c = venv / "bin" / "perf_analyzer"
+    if c.is_file() and os.access(c, os.X_OK):
+        return c
     found = shutil.which("perf_analyzer")
     return Path(found) if found else None
 
 
-def cudart_dirs() -> list[Path]:
-    """Folders holding ``libcudart.so.12`` from the ``nvidia-cuda-runtime-cu12`` wheel."""
-    roots = {Path(p) for p in (sysconfig.get_path("purelib"), sysconfig.get_path("platlib"))}
-    roots |= {Path(p) for p in sys.path if p.endswith("site-packages")}
-    out = []
-    for r in roots:
-        d = r / "nvidia" / "cuda_runtime" / "lib"
-        if (d / "libcudart.so.12").exists() and d not in out:
-            out.append(d)
-    return out
+def cudart_dirs(venv: Path = PA_VENV) -> list[Path]:
+    """Folders holding ``libcudart.so.12`` from the perf venv's ``nvidia-cuda-runtime-cu12``."""
+    return sorted(d for d in venv.glob("lib/python3*/site-packages/nvidia/cuda_runtime/lib")
+                  if (d / "libcudart.so.12").exists())
 
 
 def missing_libs(binary: Path, env: dict[str, str]) -> list[str]:
@@ -135,12 +123,33 @@ def _say(msg: str) -> None:
     print(f"perf_analyzer setup: {msg}", file=sys.stderr, flush=True)
 
 
-def _run_install(cmd: list[str]) -> bool:
+def _run_install(cmd: list[str], env: dict[str, str] | None = None) -> bool:
     _say("running " + " ".join(cmd))
-    r = subprocess.run(cmd, text=True, capture_output=True)
+    r = subprocess.run(cmd, text=True, capture_output=True, env=env)
     if r.returncode != 0:
         _say("failed:\n" + "\n".join((r.stdout + r.stderr).strip().splitlines()[-8:]))
     return r.returncode == 0
+
+
+def _system_python() -> str:
+    """A Python that is not this venv's (the perf venv must not inherit our packages)."""
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    return base if Path(base).exists() else sys.executable
+
+
+def _pip_env() -> dict[str, str]:
+    """The environment for the perf venv's pip: without ``PIP_CONSTRAINT``, which may point at
+    the project's constraints.txt (tritonclient 2.73, protobuf 6: not this venv's versions)."""
+    return {k: v for k, v in os.environ.items() if k != "PIP_CONSTRAINT"}
+
+
+def install_venv(venv: Path = PA_VENV, specs: tuple[str, ...] = PA_SPECS) -> bool:
+    """Create ``venv`` (if needed) and pip-install ``specs`` into it."""
+    if not (venv / "bin" / "python").exists() and not _run_install(
+            [_system_python(), "-m", "venv", str(venv)]):
+        return False
+    return _run_install([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                         "--disable-pip-version-check", *specs], env=_pip_env())
 
 
 def _apt_install(pkg: str) -> bool:
@@ -152,28 +161,34 @@ def _apt_install(pkg: str) -> bool:
         ["apt-get", "install", "-y", "-q", pkg])
 
 
-def setup(install: bool = True) -> PerfAnalyzer:
+def _fix_venv(venv: Path) -> str:
+    return (f"{_system_python()} -m venv {venv} && {venv}/bin/pip install "
+            + " ".join(f"'{s}'" for s in PA_SPECS))
+
+
+def setup(install: bool = True, venv: Path = PA_VENV) -> PerfAnalyzer:
     """perf_analyzer ready to run, installing what is missing unless ``install`` is False."""
     notes: list[str] = []
-    binary = find_binary()
+    binary = find_binary(venv)
     if binary is None and install:
-        ver = _installed("tritonclient") or TRITONCLIENT_VERSION
-        _run_install([sys.executable, "-m", "pip", "install", "-q",
-                      f"tritonclient[grpc]=={ver}"])
-        binary = find_binary()
+        _say(f"installing {', '.join(PA_SPECS)} into {venv} (a separate venv; once)")
+        if install_venv(venv):
+            notes.append(f"installed {', '.join(PA_SPECS)} into {venv}")
+        binary = find_binary(venv)
     if binary is None:
         raise PerfAnalyzerMissing(
-            "perf_analyzer not found: it ships in the tritonclient wheel as bin/perf_analyzer.\n"
-            f"  fix: {sys.executable} -m pip install 'tritonclient[grpc]=={TRITONCLIENT_VERSION}'"
+            f"perf_analyzer not found: it ships in the tritonclient {TRITONCLIENT_VERSION} "
+            f"wheel as bin/perf_analyzer, kept in its own venv ({venv}).\n"
+            f"  fix: {_fix_venv(venv)}"
             "\n  (or set PERF_ANALYZER=/path/to/perf_analyzer, e.g. inside the NGC "
             "tritonserver:<ver>-py3-sdk image)")
-    env = _with_ld_path(dict(os.environ), cudart_dirs())
+    env = _with_ld_path(dict(os.environ), cudart_dirs(venv))
     missing = missing_libs(binary, env)
 
     if any(m.startswith("libcudart") for m in missing) and install:
-        if _run_install([sys.executable, "-m", "pip", "install", "-q", CUDART_PIP]):
-            notes.append(f"installed {CUDART_PIP} (pip)")
-        env = _with_ld_path(env, cudart_dirs())
+        if install_venv(venv, (CUDART_PIP,)):
+            notes.append(f"installed {CUDART_PIP} into {venv} (pip)")
+        env = _with_ld_path(env, cudart_dirs(venv))
         missing = missing_libs(binary, env)
     if any(m.startswith("libb64") for m in missing) and install:
         if os.geteuid() == 0:
@@ -187,7 +202,7 @@ def setup(install: bool = True) -> PerfAnalyzer:
         fixes = []
         for m in missing:
             if m.startswith("libcudart"):
-                fixes.append(f"{m}: {sys.executable} -m pip install {CUDART_PIP} "
+                fixes.append(f"{m}: {venv}/bin/pip install {CUDART_PIP} "
                              "(then its nvidia/cuda_runtime/lib on LD_LIBRARY_PATH; "
                              "this script adds it itself)")
             elif m.startswith("libb64"):
@@ -201,13 +216,6 @@ def setup(install: bool = True) -> PerfAnalyzer:
     if env.get("LD_LIBRARY_PATH"):
         notes.append(f"LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']}")
     return PerfAnalyzer(binary=binary, env=env, notes=notes)
-
-
-def _installed(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 # ---------------------------------------------------------------- reading results

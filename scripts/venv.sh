@@ -1,5 +1,6 @@
 # Sourced by scripts/up and .ci/run: make sure .venv exists and holds this checkout with the
-# given extras. Quick when nothing changed: a stamp in .venv records the pyproject.toml hash
+# given extras, at the versions of constraints.txt (README.md, "Pinned dependencies"). Quick
+# when nothing changed: a stamp in .venv records the hash of pyproject.toml + constraints.txt
 # and the extras it was installed with (any stamp with a superset of the extras will do).
 #   ensure_venv build,test
 ensure_venv() {
@@ -17,7 +18,7 @@ ensure_venv() {
       fi
     fi
   fi
-  hash="$(sha256sum pyproject.toml | cut -c1-16)"
+  hash="$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
   for stamp in .venv/.installed-*; do
     [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ] || continue
     have=",${stamp#.venv/.installed-},"
@@ -29,6 +30,6 @@ ensure_venv() {
   done
   echo "installing router-svc[$want] into .venv (first run: a few minutes)" >&2
   # torch==2.13.0 (pinned in the build extra) is the CPU wheel; a looser pin pulls CUDA builds.
-  .venv/bin/python -m pip install --disable-pip-version-check -e ".[$want]"
+  .venv/bin/python -m pip install --disable-pip-version-check -c constraints.txt -e ".[$want]"
   echo "$hash" > ".venv/.installed-$want"
 }

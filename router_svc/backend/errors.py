@@ -70,7 +70,7 @@ def normalise_error_body(status: int, raw: bytes, model: str) -> dict[str, Any]:
     text = raw.decode("utf-8", errors="replace").strip()
     try:
         parsed: Any = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested beyond Python's stack
         parsed = None
     message: Any = None
     err_type: Any = None

@@ -102,6 +102,12 @@ def scrub_error(body: dict[str, Any], target: BackendTarget) -> dict[str, Any]:
     return body
 
 
+def relayed_status(status: int) -> int:
+    """The status a client gets for a backend's non-2xx answer: its own 4xx or 5xx; anything
+    else (a 1xx, a redirect) is not an answer to relay, so 502."""
+    return status if 400 <= status < 600 else 502
+
+
 def _backend_headers(
     target: BackendTarget, client_headers: Mapping[str, str] | None, request_id: str | None
 ) -> dict[str, str]:
@@ -252,8 +258,8 @@ class Proxy:
         latency = time.perf_counter() - start
         if not 200 <= status < 300:
             raise UpstreamError(
-                status, scrub_error(normalise_error_body(status, raw, target.model), target)
-            )
+                relayed_status(status),
+                scrub_error(normalise_error_body(status, raw, target.model), target))
         try:
             parsed = json_codec.loads(raw)
         except (ValueError, RecursionError):
@@ -328,7 +334,7 @@ class UpstreamStream:
             if not 200 <= resp.status < 300:
                 raw = await resp.read()
                 body = scrub_error(normalise_error_body(resp.status, raw, target.model), target)
-                raise self._fail(UpstreamError(resp.status, body))
+                raise self._fail(UpstreamError(relayed_status(resp.status), body))
             if not resp.content_type.startswith("text/event-stream"):
                 raise self._fail(
                     UpstreamError(

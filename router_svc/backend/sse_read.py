@@ -92,7 +92,7 @@ class EventScan:
             return True  # the common case: no JSON parsing per chunk
         try:
             chunk = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # not ours to judge: passed on as it came
             return True
         if not isinstance(chunk, dict):
             return True

@@ -64,7 +64,7 @@ class StreamCapture:
             return
         try:
             chunk = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.fail("unparsable event")
             return
         if not isinstance(chunk, dict) or "error" in chunk:

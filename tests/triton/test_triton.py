@@ -229,6 +229,25 @@ def test_onnx_parity_tiny(tiny_model_dir):
 
 
 @pytest.mark.integration
+async def test_runtime_client_against_the_embedded_tritonserver(triton):
+    """The runtime's tritonclient (2.73+, protobuf 6) against the tritonserver 2.51 of the
+    nvidia-pytriton wheel: the pairing that every test on the ``triton`` fixture runs."""
+    from importlib.metadata import version
+
+    from google.protobuf import __version__ as protobuf_version
+    from tritonclient.grpc.aio import InferenceServerClient
+
+    client = InferenceServerClient(triton.grpc_url)
+    try:
+        meta = await client.get_server_metadata()
+    finally:
+        await client.close()
+    assert meta.name == "triton" and meta.version == "2.51.0", meta
+    assert tuple(int(p) for p in version("tritonclient").split(".")[:2]) >= (2, 73)
+    assert int(protobuf_version.split(".")[0]) == 6
+
+
+@pytest.mark.integration
 async def test_label_contract_from_triton(triton, tiny_model_dir):
     async with TritonClient(triton.grpc_url, MODEL_NAME, timeout_s=10) as c:
         assert await c.ready()

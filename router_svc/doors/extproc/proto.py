@@ -18,7 +18,6 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
-from google.protobuf.descriptor import FieldDescriptor
 from multidict import CIMultiDict
 
 from router_svc.core.selection import BackendTarget
@@ -37,11 +36,6 @@ WITH_CLIENT_AUTH = ("openai-organization", "openai-project")
 
 Mode = processing_mode_pb2.ProcessingMode
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-# ImmediateResponse.body was a proto ``string`` before it became ``bytes`` (same wire format);
-# the xds-protos that works with tritonclient's protobuf<5 has the string one.
-_BODY_IS_TEXT = (pb.ImmediateResponse.DESCRIPTOR.fields_by_name["body"].type
-                 == FieldDescriptor.TYPE_STRING)
-
 
 # ---------------------------------------------------------------- reading
 
@@ -122,14 +116,15 @@ def immediate(answer: LocalAnswer, details: str) -> pb.ProcessingResponse:
     return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
         status=http_status_pb2.HttpStatus(code=answer.status),  # type: ignore[arg-type]
         headers=header_mutation(answer.all_headers()),
-        body=body.decode("utf-8") if _BODY_IS_TEXT else body,  # type: ignore[arg-type]
+        body=body,
         details=details))
 
 
 def immediate_body(r: pb.ImmediateResponse) -> bytes:
-    """The body of an immediate response as bytes, whichever the proto says it is."""
-    body = r.body
-    return body.encode("utf-8") if isinstance(body, str) else body
+    """The body of an immediate response. ``ImmediateResponse.body`` was a proto ``string``
+    before it became ``bytes`` (same wire format); every xds-protos for protobuf 6 (>=1.72.1,
+    pyproject.toml) has ``bytes``."""
+    return r.body
 
 
 # ---------------------------------------------------------------- processing modes

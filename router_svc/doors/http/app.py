@@ -22,6 +22,7 @@ from router_svc.core.endpoints import CHAT, CLIENT_GONE, COMPLETION, Endpoint
 from router_svc.core.errors import BadRequest, PayloadTooLarge, RouterError
 from router_svc.core.metrics import render as render_metrics
 from router_svc.core.pipeline import classify_report
+from router_svc.doors.http.openapi import OPENAPI_PATH, openapi_json
 from router_svc.doors.http.state import RUNTIME
 from router_svc.flow.answers import (
     SSE_HEADERS,
@@ -86,7 +87,11 @@ async def read_body(request: web.Request) -> bytes:
     if "Content-Type" not in request.headers:
         ctype = ""  # curl -d without -H, bare HTTP clients: read the body as JSON
     Exchange.check_media_type(ctype)
-    return await request.read()  # aiohttp enforces client_max_size (413) here
+    try:
+        return await request.read()  # aiohttp enforces client_max_size (413) here
+    except web.RequestPayloadError as e:  # e.g. Content-Encoding: gzip on a plain body
+        raise BadRequest(f"The body could not be read as sent: {e}.",
+                         code="unreadable_body") from None
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
@@ -286,6 +291,10 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": ctype})
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=openapi_json(), content_type="application/json")
+
+
 def create_app(config: Config, *, runtime: Runtime | None = None,
                tokenizer: Path | None = None, startup_timeout_s: float = 60.0,
                ) -> web.Application:
@@ -313,4 +322,5 @@ def create_app(config: Config, *, runtime: Runtime | None = None,
     app.router.add_get("/admin/cache/stats", cache_stats)
     app.router.add_post("/admin/cache/flush", cache_flush)
     app.router.add_post("/admin/cache/invalidate", cache_invalidate)
+    app.router.add_get(OPENAPI_PATH, openapi)
     return app
