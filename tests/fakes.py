@@ -34,7 +34,8 @@ class FakeClassifier:
         self.calls: list[tuple[str, list[str]]] = []
 
     async def classify(self, category_text: str, segments: list[str],
-                       max_tokens: int | None = None) -> Classification:
+                       max_tokens: int | None = None,
+                       deadline: float | None = None) -> Classification:
         self.calls.append((category_text, list(segments)))
         if self.fail is not None:
             raise self.fail

@@ -1,14 +1,26 @@
-"""Gathers concurrent classification requests into one Triton call.
+"""Gathers concurrent classification requests into shared Triton calls, fairly.
 
 An actor: one consumer task owns the bounded queue; callers put a job (the token rows of one
-request) with a future and await it. The consumer sends a batch as soon as Triton has a free
+request) with a future and await it. The consumer forms a batch as soon as Triton has a free
 slot (at most ``max_inflight`` Triton calls at once): an idle model starts on a lone request
 at once, and what arrives while the slots are busy gathers into the next batch, up to
 ``max_batch_size`` rows (TEI's and vLLM's way: batch size follows load, no fixed delay).
-``max_wait`` > 0 adds a fixed wait for company on top. A batch is sent as one Triton call per
-group of similar lengths (``length_groups``), so one long prompt does not pad many short
-ones; each call holds a slot. A failed inference fails the futures of that batch only; the
-consumer keeps running.
+``max_wait`` > 0 adds a fixed wait for company on top.
+
+A batch takes rows, not whole jobs: every queued job gets a max-min fair share of the batch
+(``fair_shares``) and a job with rows left goes to the back of the round robin. A long prompt
+(hundreds of windows) thus no longer holds the model for all its calls while a one-row request
+behind it waits: that request's row goes into the very next batch. A job's future resolves
+when all its rows are done, outputs in row order.
+
+A batch is sent as one Triton call per group of similar lengths (``length_groups``), so one
+long prompt does not pad many short ones; each call holds a slot, the cheapest call first. A
+failed call fails the jobs whose rows were in it only; the consumer keeps running.
+
+Stale work is dropped before it reaches Triton: a job whose caller went away (future
+cancelled), whose caller's deadline passed with rows still unsent, or that waited longer than
+``max_queue_wait`` before any of its rows was sent is taken out of the queue, and the caller
+gets ``DeadlineExceeded``. Times are ``time.monotonic()`` seconds.
 """
 
 from __future__ import annotations
@@ -16,8 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,9 +37,16 @@ import numpy as np
 # The Triton model's own grouping rule for the requests it gathers, applied to single rows.
 from router_svc.triton.python_model import length_groups
 
+SHUTTING_DOWN = "classifier is shutting down"
+
 
 class QueueFull(Exception):
     """The batcher's queue is at capacity: shed load (HTTP 429) rather than time out."""
+
+
+class DeadlineExceeded(Exception):
+    """A job still had rows waiting for Triton at its deadline, or none of its rows had gone
+    out after ``max_queue_wait``: its unsent rows were dropped."""
 
 
 @dataclass
@@ -37,12 +56,45 @@ class RowOutput:
     embedding: np.ndarray  # [D]
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a job is found in the queue by itself, not by its rows
 class _Job:
     rows: list[list[int]]
     future: asyncio.Future[list[RowOutput]]
-    enqueued: float = field(default_factory=time.perf_counter)
+    deadline: float | None  # the caller's: the latest time any of its rows may still be sent
+    start_by: float | None = None  # max_queue_wait: the latest time its first row may be sent
+    enqueued: float = field(default_factory=time.monotonic)
+    taken: int = 0  # rows[:taken] have left the queue for a batch
+    unsent: int = 0  # rows not yet handed to Triton (queued, or in a batch awaiting a slot)
+    received: int = 0  # rows with an output
+    outputs: list[RowOutput | None] = field(default_factory=list)
+    in_queue: bool = True
+    timer: asyncio.TimerHandle | None = None
 
+    def __post_init__(self) -> None:
+        self.unsent = len(self.rows)
+        self.outputs = [None] * len(self.rows)
+
+    @property
+    def queued(self) -> int:
+        return len(self.rows) - self.taken if self.in_queue else 0
+
+    @property
+    def started(self) -> bool:
+        return self.unsent < len(self.rows)
+
+    def due(self) -> float | None:
+        """When the job expires unless it makes progress (both limits are time.monotonic())."""
+        times = [t for t in (self.deadline, None if self.started else self.start_by)
+                 if t is not None]
+        return min(times) if times else None
+
+    def expired(self, now: float) -> bool:
+        due = self.due()
+        return due is not None and now >= due
+
+
+# One row of one job: what a batch and a Triton call are made of.
+_Item = tuple[_Job, int]
 
 InferFn = Callable[[np.ndarray, np.ndarray], Awaitable[tuple[np.ndarray, np.ndarray, np.ndarray]]]
 
@@ -52,7 +104,7 @@ class BatchStats:
     """What the consumer saw, for metrics (set by the caller as callbacks)."""
 
     on_batch: Callable[[int, int, float], None] | None = None  # rows, padded tokens, seconds
-    on_queue_wait: Callable[[float], None] | None = None
+    on_queue_wait: Callable[[float], None] | None = None  # submit to first row sent, per job
     on_depth: Callable[[int], None] | None = None
 
 
@@ -72,6 +124,42 @@ def split_outputs(
     return [RowOutput(cat[i], pii[i, : len(r)], emb[i]) for i, r in enumerate(rows)]
 
 
+def fair_shares(wants: Sequence[int], capacity: int) -> list[int]:
+    """Rows each queued job (``wants``: its queued rows, in queue order) puts in a batch of at
+    most ``capacity`` rows: max-min fair (water-filling). Equal shares; what a small job does
+    not use goes to the larger ones; when there are more jobs than rows, the first in queue
+    order get one each."""
+    shares = [0] * len(wants)
+    left = capacity
+    active = [i for i, w in enumerate(wants) if w > 0]
+    while left > 0 and active:
+        each = left // len(active)
+        if each == 0:
+            for i in active[:left]:
+                shares[i] += 1
+            break
+        for i in active:
+            give = min(each, wants[i] - shares[i])
+            shares[i] += give
+            left -= give
+        active = [i for i in active if shares[i] < wants[i]]
+    return shares
+
+
+def _too_late(job: _Job) -> DeadlineExceeded:
+    waited = time.monotonic() - job.enqueued
+    if job.deadline is not None and job.deadline <= time.monotonic():
+        why = f"by the caller's deadline ({waited:.3f} s after submission)"
+    else:
+        why = f"after {waited:.3f} s in the queue (batching.max_queue_wait_ms)"
+    return DeadlineExceeded(
+        f"{job.unsent} of {len(job.rows)} rows not sent to the model {why}: dropped")
+
+
+def _jobs_of(items: Sequence[_Item]) -> list[_Job]:
+    return list(dict.fromkeys(job for job, _ in items))
+
+
 class Batcher:
     def __init__(
         self,
@@ -82,29 +170,38 @@ class Batcher:
         max_queue: int = 1024,
         max_inflight: int = 2,
         max_batch_tokens: int = 8192,
+        max_queue_wait_s: float | None = 10.0,
         stats: BatchStats | None = None,
     ):
         self._infer = infer
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_batch_tokens = max_batch_tokens
+        # A job none of whose rows went out this long after it was submitted fails: work
+        # nobody can still want does not pile up in front of Triton. Once a job has started,
+        # only the caller's deadline applies: a long prompt alone on a slow model may take
+        # many calls. None: no such bound.
+        self.max_queue_wait_s = max_queue_wait_s
         # The bound counts rows, not requests: one long prompt is many rows of Triton work.
         self.max_queue_rows = max_queue
         self._queued_rows = 0
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        # Jobs with rows not yet taken into a batch, in round-robin order.
+        self._queue: deque[_Job] = deque()
+        self._open: set[_Job] = set()  # every job not yet settled, failed by stop()
         self._task: asyncio.Task[None] | None = None
         self._stats = stats or BatchStats()
-        self._held: _Job | None = None
         # Free Triton call slots. One batch runs while the next is gathered and sent (TEI
         # keeps one prefetched): Triton never idles on the router's round trip.
         self._free = max_inflight
         self._wake = asyncio.Event()  # a job arrived or a slot came free
-        # Calls of a batch already under way that wait for a slot: they go before new batches.
+        # Calls of a batch already under way that wait for a slot: a freed slot goes to them
+        # before a new batch is formed, so a batch's calls are not starved by later batches.
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self._running: set[asyncio.Task[None]] = set()
 
     @property
     def depth(self) -> int:
+        """Rows waiting to be taken into a batch."""
         return self._queued_rows
 
     async def start(self) -> None:
@@ -119,165 +216,234 @@ class Batcher:
             self._task = None
         for t in list(self._running):
             t.cancel()
-        pending = [self._held] if self._held else []
-        self._held = None
-        while not self._queue.empty():
-            pending.append(self._dequeue())
-        self._fail(pending, RuntimeError("classifier is shutting down"))
+        # Every caller still waiting learns of it now: nobody may wait forever.
+        for job in list(self._open):
+            self._settle(job, RuntimeError(SHUTTING_DOWN))
 
-    async def submit(self, rows: list[list[int]]) -> list[RowOutput]:
-        """Run ``rows`` (token ids with special tokens) through the model, batched with others."""
+    async def submit(self, rows: list[list[int]],
+                     deadline: float | None = None) -> list[RowOutput]:
+        """Run ``rows`` (token ids with special tokens) through the model, batched with others.
+
+        ``deadline`` (``time.monotonic()`` seconds): if rows of the job are still unsent to
+        Triton then, they are dropped and this raises ``DeadlineExceeded``; so it does when
+        none of them was sent within ``max_queue_wait_s``. Rows already sent finish, their
+        outputs unused. ``QueueFull`` when the queue's row bound would be passed; a request
+        larger than the whole bound still runs when nothing else waits.
+        """
         if not rows:
             return []
-        fut: asyncio.Future[list[RowOutput]] = asyncio.get_running_loop().create_future()
-        # A request larger than the whole bound still runs when nothing else waits.
         if self._queued_rows and self._queued_rows + len(rows) > self.max_queue_rows:
             raise QueueFull(f"classification queue is full ({self._queued_rows} rows waiting, "
                             f"at most {self.max_queue_rows})")
-        self._queue.put_nowait(_Job(rows, fut))
+        now = time.monotonic()
+        if deadline is not None and deadline <= now:
+            raise DeadlineExceeded(f"the caller's deadline passed before {len(rows)} rows "
+                                   "were queued")
+        start_by = None if self.max_queue_wait_s is None else now + self.max_queue_wait_s
+        job = _Job(rows, asyncio.get_running_loop().create_future(), deadline, start_by,
+                   enqueued=now)
+        self._arm(job)
+        self._queue.append(job)
+        self._open.add(job)
         self._queued_rows += len(rows)
         self._wake.set()
+        self._report_depth()
+        try:
+            return await job.future
+        except asyncio.CancelledError:  # the caller left: its unsent rows need no inference
+            self._settle(job)
+            raise
+
+    # ---- job bookkeeping
+
+    def _settle(self, job: _Job, error: BaseException | None = None) -> None:
+        """The job is over: fail it with ``error`` (if still pending) and withdraw its rows
+        from the queue. Rows of it already in a batch are skipped when their call is sent."""
+        if error is not None and not job.future.done():
+            job.future.set_exception(error)
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        self._open.discard(job)
+        if job.in_queue:
+            self._queued_rows -= job.queued
+            job.in_queue = False
+            self._queue.remove(job)
+            self._report_depth()
+
+    def _arm(self, job: _Job) -> None:
+        """A timer for when the job expires with rows unsent: it fails then even while every
+        slot is busy (Triton slow or stuck), not only when its rows come up."""
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        due = job.due()
+        if due is not None and job.unsent and not job.future.done():
+            delay = max(0.0, due - time.monotonic())
+            job.timer = asyncio.get_running_loop().call_later(delay, self._expire, job)
+
+    def _expire(self, job: _Job) -> None:
+        job.timer = None
+        if job.future.done() or not job.unsent:
+            return
+        if job.expired(time.monotonic()):
+            self._settle(job, _too_late(job))
+        else:  # early by the loop's clock resolution, or started meanwhile
+            self._arm(job)
+
+    def _report_depth(self) -> None:
         if self._stats.on_depth:
             self._stats.on_depth(self._queued_rows)
-        return await fut
 
-    def _dequeue(self) -> _Job:
-        job = self._queue.get_nowait()
-        self._queued_rows -= len(job.rows)
-        return job
+    # ---- the consumer
 
-    def _take(self, jobs: list[_Job], n_rows: int) -> int:
-        """Move queued jobs into the batch while they fit; the rows it now holds."""
-        while n_rows < self.max_batch_size and not self._queue.empty():
-            job = self._dequeue()
-            if n_rows + len(job.rows) > self.max_batch_size:
-                self._held = job  # does not fit: it leads the next batch
-                break
-            jobs.append(job)
-            n_rows += len(job.rows)
-        return n_rows
+    async def _run(self) -> None:
+        while True:
+            await self._gather()  # returns holding a slot
+            batch = self._take()
+            if not batch:  # every queued caller went away meanwhile
+                self._release()
+                continue
+            task = asyncio.create_task(self._execute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
-    async def _next_batch(self) -> list[_Job]:
-        """The next batch, returned holding an inflight slot."""
-        if self._held is not None:
-            first, self._held = self._held, None
-        else:
-            first = await self._queue.get()
-            self._queued_rows -= len(first.rows)
-        jobs = [first]
-        n_rows = self._take(jobs, len(first.rows))
-        # Gather while every slot is busy: no wait at all when Triton is idle.
+    async def _gather(self) -> None:
+        """Wait for queued rows and a free slot, and take the slot; then, with ``max_wait``,
+        wait that long after the oldest queued job for company."""
+        while not (self._queue and self._free > 0):
+            self._wake.clear()
+            await self._wake.wait()
+        self._free -= 1
+        if self.max_wait_s <= 0:
+            return
         try:
-            while self._free <= len(self._slot_waiters):
-                self._wake.clear()
-                await self._wake.wait()
-                if self._held is None:
-                    n_rows = self._take(jobs, n_rows)
-            deadline = first.enqueued + self.max_wait_s
-            while self._held is None and n_rows < self.max_batch_size:
-                remaining = deadline - time.perf_counter()
+            until = min(j.enqueued for j in self._queue) + self.max_wait_s
+            while self._queue and self._queued_rows < self.max_batch_size:
+                remaining = until - time.monotonic()
                 if remaining <= 0:
                     break
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), remaining)
-                n_rows = self._take(jobs, n_rows)
-        except asyncio.CancelledError:  # shutting down: these callers must not hang
-            self._fail(jobs, RuntimeError("classifier is shutting down"))
+        except asyncio.CancelledError:
+            self._release()
             raise
-        self._free -= 1
-        return jobs
 
-    async def _run(self) -> None:
-        while True:
-            jobs = await self._next_batch()
-            # Callers that went away (client hung up) need no inference.
-            jobs = [j for j in jobs if not j.future.done()]
-            if not jobs:
-                self._release()
+    def _take(self) -> list[_Item]:
+        """The next batch: each live queued job's fair share of ``max_batch_size`` rows, in
+        queue order. Jobs given rows that still have more go to the back of the queue."""
+        now = time.monotonic()
+        for job in [j for j in self._queue if j.future.done() or j.expired(now)]:
+            self._settle(job, None if job.future.done() else _too_late(job))
+        jobs = list(self._queue)
+        shares = fair_shares([j.queued for j in jobs], self.max_batch_size)
+        batch: list[_Item] = []
+        waiting: list[_Job] = []  # got nothing this time: first in the next batch
+        served: list[_Job] = []
+        for job, n in zip(jobs, shares, strict=True):
+            batch += [(job, i) for i in range(job.taken, job.taken + n)]
+            job.taken += n
+            self._queued_rows -= n
+            if job.taken == len(job.rows):
+                job.in_queue = False
+            else:
+                (served if n else waiting).append(job)
+        self._queue = deque(waiting + served)
+        self._report_depth()
+        return batch
+
+    async def _execute(self, batch: list[_Item]) -> None:
+        """One call per length group, the cheapest first (a short request's call is not
+        queued behind a long one's). The first uses the slot the batch was formed with; each
+        further one waits for a slot of its own, ahead of new batches."""
+        rows = [job.rows[i] for job, i in batch]
+        groups = length_groups([(1, len(r)) for r in rows], max_rows=self.max_batch_size,
+                               max_tokens=self.max_batch_tokens)
+        groups.sort(key=lambda g: len(g) * max(len(rows[i]) for i in g))
+        await asyncio.gather(*(self._call([batch[i] for i in g], holds_slot=k == 0)
+                               for k, g in enumerate(groups)))
+
+    def _sendable(self, items: list[_Item]) -> list[_Item]:
+        """The items whose job still wants them: a job whose caller left is skipped, a job
+        past its deadline is failed."""
+        now = time.monotonic()
+        keep: set[_Job] = set()
+        for job in _jobs_of(items):
+            if job.future.done():
                 continue
-            if self._stats.on_depth:
-                self._stats.on_depth(self._queued_rows)
-            task = asyncio.create_task(self._execute(jobs))
-            self._running.add(task)
-            task.add_done_callback(self._finished)
+            if job.expired(now):
+                self._settle(job, _too_late(job))
+                continue
+            keep.add(job)
+        return [(job, i) for job, i in items if job in keep]
 
-    @staticmethod
-    def _fail(jobs: list[_Job], error: BaseException) -> None:
-        for j in jobs:
-            if not j.future.done():
-                j.future.set_exception(error)
+    def _mark_sent(self, items: list[_Item]) -> None:
+        now = time.monotonic()
+        for job, n in Counter(job for job, _ in items).items():
+            first = not job.started
+            if first and self._stats.on_queue_wait:
+                self._stats.on_queue_wait(now - job.enqueued)
+            job.unsent -= n
+            if first or job.unsent == 0:
+                self._arm(job)  # max_queue_wait no longer applies; all sent: nothing does
+
+    async def _call(self, items: list[_Item], *, holds_slot: bool) -> None:
+        """One Triton call. A failure fails the jobs with rows in this call, nothing else."""
+        if not holds_slot:
+            await self._acquire()
+        try:
+            items = self._sendable(items)
+            if not items:
+                return
+            self._mark_sent(items)
+            chunk = [job.rows[i] for job, i in items]
+            ids, mask = pad_rows(chunk)
+            t = time.perf_counter()
+            try:
+                cat, pii, emb = await self._infer(ids, mask)
+            except Exception as e:  # these callers learn of it; the consumer lives on
+                for job in _jobs_of(items):
+                    self._settle(job, e)
+                return
+            if self._stats.on_batch:
+                self._stats.on_batch(len(chunk), int(ids.size), time.perf_counter() - t)
+            for (job, i), out in zip(items, split_outputs(chunk, cat, pii, emb), strict=True):
+                self._deliver(job, i, out)
+        finally:
+            self._release()
+
+    def _deliver(self, job: _Job, i: int, out: RowOutput) -> None:
+        if job.future.done():  # failed or left meanwhile: the output is not wanted
+            return
+        job.outputs[i] = out
+        job.received += 1
+        if job.received == len(job.rows):
+            job.future.set_result(job.outputs)  # type: ignore[arg-type]
+            self._settle(job)
+
+    # ---- Triton call slots
 
     def _release(self) -> None:
-        self._free += 1
+        """Give a slot back: straight to a call of a batch under way if one waits."""
         while self._slot_waiters:
             waiter = self._slot_waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return
+        self._free += 1
         self._wake.set()
 
     async def _acquire(self) -> None:
         """A slot for one more Triton call of a batch that already holds one."""
-        if self._free <= 0:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._slot_waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._release()  # handed a slot just as we were cancelled: pass it on
-                raise
-        self._free -= 1
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-
-    async def _execute(self, jobs: list[_Job]) -> None:
-        now = time.perf_counter()
-        if self._stats.on_queue_wait:
-            for j in jobs:
-                self._stats.on_queue_wait(now - j.enqueued)
-        rows = [r for j in jobs for r in j.rows]
-        try:
-            outputs = await self._infer_rows(rows)
-        except Exception as e:  # every waiter learns of the failure; the consumer lives on
-            self._fail(jobs, e)
+        if self._free > 0 and not self._slot_waiters:
+            self._free -= 1
             return
-        except asyncio.CancelledError:  # shutting down: nobody may wait forever
-            self._fail(jobs, RuntimeError("classifier is shutting down"))
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(waiter)
+        try:
+            await waiter  # handed over by _release: the slot is ours
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a slot just as we were cancelled: pass it on
             raise
-        i = 0
-        for j in jobs:
-            if not j.future.done():
-                j.future.set_result(outputs[i : i + len(j.rows)])
-            i += len(j.rows)
-
-    async def _infer_rows(self, rows: list[list[int]]) -> list[RowOutput]:
-        """One Triton call per length group, outputs in the rows' order. A single job larger
-        than the batch limit (a very long prompt) is split the same way. The first call uses
-        the slot the batch was sent with; each further one waits for a slot of its own. Each
-        call gives its slot back as soon as it ends."""
-        groups = length_groups([(1, len(r)) for r in rows], max_rows=self.max_batch_size,
-                               max_tokens=self.max_batch_tokens)
-
-        async def run(k: int, group: list[int]) -> list[RowOutput]:
-            if k:
-                await self._acquire()
-            try:
-                chunk = [rows[i] for i in group]
-                ids, mask = pad_rows(chunk)
-                t = time.perf_counter()
-                cat, pii, emb = await self._infer(ids, mask)
-                if self._stats.on_batch:
-                    self._stats.on_batch(len(chunk), int(ids.size), time.perf_counter() - t)
-                return split_outputs(chunk, cat, pii, emb)
-            finally:
-                self._release()
-
-        results = await asyncio.gather(*(run(k, g) for k, g in enumerate(groups)))
-        outputs: list[RowOutput | None] = [None] * len(rows)
-        for group, outs in zip(groups, results, strict=True):
-            for i, out in zip(group, outs, strict=True):
-                outputs[i] = out
-        return outputs  # type: ignore[return-value]

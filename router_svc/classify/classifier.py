@@ -134,9 +134,11 @@ class Classifier:
         return dataclasses.replace(plan, tokens=tokens)
 
     async def classify(self, category_text: str, segments: list[str],
-                       max_tokens: int | None = None) -> Classification:
+                       max_tokens: int | None = None,
+                       deadline: float | None = None) -> Classification:
         """``max_tokens``: the most tokens the texts may hold (``TooMuchText`` beyond it,
-        before any inference)."""
+        before any inference). ``deadline`` (``time.monotonic()`` seconds): rows not sent to
+        the model by then are dropped (``batcher.DeadlineExceeded``)."""
         large = len(category_text) + sum(map(len, segments)) > OFF_LOOP_CHARS
         if large:
             plan = await asyncio.to_thread(self.plan, category_text, segments)
@@ -144,7 +146,7 @@ class Classifier:
             plan = self.plan(category_text, segments)
         if max_tokens is not None and plan.tokens > max_tokens:
             raise TooMuchText(plan.tokens, max_tokens)
-        outputs = await self.batcher.submit([w.ids for w in plan.rows])
+        outputs = await self.batcher.submit([w.ids for w in plan.rows], deadline=deadline)
         if large:
             return await asyncio.to_thread(self.decode, plan, outputs, segments)
         return self.decode(plan, outputs, segments)

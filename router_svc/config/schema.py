@@ -105,6 +105,9 @@ class BatchingConfig:
     # Padded tokens per Triton call; a batch is split by length so short prompts are not
     # padded to a long one's length.
     max_batch_tokens: int = _bounded(8192, lo=1)
+    # A request none of whose rows went to Triton this long after it was queued fails (its
+    # rows are dropped): no work piles up for callers that gave up. A started one runs on.
+    max_queue_wait_ms: float = _bounded(10_000.0, lo=0, lo_open=True)
 
 
 # The cache threshold below which the config check warns: under it, more than one hit in ten

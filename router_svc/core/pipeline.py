@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from router_svc.classify.batcher import QueueFull
+from router_svc.classify.batcher import DeadlineExceeded, QueueFull
 from router_svc.classify.classifier import Classification, Classifier, TooMuchText
 from router_svc.classify.pii import PiiEntity, redact
 from router_svc.config.loading import Config
@@ -141,18 +141,21 @@ class Router:
         if self.classifier is None:
             raise ClassifierDown("no classifier configured")
         t = time.perf_counter()
+        budget = self.config.triton.timeout_s * 2
         try:
-            # The gRPC deadline bounds the Triton call; this bounds queueing in front of it too.
+            # The gRPC deadline bounds the Triton call; this bounds queueing in front of it too,
+            # and the batcher drops rows still unsent at the deadline instead of running them.
             return await asyncio.wait_for(
                 self.classifier.classify(category_text, segments,
-                                         max_tokens=self.config.limits.max_scan_tokens),
-                timeout=self.config.triton.timeout_s * 2,
+                                         max_tokens=self.config.limits.max_scan_tokens,
+                                         deadline=time.monotonic() + budget),
+                timeout=budget,
             )
         except TooMuchText as e:
             raise too_much_text(f"{e.tokens} tokens", e.limit) from None
         except QueueFull as e:
             raise Overloaded(str(e), retry_after_s=1.0) from e
-        except TimeoutError as e:
+        except (TimeoutError, DeadlineExceeded) as e:
             self.metrics.count_classifier_failure("timeout")
             raise ClassifierDown("classification timed out") from e
         except Exception as e:  # Triton unavailable or erroring: the failure policy decides

@@ -148,7 +148,8 @@ class Runtime:
         b = config.batching
         batcher = Batcher(infer, max_batch_size=min(b.max_batch_size, info.max_batch_size),
                           max_wait_s=b.max_wait_ms / 1000, max_queue=b.max_queue,
-                          max_batch_tokens=b.max_batch_tokens, stats=stats)
+                          max_batch_tokens=b.max_batch_tokens,
+                          max_queue_wait_s=b.max_queue_wait_ms / 1000, stats=stats)
         await batcher.start()
         pm = config.classifier.pii_model
         clf = Classifier(tok, batcher, list(info.categories), list(info.pii_tags),

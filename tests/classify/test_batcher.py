@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
 
-from router_svc.classify.batcher import Batcher, QueueFull, pad_rows
+from router_svc.classify.batcher import (
+    Batcher,
+    BatchStats,
+    DeadlineExceeded,
+    QueueFull,
+    fair_shares,
+    pad_rows,
+)
 
 
 class FakeModel:
@@ -35,6 +43,31 @@ class FakeModel:
             return cat, pii, emb
         finally:
             self.active -= 1
+
+
+class GatedModel(FakeModel):
+    """Holds every call until the test lets it through, and says when a call came in: the
+    test decides what is in flight, without sleeping for it."""
+
+    def __init__(self, fail_on: int | None = None):
+        super().__init__(delay=0, fail_on=fail_on)
+        self.tags: list[list[int]] = []  # each call's rows, by tag (second token)
+        self.arrived: asyncio.Queue[list[int]] = asyncio.Queue()
+        self._gate = asyncio.Semaphore(0)
+
+    def let_through(self, n: int = 1_000) -> None:
+        for _ in range(n):
+            self._gate.release()
+
+    async def __call__(self, ids: np.ndarray, mask: np.ndarray):
+        tags = ids[:, 1].tolist()
+        self.tags.append(tags)
+        self.arrived.put_nowait(tags)
+        async with self._gate:
+            return await super().__call__(ids, mask)
+
+    def sent(self) -> list[int]:
+        return [t for call in self.tags for t in call]
 
 
 def row(tag: int, length: int = 4) -> list[int]:
@@ -243,3 +276,225 @@ async def test_many_split_requests_at_once_all_finish():
         await b.stop()
     assert model.max_active <= 2
     assert all(int(o.embedding[0]) == i for i, out in enumerate(outs) for o in out)
+
+
+# ---------------------------------------------------------------- fairness and stale work
+
+
+def test_fair_shares_split_a_batch_max_min():
+    assert fair_shares([40, 1], 4) == [3, 1]  # the small job is never left for later
+    assert fair_shares([40, 40], 8) == [4, 4]
+    assert fair_shares([10, 2, 10], 9) == [4, 2, 3]  # what the small one leaves goes round
+    assert fair_shares([1] * 6, 4) == [1, 1, 1, 1, 0, 0]  # more jobs than rows: queue order
+    assert fair_shares([3, 2], 32) == [3, 2]
+    assert fair_shares([], 4) == [] and fair_shares([0, 5], 4) == [0, 4]
+
+
+async def test_a_small_request_is_not_stuck_behind_a_large_one():
+    """A 40-row request is ten calls of 4; a one-row request that arrives while its first call
+    runs goes out in the very next call, not after the other nine."""
+    model = GatedModel()
+    b = await started(model, max_batch_size=4, max_inflight=1)
+    try:
+        large = asyncio.create_task(b.submit([row(1000 + i) for i in range(40)]))
+        assert await model.arrived.get() == [1000, 1001, 1002, 1003]  # holds the one slot
+        small = asyncio.create_task(b.submit([row(7)]))
+        await asyncio.sleep(0)  # let it queue: one step, nothing timed
+        assert b.depth == 36 + 1
+        model.let_through()
+        large_out, small_out = await asyncio.gather(large, small)
+    finally:
+        await b.stop()
+    assert sorted(model.tags[1]) == [7, 1004, 1005, 1006]  # its fair share of the batch
+    assert [int(o.embedding[0]) for o in small_out] == [7]
+    # the large request is complete and in its own order, though spread over the calls
+    assert [int(o.embedding[0]) for o in large_out] == list(range(1000, 1040))
+    assert [t for t in model.sent() if t != 7] == list(range(1000, 1040))
+
+
+async def test_large_requests_interleave_and_each_gets_its_rows_in_order():
+    """Two large requests of mixed lengths and small ones between them, few slots: every
+    caller gets all its rows, in its order, each trimmed to its own length."""
+    model = FakeModel(delay=0.001)
+    b = await started(model, max_batch_size=8, max_inflight=2, max_batch_tokens=200)
+    try:
+        def large(base: int) -> list[list[int]]:
+            return [row(base + i, 4 + (i * 37) % 60) for i in range(50)]
+
+        jobs = [b.submit(large(1000)), b.submit(large(2000)),
+                *(b.submit([row(10 + i, 5 + i)]) for i in range(12))]
+        outs = await asyncio.wait_for(asyncio.gather(*jobs), 10)
+    finally:
+        await b.stop()
+    for base, out in ((1000, outs[0]), (2000, outs[1])):
+        assert [int(o.embedding[0]) for o in out] == list(range(base, base + 50))
+        assert [int(o.category_logits[0]) for o in out] == [4 + (i * 37) % 60 for i in range(50)]
+        assert all(o.pii_logits.shape[0] == 4 + (i * 37) % 60 for i, o in enumerate(out))
+    assert [int(o[0].embedding[0]) for o in outs[2:]] == list(range(10, 22))
+    assert max(model.calls) <= 8 and b.depth == 0
+
+
+async def test_rows_past_their_deadline_never_reach_the_model():
+    model = GatedModel()
+    b = await started(model, max_batch_size=4, max_inflight=1)
+    try:
+        first = asyncio.create_task(b.submit([row(1)]))
+        await model.arrived.get()  # the one slot is busy until the test says so
+        with pytest.raises(DeadlineExceeded):  # already past: refused at once
+            await b.submit([row(2)], deadline=time.monotonic() - 1)
+        late = asyncio.create_task(b.submit([row(3), row(4)], deadline=time.monotonic() + 0.02))
+        with pytest.raises(DeadlineExceeded, match="2 of 2 rows not sent"):
+            await late  # failed by its deadline though Triton is still busy
+        assert b.depth == 0
+        model.let_through()
+        assert int((await first)[0].embedding[0]) == 1
+        assert int((await b.submit([row(5)]))[0].embedding[0]) == 5
+    finally:
+        await b.stop()
+    assert model.sent() == [1, 5]
+
+
+async def test_a_deadline_drops_rows_already_in_a_batch_that_wait_for_a_slot():
+    """A batch's second call (another length group) waits for a slot; its job's deadline
+    passes meanwhile: the call is skipped, the cheaper first call went out."""
+    model = GatedModel()
+    b = await started(model, max_batch_size=8, max_inflight=1)
+    try:
+        short = asyncio.create_task(b.submit([row(1)]))
+        long = asyncio.create_task(b.submit([row(2, 200)], deadline=time.monotonic() + 0.02))
+        assert await model.arrived.get() == [1]  # cheapest group first; [2] waits for a slot
+        with pytest.raises(DeadlineExceeded):
+            await long
+        model.let_through()
+        await short
+        await b.submit([row(3)])  # the consumer moved on: the skipped call freed its slot
+    finally:
+        await b.stop()
+    assert model.sent() == [1, 3]
+
+
+async def test_max_queue_wait_fails_a_job_none_of_whose_rows_went_out():
+    model = GatedModel()
+    b = await started(model, max_batch_size=4, max_inflight=1, max_queue_wait_s=0.02)
+    try:
+        first = asyncio.create_task(b.submit([row(1)]))
+        await model.arrived.get()
+        with pytest.raises(DeadlineExceeded, match="max_queue_wait"):
+            await b.submit([row(2)])  # no deadline of its own: still bounded
+        model.let_through()
+        await first
+    finally:
+        await b.stop()
+    assert model.sent() == [1]
+
+
+async def test_max_queue_wait_does_not_cut_a_started_job_short():
+    """A long prompt alone on a slow model spans many calls: once its first rows went out,
+    only the caller's deadline applies to the rest."""
+    model = GatedModel()
+    b = await started(model, max_batch_size=4, max_inflight=1, max_queue_wait_s=0.02)
+    try:
+        large = asyncio.create_task(b.submit([row(1000 + i) for i in range(12)]))
+        await model.arrived.get()
+        await asyncio.sleep(0.05)  # time passes beyond max_queue_wait; 8 of its rows wait
+        assert not large.done()
+        model.let_through()
+        assert [int(o.embedding[0]) for o in await large] == list(range(1000, 1012))
+    finally:
+        await b.stop()
+
+
+async def test_the_callers_deadline_stops_a_started_job():
+    model = GatedModel()
+    b = await started(model, max_batch_size=4, max_inflight=1)
+    try:
+        large = asyncio.create_task(b.submit([row(1000 + i) for i in range(12)],
+                                             deadline=time.monotonic() + 0.02))
+        await model.arrived.get()
+        with pytest.raises(DeadlineExceeded, match=r"8 of 12 rows .* caller's deadline"):
+            await large
+        assert b.depth == 0
+        model.let_through()
+        await b.submit([row(5)])
+    finally:
+        await b.stop()
+    assert model.sent() == [1000, 1001, 1002, 1003, 5]
+
+
+async def test_a_cancelled_caller_leaves_the_queue_and_is_not_inferred():
+    model = GatedModel()
+    depths: list[int] = []
+    b = await started(model, max_batch_size=4, max_inflight=1, max_queue=6,
+                      stats=BatchStats(on_depth=depths.append))
+    try:
+        first = asyncio.create_task(b.submit([row(1)]))
+        await model.arrived.get()
+        gone = asyncio.create_task(b.submit([row(i) for i in range(100, 105)]))
+        await asyncio.sleep(0)  # it queues
+        assert b.depth == 5
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert b.depth == 0 and depths[-1] == 0  # its rows no longer count against the bound
+        ok = asyncio.create_task(b.submit([row(i) for i in range(200, 206)]))  # 6: fits again
+        model.let_through()
+        await first
+        assert [int(o.embedding[0]) for o in await ok] == list(range(200, 206))
+    finally:
+        await b.stop()
+    assert not set(model.sent()) & set(range(100, 105))
+
+
+async def test_a_cancelled_large_caller_stops_sending_its_remaining_rows():
+    model = GatedModel()
+    b = await started(model, max_batch_size=4, max_inflight=1)
+    try:
+        large = asyncio.create_task(b.submit([row(1000 + i) for i in range(40)]))
+        await model.arrived.get()
+        large.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await large
+        assert b.depth == 0
+        model.let_through()
+        await b.submit([row(5)])
+    finally:
+        await b.stop()
+    assert model.sent() == [1000, 1001, 1002, 1003, 5]
+
+
+async def test_a_failed_call_fails_only_the_jobs_with_rows_in_it():
+    """One batch, two length groups: the call holding the bad row fails its jobs (the large
+    one with a row in it too, whose other row is then not sent); the other call's job and
+    later requests are served."""
+    model = GatedModel(fail_on=666)
+    b = await started(model, max_batch_size=8, max_inflight=1)
+    try:
+        blocker = asyncio.create_task(b.submit([row(1)]))
+        await model.arrived.get()
+        bad = asyncio.create_task(b.submit([row(666)]))
+        large = asyncio.create_task(b.submit([row(10), row(11, 150), row(12)]))
+        other = asyncio.create_task(b.submit([row(20, 150)]))
+        await asyncio.sleep(0)  # all queued: they share the next batch
+        model.let_through()
+        results = await asyncio.gather(blocker, bad, large, other, return_exceptions=True)
+        after = await b.submit([row(30)])
+    finally:
+        await b.stop()
+    # the cheaper call first; the other skips row 11: its job had already failed
+    assert sorted(model.tags[1]) == [10, 12, 666] and model.tags[2] == [20]
+    assert isinstance(results[1], RuntimeError) and isinstance(results[2], RuntimeError)
+    assert [int(o.embedding[0]) for o in results[3]] == [20]
+    assert int(after[0].embedding[0]) == 30
+
+
+async def test_stop_fails_callers_whose_rows_are_spread_over_batches():
+    model = GatedModel()
+    b = await started(model, max_batch_size=4, max_inflight=1)
+    large = asyncio.create_task(b.submit([row(1000 + i) for i in range(40)]))
+    await model.arrived.get()
+    small = asyncio.create_task(b.submit([row(7)]))
+    await asyncio.sleep(0)
+    await b.stop()
+    results = await asyncio.wait_for(asyncio.gather(large, small, return_exceptions=True), 1)
+    assert all(isinstance(r, RuntimeError) and "shutting down" in str(r) for r in results)
+    assert b.depth == 0

@@ -15,6 +15,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import InferInput, model_config_pb2
 from tritonclient.utils import InferenceServerException
 
+from router_svc.config.schema import TritonConfig
 from router_svc.labels import (
     CATEGORIES,
     CATEGORY_LOGITS,
@@ -45,7 +46,10 @@ from router_svc.triton.python_model import (
 )
 from router_svc.triton.repository import (
     COMMITTED,
+    CPU_QUEUE_TIMEOUT_US,
     DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_QUEUE_SIZE,
+    DEFAULT_QUEUE_TIMEOUT_US,
     REPO_ROOT,
     label_parameters,
     onnx_output_dims,
@@ -102,6 +106,19 @@ def test_rendered_config_parses_and_carries_labels(kind):
     assert info.input_dtype == ("INT32" if kind == "tensorrt" else "INT64")
     assert cfg["dynamic_batching"]["preferred_batch_size"]
     assert cfg["instance_group"][0]["kind"] == ("KIND_CPU" if kind == "python" else "KIND_GPU")
+    assert_queue_policy(cfg, kind)
+
+
+def assert_queue_policy(cfg: dict, kind: str) -> None:
+    """Triton rejects work queued past the timeout (stale: its caller gave up) or the size."""
+    policy = cfg["dynamic_batching"]["default_queue_policy"]
+    assert policy.get("timeout_action", "REJECT") == "REJECT"  # the enum's default: omitted
+    timeout_us = CPU_QUEUE_TIMEOUT_US if kind == "python" else DEFAULT_QUEUE_TIMEOUT_US
+    assert int(policy["default_timeout_microseconds"]) == timeout_us
+    assert policy["allow_timeout_override"] is True
+    assert int(policy["max_queue_size"]) == DEFAULT_MAX_QUEUE_SIZE
+    # above the router's gRPC deadline per call: only work whose caller gave up is dropped
+    assert TritonConfig().timeout_s * 1e6 < timeout_us
 
 
 @pytest.mark.parametrize(
@@ -258,6 +275,31 @@ async def test_label_contract_from_triton(triton, tiny_model_dir):
     assert dims[EMBEDDING][1] == info.embedding_dim
     assert dims[CATEGORY_LOGITS][1] == len(info.categories)
     assert dims[PII_LOGITS][2] == len(info.pii_tags)
+
+
+@pytest.mark.integration
+async def test_triton_drops_requests_queued_past_their_timeout(triton, tiny_model_dir):
+    """The queue policy loaded: Triton serves it back, and a request that waits in the queue
+    past its timeout (here a per-request override of 1 us, behind full batches that keep the
+    one instance busy) is rejected without running."""
+    async with TritonClient(triton.grpc_url, timeout_s=60) as c:
+        await c.load_model_info()
+        raw = c._client
+        served = await raw.get_model_config(MODEL_NAME, as_json=True, client_timeout=10)
+        assert_queue_policy(served["config"], "python")
+        long_ids = np.full((DEFAULT_MAX_BATCH_SIZE, 512), 1996, dtype=np.int64)
+        busy = [asyncio.ensure_future(c.infer(long_ids, np.ones_like(long_ids)))
+                for _ in range(3)]
+        await asyncio.sleep(0)  # the full batches go out first
+        ids, mask = encode(tiny_model_dir, TEXTS[:1])
+        inputs = [InferInput("input_ids", list(ids.shape), "INT64"),
+                  InferInput("attention_mask", list(mask.shape), "INT64")]
+        inputs[0].set_data_from_numpy(ids)
+        inputs[1].set_data_from_numpy(mask)
+        with pytest.raises(InferenceServerException, match=r"(?i)timeout"):
+            await raw.infer(MODEL_NAME, inputs, timeout=1, client_timeout=60)
+        outs = await asyncio.gather(*busy)  # the ones within their timeout still ran
+    assert all(o.embedding.shape[0] == DEFAULT_MAX_BATCH_SIZE for o in outs)
 
 
 @pytest.mark.integration
