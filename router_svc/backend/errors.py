@@ -26,11 +26,21 @@ class UpstreamError(Exception):
     The message names the backend model, never its URL or API key.
     """
 
-    def __init__(self, status: int, body: dict[str, Any], reason: str = BACKEND_ERROR) -> None:
+    def __init__(self, status: int, body: dict[str, Any], reason: str = BACKEND_ERROR,
+                 retry_after_s: float | None = None) -> None:
         self.status = status
         self.body = body
         self.reason = reason
+        self.retry_after_s = retry_after_s  # the backend's Retry-After, when it sent one
         super().__init__(f"{status} {reason}: {body.get('error', {}).get('message', '')}")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds only; an HTTP date is ignored)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def sse_error_event(error: UpstreamError) -> bytes:

@@ -43,6 +43,7 @@ from router_svc.backend.errors import (
     UpstreamError,
     normalise_error_body,
     openai_error,
+    parse_retry_after,
 )
 from router_svc.backend.http1 import Http1Client, Http1Error, PoolBusy, Response
 from router_svc.backend.sse_read import MAX_EVENT_BYTES, Usage, extract_usage, parse_sse_events
@@ -249,6 +250,7 @@ class Proxy:
                                              json_codec.dumps(body))
             raw = await resp.read()
             status = resp.status
+            retry_after = parse_retry_after(resp.headers.get("retry-after"))
         except (Http1Error, TimeoutError, ValueError) as exc:
             log.warning("backend %s failed: %r", target.model, exc)
             raise _connect_error(target, exc) from None
@@ -259,7 +261,8 @@ class Proxy:
         if not 200 <= status < 300:
             raise UpstreamError(
                 relayed_status(status),
-                scrub_error(normalise_error_body(status, raw, target.model), target))
+                scrub_error(normalise_error_body(status, raw, target.model), target),
+                retry_after_s=retry_after)
         try:
             parsed = json_codec.loads(raw)
         except (ValueError, RecursionError):
@@ -334,7 +337,9 @@ class UpstreamStream:
             if not 200 <= resp.status < 300:
                 raw = await resp.read()
                 body = scrub_error(normalise_error_body(resp.status, raw, target.model), target)
-                raise self._fail(UpstreamError(relayed_status(resp.status), body))
+                raise self._fail(UpstreamError(
+                    relayed_status(resp.status), body,
+                    retry_after_s=parse_retry_after(resp.headers.get("retry-after"))))
             if not resp.content_type.startswith("text/event-stream"):
                 raise self._fail(
                     UpstreamError(

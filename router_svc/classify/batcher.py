@@ -170,7 +170,9 @@ class Batcher:
         max_queue: int = 1024,
         max_inflight: int = 2,
         max_batch_tokens: int = 8192,
-        max_queue_wait_s: float | None = 10.0,
+        # None: no limit (offline tools: an evaluation queues thousands of texts at once);
+        # the router passes batching.max_queue_wait_ms.
+        max_queue_wait_s: float | None = None,
         stats: BatchStats | None = None,
     ):
         self._infer = infer

@@ -39,6 +39,7 @@ from router_svc.config.schema import (
     Config,
     ConfigError,
     ExtProcConfig,
+    FailoverConfig,
     LimitsConfig,
     ListenConfig,
     ModelConfig,
@@ -60,7 +61,8 @@ __all__ = [
     "CACHE_THRESHOLD_WARN", "EXAMPLE_CONFIG", "AuthConfig", "BackendConfig", "BatchingConfig",
     "CacheConfig",
     "Category", "CategoryModelConfig", "ClassifierConfig", "Config", "ConfigError",
-    "ExtProcConfig", "LimitsConfig", "ListenConfig", "ModelConfig", "ModelScore",
+    "ExtProcConfig", "FailoverConfig", "LimitsConfig", "ListenConfig", "ModelConfig",
+    "ModelScore",
     "OnErrorConfig", "PiiAction",
     "PiiModelConfig", "PiiOnError", "PiiPolicy", "ProxyConfig", "RoutingConfig",
     "RoutingOnError", "TritonConfig", "load_config", "parse_config",
@@ -80,6 +82,7 @@ _SECTIONS: dict[str, type] = {
     "extproc": ExtProcConfig,
     "limits": LimitsConfig,
     "auth": AuthConfig,
+    "failover": FailoverConfig,
 }
 _TOP_KEYS = (*_SECTIONS, "tokenizer", "pii_action", "default_model", "categories", "model_config")
 

@@ -183,6 +183,20 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class FailoverConfig:
+    """When the chosen backend fails before any byte of its answer (connection error, a
+    timeout before the headers, a 5xx or a 429), the next model of the category's
+    ``model_scores`` that the PII policy allows gets the request (routed requests only: a
+    model the client named is never swapped)."""
+
+    max_retries: int = _bounded(1, lo=0)  # other models tried after the first (0: none)
+    # Failures in a row after which a backend is skipped for ``breaker_cooldown_s`` (a 429's
+    # Retry-After opens it for that long at once); then one trial request.
+    breaker_failures: int = _bounded(5, lo=1)
+    breaker_cooldown_s: float = _bounded(30.0, lo=0, lo_open=True)
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     """The most work one request may cause; beyond it a 4xx naming the limit, before any
     Triton call, so one large request cannot stall everyone else's."""
@@ -277,6 +291,7 @@ class Config:
     extproc: ExtProcConfig = field(default_factory=ExtProcConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    failover: FailoverConfig = field(default_factory=FailoverConfig)
     warnings: tuple[str, ...] = ()
     source: Path | None = None
 

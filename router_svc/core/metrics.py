@@ -106,6 +106,8 @@ ERROR_REASONS = frozenset(
         "backend_bad_response",
         "backend_stream_aborted",
         "backend_busy",
+        "backend_rate_limited",
+        "circuit_open",
         "client_disconnected",
         "internal",
     }
@@ -204,6 +206,8 @@ class Metrics:
     cache_lookup_seconds: Histogram
     cache_hit_similarity: Histogram
     inflight_requests: Gauge
+    fallbacks_total: Counter
+    breaker_opens_total: Counter
     # (metric, label values) -> child: prometheus_client's labels() validates and locks on
     # every call, a few microseconds each, several times per request. Values are bounded.
     _children: dict[tuple[int, tuple[str, ...]], Any] = field(
@@ -307,6 +311,11 @@ class Metrics:
                 "cache_hit_similarity", "Similarity of cache hits", SIMILARITY_BUCKETS
             ),
             inflight_requests=gauge("inflight_requests", "Requests being handled"),
+            fallbacks_total=counter(
+                "fallbacks_total", "Requests sent on to another model after a backend failed",
+                ("from_model", "to_model", "reason")),
+            breaker_opens_total=counter(
+                "breaker_opens_total", "Times a backend's circuit breaker opened", ("model",)),
         )
         for result in sorted(CACHE_RESULTS):  # both series exist from the start
             metrics.cache_requests_total.labels(result=result)
@@ -323,6 +332,13 @@ class Metrics:
     def count_routing(self, category: object, model: object, reason: object) -> None:
         self._child(self.routing_decisions_total, self.bounds.category(category),
                     self.bounds.model(model), self.bounds.routing_reason(reason)).inc()
+
+    def count_fallback(self, from_model: object, to_model: object, reason: object) -> None:
+        self._child(self.fallbacks_total, self.bounds.model(from_model),
+                    self.bounds.model(to_model), self.bounds.error_reason(reason)).inc()
+
+    def count_breaker_open(self, model: object) -> None:
+        self._child(self.breaker_opens_total, self.bounds.model(model)).inc()
 
     def count_error(self, reason: object) -> None:
         self.errors_total.labels(reason=self.bounds.error_reason(reason)).inc()

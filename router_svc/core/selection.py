@@ -142,6 +142,20 @@ def select_model(
     return decide(model, "pii_reject", "reject", blocked_model=model, denied_pii_types=denied)
 
 
+def failover_order(config: Config, decision: Decision,
+                   allowed: Collection[str] | None = None) -> list[str]:
+    """The models that may take a routed request when ``decision.model``'s backend fails, best
+    first: the category's ranking, then default_model, each one the caller may use whose PII
+    policy allows what the forwarded body still carries (redacted types are gone). A model
+    the client named is never swapped: []."""
+    if decision.reason == "explicit" or decision.action == "reject":
+        return []
+    carried = decision.pii_types - decision.denied_pii_types
+    return [m for m in _fallbacks(config, decision.category)
+            if m != decision.model and (allowed is None or m in allowed)
+            and not _denied(config, m, carried)]
+
+
 def pii_rejection_message(model: str, pii_types: Collection[str]) -> str:
     """The reference router's refusal text; types sorted, in Python list notation."""
     return (

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from router_svc.backend.errors import UpstreamError, parse_retry_after
 from router_svc.backend.sse_read import ask_for_usage
 from router_svc.cache.front import CacheFront, Lookup
 from router_svc.core.auth import Gate
@@ -37,6 +38,7 @@ from router_svc.flow.answers import (
     replay_answer,
     wants_usage,
 )
+from router_svc.flow.failover import FALLBACK_HEADER, Failover
 from router_svc.flow.relay import Relay
 
 
@@ -55,6 +57,8 @@ class Forward:
     routed: Routed
     lookup: Lookup
     endpoint: Endpoint
+    fallbacks: tuple[str, ...] = ()  # "phi4 -> mistral-small3.1 (503)", one per failover
+    tried: tuple[str, ...] = ()  # models whose backends failed for this request
 
     @property
     def target(self) -> BackendTarget:
@@ -74,7 +78,10 @@ class Forward:
     @property
     def headers(self) -> dict[str, str]:
         """The ``x-router-*`` headers of the answer (also sent to the backend by Envoy)."""
-        return {**self.routed.headers(), **self.lookup.headers()}
+        h = {**self.routed.headers(), **self.lookup.headers()}
+        if self.fallbacks:
+            h[FALLBACK_HEADER] = ", ".join(self.fallbacks)
+        return h
 
     @property
     def client_wants_usage(self) -> bool:
@@ -93,6 +100,7 @@ class RequestFlow:
         self.cache = cache
         self.metrics = metrics
         self.gate = gate or Gate.for_config(router.config)
+        self.failover = Failover(router.config, router, metrics)
 
     def begin(self, endpoint: Endpoint) -> Exchange:
         return Exchange(self, endpoint)
@@ -105,6 +113,7 @@ class Exchange:
         self.flow = flow
         self.endpoint = endpoint
         self.model = "none"  # the model it went to, once known
+        self.allowed: frozenset[str] | None = None  # the models the caller's key may use
         self.status: int | None = None  # set by ``finish``
         self._t0 = time.perf_counter()
         flow.metrics.inflight_requests.inc()
@@ -121,6 +130,7 @@ class Exchange:
         flow, kind = self.flow, self.endpoint.kind
         try:
             caller = flow.gate.identify(headers, peer)  # 401 before any work
+            self.allowed = caller.models
             body = parse_json_object(raw)
             repeat = await flow.cache.repeat(kind, body, headers, caller)
             if repeat is not None:  # the very same request as a cached one: no model call
@@ -140,7 +150,31 @@ class Exchange:
                 return Local(cache_answer(routed, lookup), "cache_hit")
         except RouterError as e:
             return self.error(e)
-        return Forward(routed, lookup, self.endpoint)
+        return self._sent_to(self.flow.failover.first(Forward(routed, lookup, self.endpoint),
+                                                      self.allowed))
+
+    def _sent_to(self, fwd: Forward) -> Forward:
+        self.model = fwd.model
+        return fwd
+
+    def failed(self, fwd: Forward, err: UpstreamError) -> Forward | None:
+        """``fwd``'s backend failed before any byte reached the client: the request to send
+        instead (another model, ``failover``), or None to answer ``err``."""
+        nxt = self.flow.failover.next_after(fwd, err, self.allowed)
+        return self._sent_to(nxt) if nxt is not None else None
+
+    def answered(self, fwd: Forward) -> None:
+        """``fwd``'s backend answered (its status line was 2xx)."""
+        self.flow.failover.succeeded(fwd)
+
+    def backend_status(self, fwd: Forward, status: int, retry_after: str | None) -> None:
+        """What the backend answered, seen by a door that cannot re-send (Envoy sends the
+        request): the breaker still learns, so the next requests skip a failing backend."""
+        if 200 <= status < 300:
+            self.flow.failover.succeeded(fwd)
+        elif status == 429 or status >= 500:
+            self.flow.failover.breakers.failure(
+                fwd.model, parse_retry_after(retry_after) if status in (429, 503) else None)
 
     def error(self, err: RouterError, *, reason: str | None = None,
               headers: dict[str, str] | None = None) -> Local:

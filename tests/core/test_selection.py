@@ -12,6 +12,7 @@ from router_svc.core.errors import Forbidden, UnknownModel
 from router_svc.core.selection import (
     REASONS,
     Decision,
+    failover_order,
     pii_rejection_message,
     pii_rejection_response,
     select_model,
@@ -264,3 +265,34 @@ def test_pii_fallback_stays_within_the_key(cfg: Config) -> None:
     allowed = frozenset({"phi4"})
     d = select_model(cfg, "auto", "math", 0.93, {"CREDIT_CARD"}, allowed)
     assert d.model == "phi4" and d.action == "reject"
+
+
+# --------------------------------------------------------------------------- failover
+
+
+def test_failover_follows_the_category_then_default(cfg: Config) -> None:
+    d = route(cfg, "math", 0.93)
+    assert d.model == "phi4"
+    assert failover_order(cfg, d) == ["mistral-small3.1", "gemma3:27b"]
+    assert failover_order(cfg, d, allowed={"phi4", "gemma3:27b"}) == ["gemma3:27b"]
+
+
+def test_failover_never_swaps_a_named_model_or_a_refusal(cfg: Config) -> None:
+    explicit = select_model(cfg, "phi4", "math", 0.93, set())
+    assert failover_order(cfg, explicit) == []
+    refused = route(cfg, "math", 0.93, "US_SSN", "EMAIL_ADDRESS", "CREDIT_CARD")
+    assert refused.action == "reject" and failover_order(cfg, refused) == []
+
+
+def test_failover_keeps_the_pii_policy(cfg: Config) -> None:
+    # An e-mail address: phi4 and gemma allow it, mistral-small3.1 allows no PII at all.
+    d = route(cfg, "math", 0.93, "EMAIL_ADDRESS")
+    assert d.model == "phi4"
+    assert failover_order(cfg, d) == ["gemma3:27b"]
+
+
+def test_failover_after_redaction_may_use_a_stricter_model(redact_cfg: Config) -> None:
+    # Redacted types are gone from the body: a model that may not see them can take it.
+    d = select_model(redact_cfg, "auto", "math", 0.93, {"CREDIT_CARD"})
+    assert d.action == "redact" and "CREDIT_CARD" in d.denied_pii_types
+    assert "mistral-small3.1" in failover_order(redact_cfg, d)

@@ -106,3 +106,32 @@ async def test_completions_go_to_the_completions_path(flow) -> None:
     out = await flow.begin(COMPLETION).decide(
         json.dumps({"model": "auto", "prompt": MATH}).encode(), HEADERS)
     assert isinstance(out, Forward) and out.endpoint.backend_path == "/completions"
+
+
+async def test_a_door_that_cannot_resend_still_trips_the_breaker(flow) -> None:
+    """Through Envoy the router sees the backend's status only: the breaker learns from it,
+    and the next routed request goes straight to the next model."""
+    for _ in range(flow.router.config.failover.breaker_failures):
+        ex = flow.begin(CHAT)
+        out = await ex.decide(raw(MATH), HEADERS)
+        assert isinstance(out, Forward) and out.model == "phi4"
+        ex.backend_status(out, 503, None)
+        ex.finish(503)
+    ex = flow.begin(CHAT)
+    out = await ex.decide(raw(MATH), HEADERS)
+    assert isinstance(out, Forward) and out.model == "mistral-small3.1"
+    assert out.body["model"] == "mistral-small3.1"
+    assert out.headers["x-router-fallback"] == "phi4 -> mistral-small3.1 (circuit open)"
+    assert "x-router-cache-partition" not in out.headers  # not stored under phi4's key
+    ex.finish(200)
+    assert count(flow, "breaker_opens_total", model="phi4") == 1
+
+
+async def test_a_429_with_retry_after_opens_the_breaker_at_once(flow) -> None:
+    ex = flow.begin(CHAT)
+    out = await ex.decide(raw(MATH), HEADERS)
+    assert isinstance(out, Forward)
+    ex.backend_status(out, 429, "30")
+    ex.finish(429)
+    out2 = await flow.begin(CHAT).decide(raw(MATH + " Show steps."), HEADERS)
+    assert isinstance(out2, Forward) and out2.model != "phi4"

@@ -16,6 +16,7 @@ Every answer carries the forwarded request's ``x-router-*`` headers.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -37,9 +38,11 @@ Shape = Literal["json", "sse", "error", "other"]
 class ResponseWatch:
     """One forwarded request's answer, chunk by chunk. ``complete`` once Envoy sent its end."""
 
-    def __init__(self, forward: Forward, relay: Relay) -> None:
+    def __init__(self, forward: Forward, relay: Relay,
+                 on_status: Callable[[int, str | None], None] | None = None) -> None:
         self.forward = forward
         self.relay = relay
+        self.on_status = on_status  # the breaker learns the backend's status
         self.status = 0
         self.shape: Shape = "other"
         self.complete = False
@@ -54,6 +57,8 @@ class ResponseWatch:
             self.status = int(headers.get(":status", "0"))
         except ValueError:
             self.status = 0
+        if self.on_status is not None:
+            self.on_status(self.status, headers.get("retry-after"))
         set_h = self.forward.headers
         remove: list[str] = []
         if not 200 <= self.status < 300:

@@ -160,7 +160,10 @@ class EnvoyRequest:
         self.answered = True
         edit = request_edit(outcome.model, outcome.target, outcome.body, outcome.headers,
                             outcome.endpoint.backend_path, self.headers.get(":path", ""))
-        self.watch = ResponseWatch(outcome, ex.relay(outcome, time.perf_counter()))
+        self.watch = ResponseWatch(
+            outcome, ex.relay(outcome, time.perf_counter()),
+            on_status=lambda status, retry_after: ex.backend_status(outcome, status,
+                                                                    retry_after))
         return edit.reply()
 
     def answer(self, local: Local) -> pb.ProcessingResponse:

@@ -142,27 +142,49 @@ async def render(request: web.Request, answer: LocalAnswer) -> web.StreamRespons
 
 
 async def forward(request: web.Request, ex: Exchange, fwd: Forward) -> web.StreamResponse:
+    """Send ``fwd`` and relay the answer; a backend that fails before any byte of its answer
+    reached the client hands the request to the next model (``Exchange.failed``)."""
+    while True:
+        try:
+            if fwd.routed.stream:
+                return await forward_stream(request, ex, fwd)
+            return await forward_json(request, ex, fwd)
+        except UpstreamError as e:
+            nxt = ex.failed(fwd, e)
+            if nxt is None:
+                return await render(request, ex.error(backend_error(e), headers=fwd.headers,
+                                                      reason=e.reason).answer)
+            fwd = nxt
+
+
+async def forward_json(request: web.Request, ex: Exchange, fwd: Forward) -> web.Response:
+    """A non-streaming answer; ``UpstreamError`` when the backend failed."""
     proxy = request.app[RUNTIME].proxy
     assert proxy is not None
-    headers = fwd.headers
     relay = ex.relay(fwd)
-    path = fwd.endpoint.backend_path
-    if not fwd.routed.stream:
-        try:
-            res = await proxy.post_json(fwd.target, path, fwd.body, request.headers)
-        except UpstreamError as e:
-            return await render(request, ex.error(backend_error(e), headers=headers,
-                                                  reason=e.reason).answer)
-        await relay.json_ended(res.body)
-        # The backend's own bytes: parsed above for usage and the cache, not re-encoded.
-        return web.Response(body=res.raw, status=res.status, headers=headers,
-                            content_type="application/json", charset="utf-8")
+    res = await proxy.post_json(fwd.target, fwd.endpoint.backend_path, fwd.body,
+                                request.headers)
+    ex.answered(fwd)
+    await relay.json_ended(res.body)
+    # The backend's own bytes: parsed above for usage and the cache, not re-encoded.
+    return web.Response(body=res.raw, status=res.status, headers=fwd.headers,
+                        content_type="application/json", charset="utf-8")
 
+
+async def forward_stream(request: web.Request, ex: Exchange,
+                         fwd: Forward) -> web.StreamResponse:
+    """A streamed answer. ``UpstreamError`` only while nothing was sent to the client; a
+    failure after that is reported in-band, as OpenAI does."""
+    proxy = request.app[RUNTIME].proxy
+    assert proxy is not None
+    relay = ex.relay(fwd)
     clean = False
     resp: web.StreamResponse | None = None
     try:
-        async with proxy.stream(fwd.target, path, fwd.body, request.headers) as up:
-            resp = web.StreamResponse(headers={**headers, **SSE_HEADERS})
+        async with proxy.stream(fwd.target, fwd.endpoint.backend_path, fwd.body,
+                                request.headers) as up:
+            ex.answered(fwd)
+            resp = web.StreamResponse(headers={**fwd.headers, **SSE_HEADERS})
             await resp.prepare(request)
             try:
                 write_timeout = request.app[RUNTIME].config.proxy.client_write_timeout_s
@@ -176,9 +198,6 @@ async def forward(request: web.Request, ex: Exchange, fwd: Forward) -> web.Strea
         await resp.write_eof()
         await relay.stream_ended(clean=clean)
         return resp
-    except UpstreamError as e:
-        return await render(request, ex.error(backend_error(e), headers=headers,
-                                              reason=e.reason).answer)
     except ConnectionResetError:
         # The client hung up mid-stream (a write failed); leaving ``async with`` closed the
         # backend call. Hand back the response already under way: aiohttp finishes it quietly,

@@ -20,7 +20,7 @@ from router_svc.core.endpoints import CHAT
 from router_svc.core.errors import Overloaded
 from router_svc.core.messages import parse_chat_request
 from router_svc.core.metrics import Metrics
-from router_svc.core.pipeline import Routed
+from router_svc.core.pipeline import Routed, Router
 from router_svc.core.selection import BackendTarget, Decision
 from router_svc.doors.extproc.proto import (
     DESTINATION,
@@ -182,7 +182,8 @@ def door(passthrough: tuple[str, ...] = ()) -> Runtime:
     cfg = load_config(EXAMPLE_CONFIG)
     cfg = replace(cfg, extproc=replace(cfg.extproc, passthrough_paths=passthrough))
     rt = Runtime(cfg)
-    rt.flow = RequestFlow(None, rt.cache, rt.metrics, rt.gate)  # type: ignore[arg-type]
+    # No classifier: nothing here reaches one.
+    rt.flow = RequestFlow(Router(cfg, None, rt.metrics), rt.cache, rt.metrics, rt.gate)
     return rt
 
 
