@@ -18,6 +18,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from router_svc.classify.classifier import Classification, Classifier
+from router_svc.classify.pii import PiiEntity
+from router_svc.classify.recognisers import RECOGNISERS, recognise, union
 from router_svc.ops.up import ServedModelOptions
 
 Span = tuple[str, int, int]  # (type, start, end)
@@ -60,8 +62,12 @@ class PiiEvalOptions:
     data: Path  # Presidio synthetic-dataset style JSON
     threshold: float = 0.5  # the PII head's token threshold
     presidio: bool = False  # also run Microsoft Presidio, for comparison
-    out: Path = DEFAULT_OUT  # pii.json, pii_errors.jsonl
+    out: Path = DEFAULT_OUT  # pii.json, pii_errors.jsonl, pii_per_type.png
     served: ServedModelOptions = field(default_factory=ServedModelOptions)
+    # The headline figures (micro, per_type, pii_errors.jsonl, the last line) are the model's
+    # and the rule recognisers' union, as the router runs by default; False: the model's alone.
+    # The model alone, the rules alone and the union are scored per type either way.
+    recognisers: bool = True
 
 
 @dataclass
@@ -329,23 +335,27 @@ async def eval_pii(opts: PiiEvalOptions) -> str:
     texts = [e.text for e in examples]
     gold = [[(s.type, s.start, s.end) for s in e.spans] for e in examples]
     async with served_classifier(opts.served, pii_threshold=opts.threshold) as clf:
+        clf.recognisers = False  # the model alone here; the rules and the union follow
         t = time.perf_counter()
         res = await classify_all(clf, [(x, [x]) for x in texts], "pii")
         ours_s = (time.perf_counter() - t) / max(1, len(texts))
-    pred = [[(e.type, e.start, e.end) for e in r.pii[0]] for r in res]
-    per_type: dict[str, PRF] = {}
-    relaxed: dict[str, PRF] = {}
-    for g, p in zip(gold, pred, strict=True):
-        match_spans(g, p, per_type)
-        match_spans_overlap(g, p, relaxed)
+    model_entities = [r.pii[0] for r in res]
+    systems, rules_s = pii_systems(texts, model_entities)
+    scored = {name: score_spans(gold, p) for name, p in systems.items()}
+    headline = "union" if opts.recognisers else "model"
+    pred = systems[headline]
+    per_type, relaxed = scored[headline]
     m, mr = micro(per_type), micro(relaxed)
     summary: dict = {
-        "rows": len(examples), "skipped_rows": rep.skipped,
+        "rows": len(examples), "skipped_rows": rep.skipped, "headline": headline,
         "micro": {"precision": m.precision, "recall": m.recall, "f1": m.f1},
         "micro_overlap": {"precision": mr.precision, "recall": mr.recall, "f1": mr.f1},
         "per_type": {t: {"precision": v.precision, "recall": v.recall, "f1": v.f1,
                          "support": v.tp + v.fn} for t, v in sorted(per_type.items())},
         "seconds_per_text_ours_concurrent": ours_s,
+        "seconds_per_text_recognisers": rules_s,
+        "systems": {name: _system_summary(*sc) for name, sc in scored.items()},
+        "recognisers": _each_recogniser(texts, gold, model_entities),
     }
     if opts.presidio:
         ppred, psec = run_presidio(texts)
@@ -378,13 +388,15 @@ async def eval_pii(opts: PiiEvalOptions) -> str:
     # Every row where ours and the gold spans differ, with the text each span covers: what
     # a person reads to see whether a miss is the model or the annotation convention.
     with (out / "pii_errors.jsonl").open("w") as f:
-        for text, g, p in zip(texts, gold, pred, strict=True):
+        for text, g, p, r in zip(texts, gold, pred, systems["rules"], strict=True):
             if sorted(g) != sorted(p):
                 f.write(json.dumps({
                     "text": text,
                     "gold": [[t, a, b, text[a:b]] for t, a, b in sorted(g, key=lambda x: x[1])],
                     "ours": [[t, a, b, text[a:b]] for t, a, b in sorted(p, key=lambda x: x[1])],
+                    "rules": [[t, a, b, text[a:b]] for t, a, b in sorted(r, key=lambda x: x[1])],
                 }) + "\n")
+    _plot_pii_per_type(summary["systems"], out / "pii_per_type.png")
     _print_pii(summary)
     line = (f"precision={m.precision:.3f} recall={m.recall:.3f} f1={m.f1:.3f} "
             f"overlap_f1={mr.f1:.3f}")
@@ -394,11 +406,162 @@ async def eval_pii(opts: PiiEvalOptions) -> str:
     return line
 
 
+def pii_systems(texts: list[str], model_entities: list[list[PiiEntity]]
+                ) -> tuple[dict[str, list[list[Span]]], float]:
+    """Spans per text of the model alone, the rule recognisers alone and their union (as
+    ``Classifier.decode`` takes it), and the recognisers' seconds per text (recognise+union)."""
+    recognise("a@example.com +41 44 668 18 00")  # load the suffix list and phone metadata
+    t = time.perf_counter()
+    rules = [recognise(x) for x in texts]
+    both = [union(m, r) for m, r in zip(model_entities, rules, strict=True)]
+    secs = (time.perf_counter() - t) / max(1, len(texts))
+
+    def spans(ents: list[list[PiiEntity]]) -> list[list[Span]]:
+        return [[(e.type, e.start, e.end) for e in row] for row in ents]
+
+    return {"model": spans(model_entities), "rules": spans(rules), "union": spans(both)}, secs
+
+
+def score_spans(gold: list[list[Span]], pred: list[list[Span]]
+                ) -> tuple[dict[str, PRF], dict[str, PRF]]:
+    """Per type: (exact matching, overlap matching)."""
+    exact: dict[str, PRF] = {}
+    overlap: dict[str, PRF] = {}
+    for g, p in zip(gold, pred, strict=True):
+        match_spans(g, p, exact)
+        match_spans_overlap(g, p, overlap)
+    return exact, overlap
+
+
+def _prf(v: PRF) -> dict[str, float]:
+    return {"precision": v.precision, "recall": v.recall, "f1": v.f1}
+
+
+def _system_summary(exact: dict[str, PRF], overlap: dict[str, PRF]) -> dict:
+    types = sorted(set(exact) | set(overlap))
+    return {
+        "micro": _prf(micro(exact)), "micro_overlap": _prf(micro(overlap)),
+        "per_type": {t: {"exact": _prf(exact.get(t, PRF())),
+                         "overlap": _prf(overlap.get(t, PRF())),
+                         "support": exact.get(t, PRF()).tp + exact.get(t, PRF()).fn,
+                         "predicted": exact.get(t, PRF()).tp + exact.get(t, PRF()).fp}
+                     for t in types},
+    }
+
+
+def _each_recogniser(texts: list[str], gold: list[list[Span]],
+                     model_entities: list[list[PiiEntity]]) -> dict[str, dict]:
+    """Each recogniser alone and in the union with the model: the figures of the types it
+    reports, and the union's micro F1 (a rule can also cost another type a span)."""
+    out: dict[str, dict] = {}
+    model_micro = micro(score_spans(gold, [[(e.type, e.start, e.end) for e in row]
+                                           for row in model_entities])[0]).f1
+    for name, _ in RECOGNISERS:
+        rules = [recognise(x, [name]) for x in texts]
+        both = [union(m, r) for m, r in zip(model_entities, rules, strict=True)]
+        alone = score_spans(gold, [[(e.type, e.start, e.end) for e in row] for row in rules])
+        joined = score_spans(gold, [[(e.type, e.start, e.end) for e in row] for row in both])
+        own = {"DOMAIN_NAME"} if name == "URL" else {name}
+        kinds = sorted(own | {e.type for row in rules for e in row})
+        out[name] = {
+            "alone": {k: {"exact": _prf(alone[0].get(k, PRF())),
+                          "overlap": _prf(alone[1].get(k, PRF()))} for k in kinds},
+            "union": {k: {"exact": _prf(joined[0].get(k, PRF())),
+                          "overlap": _prf(joined[1].get(k, PRF()))} for k in kinds},
+            "union_micro_f1": micro(joined[0]).f1, "model_micro_f1": model_micro,
+        }
+    return out
+
+
+def _plot_pii_per_type(systems: dict, path: Path) -> None:
+    """Precision and recall per type of the model, the rules and the union: exact matching
+    as bars, overlap matching as ticks over them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    types = sorted({t for s in systems.values() for t, v in s["per_type"].items()
+                    if v["support"]})
+    names = list(systems)
+    x = np.arange(len(types))
+    w = 0.8 / len(names)
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, len(types) * 0.8), 8), sharex=True)
+    for ax, metric in zip(axes, ("precision", "recall"), strict=True):
+        for i, name in enumerate(names):
+            per = systems[name]["per_type"]
+            exact = [per.get(t, {}).get("exact", {}).get(metric, 0.0) for t in types]
+            over = [per.get(t, {}).get("overlap", {}).get(metric, 0.0) for t in types]
+            pos = x - 0.4 + w * (i + 0.5)
+            ax.bar(pos, exact, w, label=f"{name} (exact)", color=f"C{i}")
+            ax.scatter(pos, over, marker="_", s=120, color="black",
+                       label="overlap matching" if i == 0 else None, zorder=3)
+        ax.set_ylabel(metric)
+        ax.set_ylim(0, 1.05)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(ncol=len(names) + 1, fontsize=8, loc="lower center",
+                   bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle("PII per type: model alone, rules alone, union")
+    axes[1].set_xticks(x, types, rotation=45, ha="right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _print_systems(s: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    systems = s["systems"]
+    for mode in ("exact", "overlap"):
+        t = Table(title=f"PII per type, {mode} matching: precision / recall / F1")
+        t.add_column("type")
+        t.add_column("support", justify="right")
+        for name in systems:
+            t.add_column(name, justify="right")
+        types = sorted({k for v in systems.values() for k in v["per_type"]})
+        for typ in types:
+            cells = []
+            for v in systems.values():
+                row = v["per_type"].get(typ)
+                cells.append("-" if row is None or not (row["support"] or row["predicted"])
+                             else "{precision:.3f} / {recall:.3f} / {f1:.3f}".format(**row[mode]))
+            support = max(v["per_type"].get(typ, {}).get("support", 0) for v in systems.values())
+            t.add_row(typ, str(support), *cells)
+        key = "micro" if mode == "exact" else "micro_overlap"
+        t.add_row("[b]micro[/]", "", *("{precision:.3f} / {recall:.3f} / {f1:.3f}".format(
+            **v[key]) for v in systems.values()))
+        Console().print(t)
+    each = s.get("recognisers", {})
+    if each:
+        t = Table(title="each recogniser alone and in the union with the model (exact "
+                        "matching: precision / recall; overlap in brackets)")
+        for c in ("recogniser", "type", "alone", "union", "union micro F1 (model)"):
+            t.add_column(c, justify="left" if c in ("recogniser", "type") else "right")
+        for name, v in each.items():
+            for typ in v["alone"]:
+                a, u = v["alone"][typ], v["union"][typ]
+                t.add_row(name, typ, _pr(a), _pr(u),
+                          f"{v['union_micro_f1']:.3f} ({v['model_micro_f1']:.3f})")
+        Console().print(t)
+    Console().print(f"recognise+union: {s['seconds_per_text_recognisers'] * 1e3:.3f} ms per "
+                    f"text (sequential, this machine)")
+
+
+def _pr(v: dict) -> str:
+    e, o = v["exact"], v["overlap"]
+    return (f"{e['precision']:.3f} / {e['recall']:.3f} "
+            f"({o['precision']:.3f} / {o['recall']:.3f})")
+
+
 def _print_pii(s: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="PII evaluation (entity level, exact type+offsets, through Triton)")
+    if "systems" in s:
+        _print_systems(s)
+    t = Table(title=f"PII evaluation (entity level, exact type+offsets, through Triton; "
+                    f"{s.get('headline', 'model')})")
     for c in ("type", "precision", "recall", "F1", "support", "presidio F1"):
         t.add_column(c, justify="right" if c != "type" else "left")
     pres = s.get("presidio", {}).get("per_type", {})

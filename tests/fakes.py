@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -32,19 +33,27 @@ class FakeClassifier:
     def __init__(self, fail: BaseException | None = None) -> None:
         self.fail = fail
         self.calls: list[tuple[str, list[str]]] = []
+        self.context_calls: list[list[str]] = []  # context texts per call that had any
 
     async def classify(self, category_text: str, segments: list[str],
                        max_tokens: int | None = None,
-                       deadline: float | None = None) -> Classification:
+                       deadline: float | None = None,
+                       context_texts: Sequence[str] = ()) -> Classification:
         self.calls.append((category_text, list(segments)))
+        if context_texts:
+            self.context_calls.append(list(context_texts))
         if self.fail is not None:
             raise self.fail
         words = sum(len(s.split()) for s in segments)  # a word a token, for the limit
         if max_tokens is not None and words > max_tokens:
             raise TooMuchText(words, max_tokens)
-        category, confidence = next(
-            (v for k, v in TOPICS.items() if k in category_text.lower()), ("other", 0.1))
+        category, confidence = topic_of(category_text)
         pii = [[PiiEntity(kind, m.start(), m.end(), m.group(), 0.99)
                 for kind, rx in (("CREDIT_CARD", CARD), ("EMAIL_ADDRESS", EMAIL))
                 for m in rx.finditer(s)] for s in segments]
-        return Classification(category, confidence, embedding_of(category_text), pii)
+        return Classification(category, confidence, embedding_of(category_text), pii,
+                              context=[topic_of(t) for t in context_texts])
+
+
+def topic_of(text: str) -> tuple[str, float]:
+    return next((v for k, v in TOPICS.items() if k in text.lower()), ("other", 0.1))

@@ -92,6 +92,42 @@ async def open_cache(config: CacheConfig, *, dim: int, model: str,
         await cache.close()
 
 
+@contextlib.asynccontextmanager
+async def open_milvus_cache(config: CacheConfig, *, dim: int, model: str,
+                            metrics: Metrics | None = None,
+                            environ: Mapping[str, str] | None = None,
+                            ) -> AsyncIterator[SemanticCache]:
+    """The shared cache on Milvus (``cache.backend: milvus``) for the app's lifetime: the
+    collection created or checked (one of another model or dimension is a ``ConfigError``),
+    expired rows swept and an outage retried in the background. Milvus unreachable at start-up
+    is not fatal: the cache starts degraded (bypassed) and resumes when Milvus answers."""
+    from router_svc.cache.milvus import MilvusCache
+
+    m = config.milvus
+    env = os.environ if environ is None else environ
+    cache = MilvusCache(
+        m.uri, dim, collection=m.collection, model_id=model,
+        token=env.get(m.token_env) if m.token_env else None,
+        consistency_level=m.consistency_level, timeout_s=m.timeout_s,
+        capacity=config.capacity, ttl_s=config.ttl_s,
+        tenant_quota=config.max_entries_per_tenant,
+        max_answer_bytes=config.max_answer_bytes, events=metrics)
+    try:
+        await cache.start()
+    except BaseException:
+        await cache.close()
+        raise
+    task = asyncio.get_running_loop().create_task(
+        cache.maintain(sweep_interval_s=min(60.0, config.ttl_s)))
+    try:
+        yield cache
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await cache.close()
+
+
 @dataclass(frozen=True)
 class Remembered:
     """What the pipeline said about a request whose answer is in the cache: enough to look
@@ -202,7 +238,8 @@ class CacheFront:
             text=routed.category_text, embedding=routed.embedding,
             pii_found=bool(routed.entities or routed.decision.pii_types),
             pii_checked=routed.pii_status == "checked",
-            store_pii_requests=self.config.store_pii_requests)
+            store_pii_requests=self.config.store_pii_requests,
+            masked=routed.decision.action == "mask")
 
     async def lookup(self, routed: Routed, headers: Mapping[str, str],
                      caller: Caller) -> Lookup:

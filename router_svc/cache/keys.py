@@ -148,7 +148,7 @@ class CachePlan:
     embedding: np.ndarray
     lookup: bool
     store: bool
-    why_not_store: str = ""  # "no-store", "pii", "pii_unchecked"
+    why_not_store: str = ""  # "no-store", "pii_masked", "pii", "pii_unchecked"
     tenant: str = ANONYMOUS  # whose quota a stored answer counts against
 
 
@@ -164,17 +164,23 @@ def plan_request(
     pii_found: bool,
     pii_checked: bool,
     store_pii_requests: bool = False,
+    masked: bool = False,
 ) -> CachePlan | None:
     """The cache policy for one routed request, in one place; None: leave the cache alone
     (disabled, no tenant to share with (``cache_tenant``), no text to match such as an
     image-only turn, or no embedding because the classifier was down). Requests with PII, or
-    whose PII check did not run, are looked up but not stored unless ``store_pii_requests``."""
+    whose PII check did not run, are looked up but not stored unless ``store_pii_requests``.
+    A ``masked`` request (``pii_action: mask``) is never stored, whatever that says: its
+    answer reaches its client with the client's own values put back, and stored either way
+    it would serve one client's PII (or placeholders that name it) to others."""
     if not enabled or tenant is None or not text.strip() or embedding is None:
         return None
     may_look_up, may_store = cache_directives(_header(headers, "Cache-Control"))
     why = ""
     if not may_store:
         why = "no-store"
+    elif masked:
+        why = "pii_masked"
     elif not store_pii_requests and (pii_found or not pii_checked):
         why = "pii" if pii_found else "pii_unchecked"
     return CachePlan(partition_key(target_model, tenant, body), text, embedding,

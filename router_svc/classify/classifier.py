@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from router_svc.classify.batcher import Batcher, RowOutput
 from router_svc.classify.pii import PiiEntity, decode_bio, merge_windows, softmax
+from router_svc.classify.recognisers import recognise, union
 from router_svc.classify.tokenization import TextTokenizer, Window
 
 
@@ -20,6 +22,8 @@ class Classification:
     confidence: float
     embedding: np.ndarray
     pii: list[list[PiiEntity]] = field(default_factory=list)  # per input segment
+    # (category, confidence) per context text (``Classifier.classify``), in order
+    context: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def pii_types(self) -> set[str]:
@@ -36,6 +40,7 @@ class RowPlan:
     category_rows: list[int]  # the windows of the text that decides the category
     segment_rows: list[list[int]]  # per segment, the row index of each of its windows
     tokens: int = 0  # the texts' tokens, windows' overlap and special tokens not counted
+    context_rows: list[list[int]] = field(default_factory=list)  # per context text
 
 
 def plan_rows(category_windows: list[Window], segment_windows: list[list[Window]],
@@ -113,7 +118,7 @@ OFF_LOOP_CHARS = 16_384
 class Classifier:
     def __init__(self, tokenizer: TextTokenizer, batcher: Batcher, categories: list[str],
                  pii_tags: list[str], *, pii_threshold: float = 0.5, window: int = 256,
-                 stride: int = 192):
+                 stride: int = 192, recognisers: bool = True):
         self.tokenizer = tokenizer
         self.batcher = batcher
         self.categories = categories
@@ -121,29 +126,55 @@ class Classifier:
         self.pii_threshold = pii_threshold
         self.window = window
         self.stride = stride
+        # Rule recognisers beside the model (``recognisers``: checked card numbers, IBANs, ...),
+        # run on the same text the model reads, so offsets map back the same way.
+        self.recognisers = recognisers
 
-    def plan(self, category_text: str, segments: list[str]) -> RowPlan:
+    def plan(self, category_text: str, segments: list[str],
+             context_texts: Sequence[str] = ()) -> RowPlan:
         paragraphs = split_paragraphs(category_text)
         cat_seg = None if len(paragraphs) > 1 else next(
             (i for i, s in enumerate(segments) if s == category_text), None)
-        wins = self.tokenizer.windows_batch([*paragraphs, *segments], self.window, self.stride)
-        cat_wins = [w for ws in wins[:len(paragraphs)] for w in ws]
-        plan = plan_rows(cat_wins, wins[len(paragraphs):], cat_seg)
-        texts = wins[len(paragraphs):] if cat_seg is not None else wins
+        # Context texts (earlier turns) are read as the category text is; one that is a
+        # segment already (the usual case: every turn is scanned for PII) adds no rows.
+        seg_index = {s: i for i, s in reversed(list(enumerate(segments)))}
+        ctx = [(None, paras) if len(paras := split_paragraphs(t)) > 1
+               else (seg_index.get(t), paras) for t in context_texts]
+        extra = [p for i, paras in ctx if i is None for p in paras]
+        wins = self.tokenizer.windows_batch([*paragraphs, *segments, *extra], self.window,
+                                            self.stride)
+        n_cat, n_seg = len(paragraphs), len(segments)
+        cat_wins = [w for ws in wins[:n_cat] for w in ws]
+        plan = plan_rows(cat_wins, wins[n_cat:n_cat + n_seg], cat_seg)
+        texts = wins[n_cat:n_cat + n_seg] if cat_seg is not None else wins[:n_cat + n_seg]
         tokens = sum(_text_tokens(w, self.window, self.stride) for w in texts)
-        return dataclasses.replace(plan, tokens=tokens)
+        # Context rows are not counted against max_tokens: they re-read (at most) the user
+        # turns the segments hold, so they at most double that part of the work.
+        rows, context_rows = list(plan.rows), []
+        extra_wins = iter(wins[n_cat + n_seg:])
+        for i, paras in ctx:
+            if i is not None:
+                context_rows.append(plan.segment_rows[i])
+                continue
+            mine = [w for _ in paras for w in next(extra_wins)]
+            context_rows.append(list(range(len(rows), len(rows) + len(mine))))
+            rows += mine
+        return dataclasses.replace(plan, rows=rows, tokens=tokens, context_rows=context_rows)
 
     async def classify(self, category_text: str, segments: list[str],
                        max_tokens: int | None = None,
-                       deadline: float | None = None) -> Classification:
+                       deadline: float | None = None,
+                       context_texts: Sequence[str] = ()) -> Classification:
         """``max_tokens``: the most tokens the texts may hold (``TooMuchText`` beyond it,
         before any inference). ``deadline`` (``time.monotonic()`` seconds): rows not sent to
-        the model by then are dropped (``batcher.DeadlineExceeded``)."""
+        the model by then are dropped (``batcher.DeadlineExceeded``). ``context_texts``:
+        more texts to categorise in the same model call (``Classification.context``), e.g. a
+        conversation's earlier turns."""
         large = len(category_text) + sum(map(len, segments)) > OFF_LOOP_CHARS
         if large:
-            plan = await asyncio.to_thread(self.plan, category_text, segments)
+            plan = await asyncio.to_thread(self.plan, category_text, segments, context_texts)
         else:
-            plan = self.plan(category_text, segments)
+            plan = self.plan(category_text, segments, context_texts)
         if max_tokens is not None and plan.tokens > max_tokens:
             raise TooMuchText(plan.tokens, max_tokens)
         outputs = await self.batcher.submit([w.ids for w in plan.rows], deadline=deadline)
@@ -161,6 +192,11 @@ class Classifier:
                            self.pii_tags, text, self.pii_threshold)
                 for r in rows
             ]
-            pii.append(merge_windows(per_window))
+            entities = merge_windows(per_window)
+            pii.append(union(entities, recognise(text)) if self.recognisers else entities)
+        context = []
+        for rows in plan.context_rows:
+            k, conf, _ = pool_category([outputs[r] for r in rows])
+            context.append((self.categories[k], conf))
         return Classification(category=self.categories[best], confidence=confidence,
-                              embedding=embedding, pii=pii)
+                              embedding=embedding, pii=pii, context=context)

@@ -114,6 +114,36 @@ def _check_cache(ctx: Ctx, c: CacheConfig, environ: Mapping[str, str]) -> None:
             f"environment variable {c.admin_token_env} is not set; the cache admin endpoints "
             "stay disabled until it is",
         )
+    if c.backend == "milvus":
+        _check_milvus(ctx, c, environ)
+
+
+_MILVUS_COLLECTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+_MILVUS_URI = re.compile(r"(https?|tcp|grpc)://[^\s/]+(:\d+)?/?\S*|unix:\S+")
+
+
+def _check_milvus(ctx: Ctx, c: CacheConfig, environ: Mapping[str, str]) -> None:
+    """``cache.backend: milvus``: the address, the collection name, the token, the client."""
+    import importlib.util
+
+    m = c.milvus
+    if not _MILVUS_URI.fullmatch(m.uri):
+        ctx.error("cache.milvus.uri",
+                  f"{m.uri!r} is not a Milvus address; use http://HOST:19530 (or https://)")
+    if not _MILVUS_COLLECTION.fullmatch(m.collection):
+        ctx.error("cache.milvus.collection",
+                  f"{m.collection!r} is not a Milvus collection name; use letters, digits and "
+                  "underscores, starting with a letter or underscore")
+    if c.enabled and m.token_env and m.token_env not in environ:
+        ctx.warn("cache.milvus.token_env",
+                 f"environment variable {m.token_env} is not set; connecting without a token")
+    if c.enabled and c.persistence_dir is not None:
+        ctx.warn("cache.persistence_dir",
+                 "snapshots are the hnswlib backend's; Milvus persists the shared cache itself, "
+                 "so this is ignored with cache.backend: milvus")
+    if c.enabled and importlib.util.find_spec("pymilvus") is None:
+        ctx.error("cache.backend",
+                  "milvus needs the pymilvus client: pip install 'router-svc[milvus]'")
 
 
 def _resolve_paths(s: dict[str, Any], base_dir: str | os.PathLike[str]) -> None:
@@ -169,7 +199,7 @@ def _check_sections(ctx: Ctx, s: dict[str, Any]) -> None:
 
 
 def _pii_policy(ctx: Ctx, raw: Any, path: str, known_pii: Collection[str]) -> PiiPolicy:
-    m = read_mapping(ctx, raw, path, ("allow_by_default", "pii_types_allowed"))
+    m = read_mapping(ctx, raw, path, ("allow_by_default", "pii_types_allowed", "action"))
     allowed: set[str] = set()
     for i, t in enumerate(read_list(ctx, m, "pii_types_allowed", path)):
         p = f"{path}.pii_types_allowed[{i}]"
@@ -182,6 +212,7 @@ def _pii_policy(ctx: Ctx, raw: Any, path: str, known_pii: Collection[str]) -> Pi
     return PiiPolicy(
         allow_by_default=read_scalar(ctx, m, "allow_by_default", path, bool, False),
         pii_types_allowed=frozenset(allowed),
+        action=read_scalar(ctx, m, "action", path, PiiAction, None),
     )
 
 

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 RoutingOnError = Literal["fail_closed", "default_model"]
 PiiOnError = Literal["block", "allow"]
-PiiAction = Literal["reject", "redact"]
+# mask: redact with numbered placeholders (<PERSON_1>) and restore the values in the answer.
+PiiAction = Literal["reject", "redact", "mask"]
 Unscannable = Literal["allow", "reject"]
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config.example.yaml"
@@ -53,8 +54,30 @@ class TritonConfig:
 
 
 @dataclass(frozen=True)
+class ConversationConfig:
+    """One model per conversation (``router_svc.core.conversation``)."""
+
+    # Follow-up turns keep the conversation's model; off: every turn is routed on its own.
+    enabled: bool = True
+    # The category confidence a turn of another category needs to switch the conversation's
+    # model (never below classifier.category_model.threshold). 0.6, the category threshold:
+    # with ``router-svc eval conversations`` it keeps the model for 0.95 of generic
+    # follow-ups and switches for 0.84 of new questions (0.97 of those read confidently);
+    # 0.7 keeps 0.97 and switches 0.78 (held-out MMLU-Pro conversations, default model).
+    switch_confidence: float = _bounded(0.6, lo=0, hi=1)
+    memory_entries: int = _bounded(10_000, lo=1)  # conversation topics remembered (LRU)
+    # A session key pins the conversation's topic for clients that send only the last turn:
+    # this header's value and/or the body's ``user`` field.
+    session_header: str | None = None
+    session_from_user: bool = False
+    session_ttl_s: float = _bounded(1800.0, lo=0, lo_open=True)  # since the session's last turn
+    max_sessions: int = _bounded(10_000, lo=1)  # per replica; least recently used go first
+
+
+@dataclass(frozen=True)
 class RoutingConfig:
     alias: str = "auto"  # the model name clients send to ask for routing
+    conversation: ConversationConfig = field(default_factory=ConversationConfig)
 
 
 @dataclass(frozen=True)
@@ -67,6 +90,10 @@ class PiiModelConfig:
     threshold: float = _bounded(0.7, lo=0, hi=1)
     window_tokens: int = _bounded(128, lo=8)  # the length the PII head was trained on
     window_stride: int = _bounded(96, lo=1)
+    # Rule recognisers beside the model (classify/recognisers.py): card numbers (Luhn), IBAN
+    # (mod 97), SSN, e-mail, IP, phone, domains/URLs, ZIP and age in context; their entities
+    # join the model's, one span and type where they overlap.
+    recognisers: bool = True
     # Content the check cannot read (an image, audio, a file): always said in the answer's
     # x-router-pii-check: partial; "reject" also refuses it for a model that may see no PII.
     unscannable: Unscannable = "allow"
@@ -115,12 +142,33 @@ class BatchingConfig:
 CACHE_THRESHOLD_WARN = 0.9
 
 
+CacheBackend = Literal["hnswlib", "milvus"]
+MilvusConsistency = Literal["Strong", "Bounded", "Session", "Eventually"]
+
+
+@dataclass(frozen=True)
+class MilvusConfig:
+    """The shared cache on Milvus (``cache.backend: milvus``, ``router_svc.cache.milvus``)."""
+
+    uri: str = "http://127.0.0.1:19530"  # Milvus standalone/cluster, or milvus-lite's binary
+    token_env: str | None = None  # env var with the Milvus token ("user:password" or API key)
+    collection: str = "router_cache"  # created on first use; one per embedding model
+    # Strong: a flush or store through one replica is seen by the next lookup on any other
+    # (the repeat memo relies on it); Bounded trades a few seconds of staleness for latency.
+    consistency_level: MilvusConsistency = "Strong"
+    # Deadline of every Milvus call: slower or unreachable, the cache is bypassed (a miss).
+    timeout_s: float = _bounded(1.0, lo=0, lo_open=True)
+
+
 @dataclass(frozen=True)
 class CacheConfig:
     """The semantic cache (``router_svc.cache.store``); its threshold is chosen with
     ``router-svc eval cache`` (``router_svc.ops.cache_eval``)."""
 
     enabled: bool = False
+    # hnswlib: in this process (snapshots on disk); milvus: one cache shared by every replica.
+    backend: CacheBackend = "hnswlib"
+    milvus: MilvusConfig = field(default_factory=MilvusConfig)
     # Minimum cosine similarity of the last user turn for a hit: the lowest threshold whose
     # hits meet the 0.95 precision target on every development set (MRPC train+val, STS-B
     # dev), so a cached answer is rarely one to another question.
@@ -248,6 +296,7 @@ class Category:
 class PiiPolicy:
     allow_by_default: bool = False
     pii_types_allowed: frozenset[str] = frozenset()
+    action: PiiAction | None = None  # for this model's denied PII; None: the global pii_action
 
     def denied(self, pii_types: Collection[str]) -> frozenset[str]:
         """The found types this policy does not allow (empty means compliant)."""

@@ -85,7 +85,7 @@ ENDPOINTS = frozenset(
     {"chat_completions", "completions", "models", "metrics", "health", "classify", "ready"}
 )
 TOKEN_KINDS = frozenset({"prompt", "completion"})
-PII_ACTIONS = frozenset({"redact", "reject", "allow", "route"})
+PII_ACTIONS = frozenset({"redact", "mask", "reject", "allow", "route"})
 CACHE_RESULTS = frozenset({"hit", "miss"})
 # cache_evictions_total{reason}: LRU at capacity, or past the TTL.
 CACHE_EVICTION_REASONS = frozenset({"capacity", "expired"})
@@ -205,6 +205,7 @@ class Metrics:
     cache_evictions_total: Counter
     cache_lookup_seconds: Histogram
     cache_hit_similarity: Histogram
+    cache_backend_errors_total: Counter
     inflight_requests: Gauge
     fallbacks_total: Counter
     breaker_opens_total: Counter
@@ -310,6 +311,10 @@ class Metrics:
             cache_hit_similarity=histogram(
                 "cache_hit_similarity", "Similarity of cache hits", SIMILARITY_BUCKETS
             ),
+            cache_backend_errors_total=counter(
+                "cache_backend_errors_total",
+                "Shared cache (Milvus) calls that failed or ran past their deadline; the "
+                "cache was bypassed", ("op",)),
             inflight_requests=gauge("inflight_requests", "Requests being handled"),
             fallbacks_total=counter(
                 "fallbacks_total", "Requests sent on to another model after a backend failed",
@@ -379,6 +384,11 @@ class Metrics:
 
     def set_cache_entries(self, n: int) -> None:
         self.cache_entries.set(n)
+
+    def count_cache_backend_error(self, op: str) -> None:
+        """A shared cache call (``router_svc.cache.milvus``; ``op`` from its short list)
+        failed or timed out and was bypassed."""
+        self._child(self.cache_backend_errors_total, op).inc()
 
     def observe_request(self, endpoint: object, seconds: float) -> None:
         self._child(self.request_seconds, self.bounds.endpoint(endpoint)).observe(seconds)

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from router_svc.classify.classifier import Classification, Classifier, TooMuchTe
 from router_svc.classify.pii import PiiEntity, redact
 from router_svc.config.loading import Config
 from router_svc.core.auth import Caller, check_model
+from router_svc.core.conversation import Conversations, Pending, SessionStore, Topic, Turn
 from router_svc.core.endpoints import Kind
 from router_svc.core.errors import (
     BadRequest,
@@ -30,6 +32,7 @@ from router_svc.core.errors import (
     UnknownModel,
     UnscannableContent,
 )
+from router_svc.core.mask import Mask, Numbering, taken_placeholders
 from router_svc.core.messages import (
     ChatRequest,
     CompletionRequest,
@@ -62,6 +65,12 @@ class Routed:
     category_text: str = ""
     classify_seconds: float = 0.0
     entities: list[tuple[int, PiiEntity]] = field(default_factory=list)  # (segment, entity)
+    # pii_action mask: the placeholders sent upstream and the values they stand for, put back
+    # into the answer. This request's only: never logged (no repr), stored or forwarded.
+    mask: Mask | None = field(default=None, repr=False)
+    # One model per conversation (core.conversation): this turn's part, and its headers.
+    conversation: Turn | None = None
+    conversation_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def stream(self) -> bool:
@@ -84,6 +93,7 @@ class Routed:
             h["x-router-pii-check"] = self.pii_status
         if d.action != "route":
             h["x-router-pii-action"] = d.action
+        h.update(self.conversation_headers)
         return h
 
 
@@ -102,11 +112,13 @@ class ClassifierUnavailable(ServiceUnavailable):
 
 class Router:
     def __init__(self, config: Config, classifier: Classifier | None, metrics: Metrics,
-                 environ: dict[str, str] | None = None):
+                 environ: dict[str, str] | None = None, sessions: SessionStore | None = None):
         self.config = config
         self.classifier = classifier
         self.metrics = metrics
         self._env = os.environ if environ is None else environ
+        # ``sessions``: where session pins live (default: in this process, when configured).
+        self.conversations = Conversations(config, sessions)
 
     # ---- the pieces, each small
     def parse(self, kind: Kind, body: Any) -> ChatRequest | CompletionRequest:
@@ -137,7 +149,10 @@ class Router:
             return True
         return not self.config.model_config[req.model].pii_policy.allow_by_default
 
-    async def classify(self, category_text: str, segments: list[str]) -> Classification:
+    async def classify(self, category_text: str, segments: list[str],
+                       context: Sequence[str] = ()) -> Classification:
+        """``context``: more texts to categorise in the same call (a conversation's earlier
+        turns not remembered), answered in ``Classification.context``."""
         if self.classifier is None:
             raise ClassifierDown("no classifier configured")
         t = time.perf_counter()
@@ -145,10 +160,11 @@ class Router:
         try:
             # The gRPC deadline bounds the Triton call; this bounds queueing in front of it too,
             # and the batcher drops rows still unsent at the deadline instead of running them.
+            extra = {"context_texts": list(context)} if context else {}
             return await asyncio.wait_for(
                 self.classifier.classify(category_text, segments,
                                          max_tokens=self.config.limits.max_scan_tokens,
-                                         deadline=time.monotonic() + budget),
+                                         deadline=time.monotonic() + budget, **extra),
                 timeout=budget,
             )
         except TooMuchText as e:
@@ -172,10 +188,12 @@ class Router:
 
     # ---- the whole decision
     async def route(self, kind: Kind, body: Any, *, count_routing: bool = True,
-                    allowed: frozenset[str] | None = None) -> Routed:
+                    allowed: frozenset[str] | None = None,
+                    headers: Mapping[str, str] | None = None) -> Routed:
         """The decision for one request. ``count_routing=False`` leaves the routing metric
         to the caller (``count_decision``), e.g. to count a cache hit as ``cache_hit``.
-        ``allowed``: the models the caller's key may use (None: all)."""
+        ``allowed``: the models the caller's key may use (None: all). ``headers``: the
+        request's, for a session key (``routing.conversation.session_header``)."""
         req = self.parse(kind, body)
         if allowed is not None:  # before any Triton work
             check_model(Caller(None, allowed), req.model, self.config.routing.alias)
@@ -186,12 +204,14 @@ class Router:
         segments = [f.text for f in folded]
         by_path = {s.path: f.text for s, f in zip(req.segments, folded, strict=True)}
         category_text = "\n".join(by_path[s.path] for s in category_segments(req))
+        pending = await self._conversation(req, by_path, headers)
         cls: Classification | None = None
         pii_status: PiiStatus = "partial" if req.unscannable else "checked"
         t = time.perf_counter()
         if self.needs_classification(req) and (segments or category_text):
             try:
-                cls = unfold(await self.classify(category_text, segments), folded)
+                cls = unfold(await self.classify(category_text, segments,
+                                                 pending.context if pending else ()), folded)
             except ClassifierDown as e:
                 pii_status = self._on_classifier_down(req, e)
         elif not self.needs_classification(req):
@@ -203,8 +223,17 @@ class Router:
         confidence = cls.confidence if cls else 0.0
         if cls is None and req.model == self.config.routing.alias and not segments:
             category = None  # nothing to classify: default model
+        turn = None
+        if pending is not None and cls is not None and len(cls.context) == len(pending.context):
+            turn = await self.conversations.decide(
+                pending, Topic(cls.category, cls.confidence) if category_text else None,
+                [Topic(c, p) for c, p in cls.context])
+            if turn.topic is not None:  # routed on the conversation's topic
+                category, confidence = turn.topic.category, turn.topic.confidence
         decision = select_model(self.config, req.model, category, confidence, pii_types,
                                 allowed)
+        if turn is not None:
+            decision = turn.relabel(decision)
         self._check_unscannable(req, decision)
         entities = [(i, e) for i, seg in enumerate(cls.pii if cls else []) for e in seg]
         self._count(decision, entities, req.segments)
@@ -213,19 +242,31 @@ class Router:
 
         routed = Routed(kind=kind, request=req, decision=decision, body={}, target=None,
                         classification=cls, pii_status=pii_status, category_text=category_text,
-                        classify_seconds=seconds, entities=entities)
+                        classify_seconds=seconds, entities=entities, conversation=turn,
+                        conversation_headers=turn.headers(self.config, allowed) if turn else {})
         if decision.action == "reject":
             routed.rejection = pii_rejection_response(decision, int(time.time()))
             return routed
-        if decision.action == "redact":  # rewrites nested message content: a deep copy
+        if decision.action in ("redact", "mask"):  # rewrites nested content: a deep copy
+            numbering = Numbering(taken_placeholders(s.text for s in req.segments)) \
+                if decision.action == "mask" else None
             out = self._redacted(req, copy.deepcopy(dict(req.body)), entities,
-                                 decision.denied_pii_types)
+                                 decision.denied_pii_types, numbering)
+            routed.mask = numbering.result() if numbering is not None else None
         else:  # only the top-level "model" changes
             out = dict(req.body)
         out["model"] = self.config.model_config[decision.model].backend.model
         routed.body = out
         routed.target = self.target_for(decision.model)
         return routed
+
+    async def _conversation(self, req: ChatRequest | CompletionRequest,
+                            text_at: Mapping[Path, str],
+                            headers: Mapping[str, str] | None) -> Pending | None:
+        """The conversation a routed chat request continues (None: not routed by it)."""
+        if not isinstance(req, ChatRequest) or req.model != self.config.routing.alias:
+            return None
+        return await self.conversations.begin(req, text_at, headers)
 
     def _check_unscannable(self, req: ChatRequest | CompletionRequest, d: Decision) -> None:
         """Content the PII check cannot read, for a model that may see no PII at all, is
@@ -257,7 +298,10 @@ class Router:
 
     @staticmethod
     def _redacted(req: ChatRequest | CompletionRequest, body: dict[str, Any],
-                  entities: list[tuple[int, PiiEntity]], denied: frozenset[str]) -> dict:
+                  entities: list[tuple[int, PiiEntity]], denied: frozenset[str],
+                  numbering: Numbering | None = None) -> dict:
+        """``body`` with the denied entities replaced: by ``<TYPE>``, or with ``numbering``
+        (``pii_action: mask``) by numbered placeholders, named in body order."""
         by_path: dict[Path, list[PiiEntity]] = {}
         texts = {seg.path: seg.text for seg in req.segments}
         for i, e in entities:
@@ -270,7 +314,12 @@ class Router:
                     by_path.setdefault(path, []).append(piece)
             else:
                 by_path.setdefault(seg.path, []).append(e)
-        replacements = {path: redact(texts[path], mine) for path, mine in by_path.items()}
+        if numbering is None:
+            replacements = {path: redact(texts[path], mine) for path, mine in by_path.items()}
+        else:
+            order = {seg.path: k for k, seg in enumerate(req.segments)}
+            replacements = {path: numbering.mask(texts[path], by_path[path])
+                            for path in sorted(by_path, key=lambda p: order.get(p, len(order)))}
         return apply_redactions(body, replacements) if replacements else body
 
     def count_decision(self, d: Decision, reason: str | None = None) -> None:

@@ -21,12 +21,17 @@ Reason = Literal[
     "explicit",  # the client named a model
     "pii_fallback",  # routed: the first choice may not see this PII; a compliant one may
     "pii_reject",  # no eligible model may see this PII; answer with a refusal
-    "pii_redact",  # no eligible model may see this PII; redact it and send it on
+    "pii_redact",  # no eligible model may see this PII; redact (or mask) it and send it on
+    # One model per conversation (core.conversation), set in place of category/low_confidence:
+    "conversation",  # a follow-up turn kept the conversation's model
+    "tool_loop",  # tool results went on to the model that issued the calls
+    "topic_switch",  # a confident question of another category switched the model
 ]
 # The fixed set: used as a metric label, so it must stay small and bounded.
 REASONS: tuple[str, ...] = get_args(Reason)
 
-Action = Literal["route", "redact", "reject"]
+# mask: redact with numbered placeholders, and put the values back into the answer.
+Action = Literal["route", "redact", "mask", "reject"]
 
 
 @dataclass(frozen=True)
@@ -137,8 +142,12 @@ def select_model(
                 return decide(alt, "pii_fallback")
     # Explicit requests are never re-routed: the client asked for that model, so the policy
     # applies to it as it stands.
-    if config.pii_action == "redact":
-        return decide(model, "pii_redact", "redact", denied_pii_types=denied)
+    # The model's own pii_policy.action, else the global pii_action. Masking routes as
+    # redaction does (reason "pii_redact", the metric's bounded set); only the answer differs.
+    mc = config.model(model)
+    action = (mc.pii_policy.action if mc is not None else None) or config.pii_action
+    if action in ("redact", "mask"):
+        return decide(model, "pii_redact", action, denied_pii_types=denied)
     return decide(model, "pii_reject", "reject", blocked_model=model, denied_pii_types=denied)
 
 

@@ -52,8 +52,8 @@ class Failover:
 
     def first(self, fwd: Forward, allowed: frozenset[str] | None) -> Forward:
         """``fwd``, or the next model when its backend's breaker is open (no retry spent)."""
-        if not self.breakers.is_open(fwd.model):
-            return fwd
+        if self.config.failover.max_retries == 0 or not self.breakers.is_open(fwd.model):
+            return fwd  # failover off: every request goes where it was routed
         for m in self.candidates(fwd, allowed):
             self.metrics.count_fallback(fwd.model, m, "circuit_open")
             return self.retarget(fwd, m, "circuit open")

@@ -4,7 +4,9 @@ The HTTP door reads the backend itself; through Envoy the ext_proc server sees t
 as Envoy streams them. Either way the door feeds the answer to a ``Relay``, which decides
 what the client gets (the usage-only chunk the router asked for on the client's behalf is
 dropped) and records what the answer says: time to first token, backend latency, usage, and
-the cache store of a complete 2xx answer. Nothing here does I/O except the cache store.
+the cache store of a complete 2xx answer. For a masked request (``pii_action: mask``) it
+also puts the client's values back in place of the placeholders the model saw (``restored``,
+``restored_body``). Nothing here does I/O except the cache store.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from router_svc.backend.sse_read import EventScan, extract_usage
+from router_svc.backend.sse_read import EventScan, extract_usage, sse_data
 from router_svc.cache.front import CacheFront
+from router_svc.core import json_codec
+from router_svc.core.mask import StreamRestorer
 from router_svc.core.metrics import Metrics
+from router_svc.core.sse_write import event as sse_event
 
 if TYPE_CHECKING:
     from router_svc.flow.request import Forward
@@ -35,8 +40,19 @@ class Relay:
         self.model = forward.routed.decision.model
         self.forwarded_at = time.perf_counter() if forwarded_at is None else forwarded_at
         self._scan = EventScan(forward.client_wants_usage)
+        self._mask = forward.routed.mask
+        # A masked answer is never stored (cache.keys.plan_request says so too): the client
+        # gets its own values back, which no other client may be served.
         self._capture = cache.capture(forward.lookup, forward.routed.kind) \
-            if forward.routed.stream else None
+            if forward.routed.stream and self._mask is None else None
+        self._restorer: StreamRestorer | None = \
+            self._mask.stream() if self._mask is not None and forward.routed.stream else None
+
+    @property
+    def masked(self) -> bool:
+        """The answer needs the client's values put back: every event and the JSON body
+        the client gets must be ``restored`` first."""
+        return self._mask is not None
 
     @property
     def completed(self) -> bool:
@@ -58,6 +74,40 @@ class Relay:
             self._capture.feed(event)
         return kept
 
+    def restored(self, event: bytes) -> bytes:
+        """What the client gets for a kept event: the event itself, or for a masked request
+        with the values back; the end of a text that may be the start of a placeholder waits
+        for the next event, and whatever still waits goes out just before ``[DONE]``."""
+        if self._restorer is None:
+            return event
+        data = sse_data(event)
+        if data is None:
+            return event
+        if data.strip() == b"[DONE]":
+            tail = self._restorer.flush()
+            return event if tail is None else sse_event(tail) + event
+        # Go's encoder (Ollama) writes "<" as \u003c.
+        if not self._restorer.holding and b"<" not in data and b"\\u003" not in data:
+            return event  # the common case: nothing to restore, no JSON parsing
+        try:
+            chunk = json_codec.loads(data)
+        except (ValueError, RecursionError):
+            return event
+        new = self._restorer.chunk(chunk)
+        if new is chunk:
+            return event
+        # Other fields of the event (event:, id:) stay; the data is the restored chunk.
+        other = [line for line in event.split(b"\n")
+                 if line.strip() and not line.startswith(b"data:")]
+        return b"".join(line + b"\n" for line in other) + sse_event(new)
+
+    def restored_body(self, body: Any) -> bytes | None:
+        """A masked request's JSON answer with the values back, encoded; None: send the
+        backend's bytes as they came (not masked, or not JSON to restore)."""
+        if self._mask is None or not isinstance(body, dict):
+            return None
+        return json_codec.dumps(self._mask.restore_answer(body))
+
     async def stream_ended(self, *, clean: bool) -> None:
         """The stream is over. ``clean``: every event reached the client, and the backend
         did not fail mid-stream; only then, with ``[DONE]`` seen, is the answer stored."""
@@ -73,6 +123,8 @@ class Relay:
         if not isinstance(body, dict):
             return
         self.metrics.count_tokens(self.model, extract_usage(body))
+        if self._mask is not None:  # never stored: see __init__
+            return
         await self._store(self.cache.store_body(self.forward.lookup, self.forward.routed.kind,
                                                 body))
 

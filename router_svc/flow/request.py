@@ -139,7 +139,7 @@ class Exchange:
                 flow.router.count_decision(known.decision, "cache_hit")
                 return Local(replay_answer(known.headers, hit, body), "cache_hit")
             routed = await flow.router.route(kind, body, count_routing=False,
-                                             allowed=caller.models)
+                                             allowed=caller.models, headers=headers)
             self.model = routed.decision.model
             if routed.rejection is not None:
                 flow.router.count_decision(routed.decision)

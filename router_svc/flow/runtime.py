@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from router_svc.backend.proxy import Proxy
-from router_svc.cache.front import CacheFront, model_id, open_cache
+from router_svc.cache.front import CacheFront, model_id, open_cache, open_milvus_cache
 from router_svc.classify.batcher import Batcher, BatchStats
 from router_svc.classify.classifier import Classifier
 from router_svc.classify.tokenization import TextTokenizer
@@ -89,6 +89,14 @@ class Runtime:
         return (self.triton is not None and self.model_problem is None
                 and await self.triton.ready())
 
+    def cache_state(self) -> str:
+        """For ``/ready``: ``off``, ``ok``, or ``degraded`` (a shared cache that is being
+        bypassed because its store is down or slow; the router still serves)."""
+        cache = self.cache.cache
+        if cache is None:
+            return "off"
+        return "degraded" if getattr(cache, "degraded", False) else "ok"
+
     async def _model_changed(self, version: str) -> None:
         """Triton serves another version of the model: re-read its labels before its outputs
         are decoded. Labels the config cannot route fail every classification (the
@@ -155,7 +163,7 @@ class Runtime:
         clf = Classifier(tok, batcher, list(info.categories), list(info.pii_tags),
                          pii_threshold=pm.threshold,
                          window=min(pm.window_tokens, info.max_sequence_length),
-                         stride=pm.window_stride)
+                         stride=pm.window_stride, recognisers=pm.recognisers)
         self.router = Router(config, clf, metrics)
         self._classifier_obj = clf
         try:
@@ -173,8 +181,9 @@ class Runtime:
         info = self.model_info
         assert info is not None
         mid = model_id(info.name, info.embedding_dim, self.tokenizer)
-        async with open_cache(self.config.cache, dim=info.embedding_dim, model=mid,
-                              metrics=self.metrics) as cache:
+        opener = open_milvus_cache if self.config.cache.backend == "milvus" else open_cache
+        async with opener(self.config.cache, dim=info.embedding_dim, model=mid,
+                          metrics=self.metrics) as cache:
             self.cache.cache = cache
             try:
                 yield

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--backend-base-port", type=int, default=9101,
                     help="first port of the demo backends, one per model in model_config "
                     "(default: %(default)s)")
+    up.add_argument("--cache", choices=("milvus",),
+                    help="milvus: turn the semantic cache on, shared through an embedded "
+                    "Milvus (milvus-lite on 127.0.0.1:19530; needs router-svc[milvus])")
 
     serve = sub.add_parser("serve", help="run the router against a running Triton")
     serve.add_argument("--config", type=Path, required=True)
@@ -118,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--data", type=Path, required=True)
     ep.add_argument("--threshold", type=float, default=0.5)
     ep.add_argument("--presidio", action="store_true", help="also run Microsoft Presidio")
+    ep.add_argument("--no-recognisers", dest="recognisers", action="store_false",
+                    help="headline figures from the model alone (all views are reported)")
     ep.add_argument("--out", type=Path, default=Path("eval_out"))
     _add_triton_args(ep)
     ca = esub.add_parser("cache", help="semantic cache hit precision/recall on paraphrase pairs")
@@ -131,6 +136,29 @@ def build_parser() -> argparse.ArgumentParser:
                     help="texts embedded at once through Triton (default: %(default)s)")
     ca.add_argument("--out", type=Path, default=Path("eval_out"))
     _add_triton_args(ca)
+    cv = esub.add_parser(
+        "conversations", help="one model per conversation: follow-ups kept, topic changes "
+        "switched, latency of a long conversation's turn",
+        description="Conversations of held-out MMLU-Pro questions, generic follow-ups and "
+        "topic changes, routed turn by turn through the router's decision path; keep and "
+        "switch rates against routing.conversation.switch_confidence, and the latency of a "
+        "10-turn follow-up against a single-turn request (conversations.json, "
+        "conversation_sweep.png, conversation_misses.jsonl in --out).")
+    cv.add_argument("--data", type=Path,
+                    help="MMLU-Pro style JSONL (default: eval_out/heldout/mmlu_val.jsonl or "
+                    ".work/heldout/mmlu_val.jsonl, from `router-svc model heldout`)")
+    cv.add_argument("--config", type=Path, help="router config (default: the example config)")
+    cv.add_argument("--switch-confidence", type=float,
+                    help="routing.conversation.switch_confidence to run with (default: the "
+                    "config's)")
+    cv.add_argument("--conversations", type=int, default=120)
+    cv.add_argument("--turns", type=int, default=10, help="user turns per conversation")
+    cv.add_argument("--topic-change-rate", type=float, default=0.3,
+                    help="share of later turns that are a new question (default: %(default)s)")
+    cv.add_argument("--latency-samples", type=int, default=80)
+    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--out", type=Path, default=Path("eval_out"))
+    _add_triton_args(cv)
     return ap
 
 
@@ -179,6 +207,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         served = ServedModelOptions(triton_url=args.triton_url, model_dir=args.model_dir,
                                     model_name=args.model_name, int8=args.int8)
+        if args.eval_command == "conversations":
+            from router_svc.ops import conversation_eval as ce
+
+            return ce.main(ce.ConversationEvalOptions(
+                data=args.data, out=args.out, served=served, config=args.config,
+                switch_confidence=args.switch_confidence, conversations=args.conversations,
+                turns=args.turns, topic_change_rate=args.topic_change_rate,
+                latency_samples=args.latency_samples, seed=args.seed))
         if args.eval_command == "cache":
             import asyncio
 
@@ -196,7 +232,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 preamble=args.preamble))
         return evaluate.main(evaluate.PiiEvalOptions(
             data=args.data, threshold=args.threshold, presidio=args.presidio, out=args.out,
-            served=served))
+            served=served, recognisers=args.recognisers))
     if args.command == "auth":
         from router_svc.core.auth import hash_key
 
@@ -231,7 +267,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return up(UpOptions(
             config=args.config, port=args.port, model_dir=args.model_dir,
             data_dir=args.data_dir, int8=args.int8, triton_url=args.triton_url,
-            no_backends=args.no_backends, backend_base_port=args.backend_base_port))
+            no_backends=args.no_backends, backend_base_port=args.backend_base_port,
+            cache=args.cache))
     raise AssertionError(args.command)
 
 

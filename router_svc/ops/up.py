@@ -61,6 +61,7 @@ class UpOptions:
     triton_url: str | None = None  # gRPC host:port of a running Triton; None: start one
     no_backends: bool = False  # the config's own backends instead of the demo ones
     backend_base_port: int = 9101  # first port of the demo backends, one per model
+    cache: str | None = None  # "milvus": the cache on an embedded Milvus (milvus-lite)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,11 @@ class Plan:
     triton_url: str | None  # None: start the embedded Triton
     demo: list[tuple[str, str, int]]  # (backend model name, host, port) per demo backend
     int8: bool = False  # serve model.int8.onnx (made from model.onnx if missing)
+    milvus_port: int | None = None  # start milvus-lite there (`--cache milvus`)
+
+
+MILVUS_PORT = 19530
+MILVUS_DB = Path(".work/milvus-lite/cache.db")  # relative to the working directory
 
 
 def _say(msg: str) -> None:
@@ -143,10 +149,19 @@ def plan(opts: UpOptions) -> Plan:
             demo.append((name, "127.0.0.1", bport))
         data["model_config"] = rewired
 
+    milvus_port = None
+    if opts.cache == "milvus":  # the shared cache, on an embedded Milvus for a try-out
+        milvus_port = MILVUS_PORT
+        cache = dict(data.get("cache") or {})
+        data["cache"] = {**cache, "enabled": True, "backend": "milvus",
+                         "milvus": {**(cache.get("milvus") or {}),
+                                    "uri": f"http://127.0.0.1:{milvus_port}"}}
+
     # Validate now (fast, before a build or Triton start); the real parse follows with the URL.
     parse_config(data, source.resolve().parent, source=source)
     return Plan(data=data, base_dir=source.resolve().parent, source=source, host=host, port=port,
-                model_dir=model_dir, triton_url=opts.triton_url, demo=demo, int8=opts.int8)
+                model_dir=model_dir, triton_url=opts.triton_url, demo=demo, int8=opts.int8,
+                milvus_port=milvus_port)
 
 
 def _port_taken(host: str, port: int) -> bool:
@@ -177,6 +192,9 @@ def check_ports(p: Plan) -> None:
                 f"port {port} is already in use, so the demo backend {name!r} cannot listen "
                 f"there; pass --backend-base-port to move the demo backends "
                 f"({len(p.demo)} consecutive ports), or --no-backends to use the config's own")
+    if p.milvus_port is not None and _port_taken("127.0.0.1", p.milvus_port):
+        raise PortInUse(f"port {p.milvus_port} is already in use, so the embedded Milvus "
+                        f"(--cache milvus) cannot listen there; stop what holds it")
 
 
 # ---------------------------------------------------------------- the model
@@ -313,7 +331,14 @@ async def _serve(p: Plan, stop: asyncio.Event) -> None:
     supervisor: asyncio.Task[None] | None = None
     backends = None
     runner: web.AppRunner | None = None
+    milvus = None
     try:
+        if p.milvus_port is not None:
+            from router_svc.cache.milvus_server import MilvusLiteServer
+
+            milvus = MilvusLiteServer(MILVUS_DB, port=p.milvus_port)
+            await asyncio.to_thread(milvus.start)
+            _say(f"Milvus (milvus-lite) on {milvus.uri}, data in {MILVUS_DB}")
         triton_url, triton_http = p.triton_url, None
         if triton_url is None:
             _say(f"starting Triton (CPU, Python backend) with {p.model_dir}")
@@ -367,6 +392,8 @@ async def _serve(p: Plan, stop: asyncio.Event) -> None:
         if triton is not None:
             await triton.astop()
             _say("Triton stopped")
+        if milvus is not None:
+            await asyncio.to_thread(milvus.stop)
 
 
 async def _main(p: Plan) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from router_svc.classify.batcher import QueueFull
 from router_svc.config.loading import EXAMPLE_CONFIG, Config, load_config
+from router_svc.core.conversation import MemorySessions
 from router_svc.core.errors import (
     BadRequest,
     Overloaded,
@@ -15,7 +16,7 @@ from router_svc.core.errors import (
     UnknownModel,
     UnscannableContent,
 )
-from router_svc.core.metrics import Metrics
+from router_svc.core.metrics import Metrics, render
 from router_svc.core.pipeline import ClassifierUnavailable, Router, classify_report
 from tests.fakes import FakeClassifier
 
@@ -212,3 +213,158 @@ async def test_limits_are_4xx_naming_the_limit_before_any_inference(limits, body
     assert e.value.status == status and words in e.value.message
     assert "characters" in e.value.message or "tokens" in e.value.message \
         or "messages" in e.value.message or "texts" in e.value.message
+
+
+# --------------------------------------------------------------------------- conversations
+
+MATH_Q = "What is the derivative of f(x) = x^3 + 2x^2?"  # math, 0.9 (tests.fakes.TOPICS)
+FOLLOW_UP = "Can you explain that step by step?"  # other, 0.1
+LAW_Q = "Is a verbal contract binding?"  # law, 0.85
+
+
+def conv_config(**conversation) -> Config:
+    cfg = config()
+    conv = dataclasses.replace(cfg.routing.conversation, **conversation)
+    return dataclasses.replace(cfg, routing=dataclasses.replace(cfg.routing, conversation=conv))
+
+
+def turns(*texts: str, model: str = "auto") -> dict:
+    """A chat body with these user turns, an assistant answer between them."""
+    messages: list[dict] = []
+    for t in texts:
+        messages += [{"role": "user", "content": t}, {"role": "assistant", "content": "ok"}]
+    return {"model": model, "messages": messages[:-1]}
+
+
+async def test_a_follow_up_keeps_the_conversations_model() -> None:
+    r = await router().route("chat", turns(MATH_Q, FOLLOW_UP))
+    d, h = r.decision, r.headers()
+    assert (d.model, d.category, d.reason) == ("phi4", "math", "conversation")
+    assert h["x-router-conversation"] == "kept" and h["x-router-reason"] == "conversation"
+    assert h["x-router-conversation-model"] == "phi4"
+    assert h["x-router-conversation-from"] == "history"
+    assert classify_report(r)["category"]["name"] == "other"  # the turn alone
+    off = await router(conv_config(enabled=False)).route("chat", turns(MATH_Q, FOLLOW_UP))
+    assert off.decision.model == config().default_model  # what the issue saw
+    assert "x-router-conversation" not in off.headers()
+
+
+async def test_a_first_turn_is_new_and_routed_on_its_own() -> None:
+    r = await router().route("chat", chat(MATH_Q))
+    assert r.decision.reason == "category"
+    assert r.headers()["x-router-conversation"] == "new"
+    assert "x-router-conversation-model" not in r.headers()
+
+
+async def test_a_confident_question_of_another_category_switches() -> None:
+    r = await router().route("chat", turns(MATH_Q, FOLLOW_UP, LAW_Q))
+    h = r.headers()
+    assert (r.decision.model, r.decision.reason) == ("gemma3:27b", "topic_switch")
+    assert h["x-router-conversation"] == "switched"
+    assert h["x-router-conversation-model"] == "phi4"
+    # ... unless the threshold asks for more
+    r = await router(conv_config(switch_confidence=0.9)).route(
+        "chat", turns(MATH_Q, FOLLOW_UP, LAW_Q))
+    assert (r.decision.model, r.headers()["x-router-conversation"]) == ("phi4", "kept")
+
+
+async def test_earlier_turns_are_classified_once_in_the_same_call() -> None:
+    clf = FakeClassifier()
+    rt = router(clf=clf)
+    r = await rt.route("chat", turns(MATH_Q, FOLLOW_UP, "Why?"))  # a replica that never saw it
+    assert r.decision.model == "phi4" and len(clf.calls) == 1
+    assert clf.context_calls == [[MATH_Q, FOLLOW_UP]]
+    r = await rt.route("chat", turns(MATH_Q, FOLLOW_UP, "Why?", "And the next one?"))
+    assert r.decision.model == "phi4" and len(clf.calls) == 2
+    assert clf.context_calls == [[MATH_Q, FOLLOW_UP]]  # remembered: nothing more to read
+
+
+async def test_a_tool_loop_goes_on_with_the_model_that_issued_the_calls() -> None:
+    body = {"model": "auto", "messages": [
+        {"role": "user", "content": MATH_Q},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+         "function": {"name": "plot", "arguments": "{\"f\": \"x^3\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "hello, the plot is ready"}]}
+    r = await router().route("chat", body)
+    assert (r.decision.model, r.decision.reason) == ("phi4", "tool_loop")
+    assert r.headers()["x-router-conversation"] == "kept"
+
+
+async def test_in_a_tool_loop_the_pii_policy_still_wins_and_says_why() -> None:
+    # The conversation is on the default model (no confident category); the tool result
+    # carries an e-mail address, which mistral-small3.1 may not see: a compliant model.
+    body = {"model": "auto", "messages": [
+        {"role": "user", "content": "hello, look someone up for me"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+         "function": {"name": "find", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "found ann@example.com"}]}
+    r = await router().route("chat", body)
+    h = r.headers()
+    assert (r.decision.model, r.decision.reason) == ("gemma3:27b", "pii_fallback")
+    assert h["x-router-conversation"] == "kept"
+    assert h["x-router-conversation-model"] == "mistral-small3.1"
+    # a card number no model may see: refused as configured
+    body["messages"][-1]["content"] = f"card {CARD}"
+    r = await router().route("chat", body)
+    assert r.decision.action == "reject" and r.headers()["x-router-reason"] == "pii_reject"
+
+
+async def test_a_session_pins_the_model_for_clients_that_send_only_the_last_turn() -> None:
+    rt = router(conv_config(session_header="x-session-id", session_from_user=True))
+    first = await rt.route("chat", chat(MATH_Q), headers={"X-Session-Id": "s1"})
+    assert first.decision.model == "phi4"
+    r = await rt.route("chat", chat(FOLLOW_UP), headers={"x-session-id": "s1"})
+    h = r.headers()
+    assert (r.decision.model, r.decision.reason) == ("phi4", "conversation")
+    assert h["x-router-conversation-from"] == "session"
+    other = await rt.route("chat", chat(FOLLOW_UP), headers={"x-session-id": "s2"})
+    assert other.decision.model == config().default_model
+    assert other.headers()["x-router-conversation"] == "new"
+    # the body's user field, for clients that cannot set a header
+    await rt.route("chat", chat(MATH_Q, user="u1"))
+    assert (await rt.route("chat", chat(FOLLOW_UP, user="u1"))).decision.model == "phi4"
+    # a session never changes what the history alone decides for others
+    alone = await router(conv_config()).route("chat", chat(FOLLOW_UP))
+    assert alone.decision.model == config().default_model
+    again = await rt.route("chat", chat(FOLLOW_UP))
+    assert again.decision.model == config().default_model
+
+
+async def test_a_session_pin_expires() -> None:
+    now = [0.0]
+    sessions = MemorySessions(capacity=10, ttl_s=60, clock=lambda: now[0])
+    cfg = conv_config(session_header="x-session-id")
+    rt = Router(cfg, FakeClassifier(), Metrics.create(models=list(cfg.model_config)),
+                environ={}, sessions=sessions)
+    await rt.route("chat", chat(MATH_Q), headers={"x-session-id": "s1"})
+    now[0] = 61
+    r = await rt.route("chat", chat(FOLLOW_UP), headers={"x-session-id": "s1"})
+    assert r.decision.model == cfg.default_model
+
+
+async def test_an_explicit_model_is_not_routed_by_conversation() -> None:
+    r = await router().route("chat", turns(MATH_Q, FOLLOW_UP, model="gemma3:27b"))
+    assert r.decision.reason == "explicit" and "x-router-conversation" not in r.headers()
+
+
+async def test_conversation_reasons_are_counted() -> None:
+    rt = router()
+    await rt.route("chat", turns(MATH_Q, FOLLOW_UP))
+    body, _ = render(rt.metrics)
+    assert 'reason="conversation"' in (body.decode() if isinstance(body, bytes) else body)
+
+
+async def test_a_sessions_tool_loop_stays_on_the_model_that_issued_the_calls() -> None:
+    rt = router(conv_config(session_header="x-session-id"))
+    s1 = {"x-session-id": "s1"}
+    await rt.route("chat", chat(MATH_Q), headers=s1)
+    ask = {"role": "user", "content": "Plot it for me"}  # other, 0.1: kept on phi4
+    assert (await rt.route("chat", {"model": "auto", "messages": [ask]},
+                           headers=s1)).decision.model == "phi4"
+    loop = {"model": "auto", "messages": [
+        ask, {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "plot", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "plot.png"}]}
+    r = await rt.route("chat", loop, headers=s1)
+    assert (r.decision.model, r.decision.reason) == ("phi4", "tool_loop")
+    assert r.headers()["x-router-conversation-from"] == "session"

@@ -7,6 +7,9 @@ the dropped usage chunk, the cache store) is the flow's ``Relay``, as in the HTT
 - a JSON answer (2xx, not streamed): passed on untouched, read whole for the relay;
 - an SSE stream (2xx, the client asked to stream): whole events pass as they arrive, those
   the relay keeps; a stream Envoy did not see to its end is never stored;
+- a masked request's answer (``pii_action: mask``): a JSON answer is held back whole and
+  replaced at its end, SSE events are rewritten as they pass, each with the client's values
+  put back by the relay (``Relay.restored_body``, ``Relay.restored``);
 - an error (non-2xx, including Envoy's own 503 when a backend is unreachable): replaced by the
   OpenAI error JSON the HTTP door would relay, the backend's URL and key scrubbed.
 
@@ -48,6 +51,7 @@ class ResponseWatch:
         self.complete = False
         self._buf = b""
         self._too_big = False
+        self._masked_json: Any = None  # a masked JSON answer, parsed at its end
 
     # ---------------------------------------------------------------- headers
 
@@ -72,6 +76,8 @@ class ResponseWatch:
                 self.relay.failed(BACKEND_BAD_RESPONSE)
         else:
             self.shape = "json"
+        if self.relay.masked and self.shape in ("json", "sse"):
+            remove.append("content-length")  # the values put back change the body's length
         if not end_of_stream:
             return response_headers_reply(common(set_h, remove))
         c = common(set_h, remove)
@@ -88,6 +94,8 @@ class ResponseWatch:
             out = self._events(chunk, end_of_stream)
         elif self.shape == "error":
             out = self._error_body(chunk, end_of_stream)
+        elif self.shape == "json" and self.relay.masked:
+            out = self._restored_json(chunk, end_of_stream)
         else:
             self._read(chunk)
             out = None
@@ -114,11 +122,23 @@ class ResponseWatch:
             events.append(self._buf)  # a last event without its blank line
         if end_of_stream:
             self._buf = b""
-        out = b"".join([ev for ev in events if self.relay.keep(ev)])
-        if self.relay.client_wants_usage or out == chunk:
-            # Nothing is ever dropped for this client: Envoy passes its chunk as it is.
+        out = b"".join([self.relay.restored(ev) for ev in events if self.relay.keep(ev)])
+        if out == chunk or (self.relay.client_wants_usage and not self.relay.masked):
+            # Nothing is ever dropped or changed for this client: Envoy passes its chunk as
+            # it is.
             return None
         return out
+
+    def _restored_json(self, chunk: bytes, end_of_stream: bool) -> bytes:
+        """A masked request's JSON answer: every chunk held back (cleared), the whole body
+        at the end with the client's values put back. Read whatever its size: what was
+        held back can no longer be passed on as it came."""
+        self._buf += chunk
+        if not end_of_stream:
+            return b""
+        self._masked_json = self._json()
+        restored = self.relay.restored_body(self._masked_json)
+        return self._buf if restored is None else restored
 
     def _error_body(self, chunk: bytes, end_of_stream: bool) -> bytes:
         self._read(chunk)
@@ -135,7 +155,8 @@ class ResponseWatch:
         if self.shape == "error":
             self.relay.failed(BACKEND_ERROR)
         elif self.shape == "json":
-            await self.relay.json_ended(self._json())
+            await self.relay.json_ended(self._masked_json if self.relay.masked
+                                        else self._json())
         elif self.shape == "sse":  # Envoy saw the end: stored if the backend said [DONE]
             await self.relay.stream_ended(clean=True)
         self._buf = b""

@@ -166,8 +166,11 @@ async def forward_json(request: web.Request, ex: Exchange, fwd: Forward) -> web.
                                 request.headers)
     ex.answered(fwd)
     await relay.json_ended(res.body)
-    # The backend's own bytes: parsed above for usage and the cache, not re-encoded.
-    return web.Response(body=res.raw, status=res.status, headers=fwd.headers,
+    # The backend's own bytes: parsed above for usage and the cache, not re-encoded; a masked
+    # request's answer is re-encoded with the client's values put back.
+    restored = relay.restored_body(res.body)
+    return web.Response(body=res.raw if restored is None else restored, status=res.status,
+                        headers=fwd.headers,
                         content_type="application/json", charset="utf-8")
 
 
@@ -189,8 +192,8 @@ async def forward_stream(request: web.Request, ex: Exchange,
             try:
                 write_timeout = request.app[RUNTIME].config.proxy.client_write_timeout_s
                 async for ev in up:
-                    if relay.keep(ev):
-                        await write_within(request, resp, ev, write_timeout)
+                    if relay.keep(ev):  # (restored: a masked answer gets its values back)
+                        await write_within(request, resp, relay.restored(ev), write_timeout)
                 clean = True
             except UpstreamError as e:  # headers are gone: report in-band, as OpenAI does
                 relay.failed(e.reason)
@@ -239,7 +242,7 @@ async def classify(request: web.Request) -> web.Response:
     kind = "completion" if "prompt" in body and "messages" not in body else "chat"
     body.setdefault("model", rt.config.routing.alias)
     caller = rt.gate.identify(request.headers, request.remote)
-    routed = await rt.router.route(kind, body, allowed=caller.models)
+    routed = await rt.router.route(kind, body, allowed=caller.models, headers=request.headers)
     report = classify_report(routed)
     plan = rt.cache.plan(routed, request.headers, caller)
     if plan is not None:  # what the cache would do (no lookup: stats stay the traffic's)
@@ -300,9 +303,11 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    ok = await request.app[RUNTIME].ready()
-    return web.json_response({"ready": ok, "triton": "ready" if ok else "unavailable"},
-                             status=200 if ok else 503)
+    rt = request.app[RUNTIME]
+    ok = await rt.ready()
+    # A degraded cache (Milvus down: bypassed) is reported, never a reason to be unready.
+    return web.json_response({"ready": ok, "triton": "ready" if ok else "unavailable",
+                              "cache": rt.cache_state()}, status=200 if ok else 503)
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

@@ -247,7 +247,8 @@ async def test_backend_down_is_502_without_its_url(router_factory, backends, str
     def phi4_down(data):
         data["model_config"]["phi4"]["backend"]["base_url"] = f"http://127.0.0.1:{port}/v1"
 
-    url = await router_factory(phi4_down)
+    # The error itself, not a fallback to the next model.
+    url = await router_factory(phi4_down, failover={"max_retries": 0})
     async with aiohttp.ClientSession() as s:
         async with s.post(f"{url}{CHAT}", json={"model": "auto", "messages": user(MATH),
                                                 "stream": stream}) as r:
@@ -268,7 +269,8 @@ async def test_backend_down_is_502_without_its_url(router_factory, backends, str
 
 
 async def test_slow_backend_is_504(router_factory, backends):
-    url = await router_factory(lambda d: d["proxy"].update(read_timeout_s=0.5))
+    url = await router_factory(lambda d: d["proxy"].update(read_timeout_s=0.5),
+                               failover={"max_retries": 0})
     backends["phi4"].app[OPTIONS].delay_s = 3
     async with aiohttp.ClientSession() as s:
         t0 = time.monotonic()
@@ -318,7 +320,7 @@ async def test_backend_aborting_mid_stream_ends_with_an_error_event(router_facto
 @pytest.mark.parametrize("status", [500, 503, 429, 400])
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 async def test_backend_error_status_is_relayed(router_factory, backends, status, stream):
-    url = await router_factory()
+    url = await router_factory(failover={"max_retries": 0})  # the error, not a fallback
     backends["phi4"].app[OPTIONS].fail_status = status
     async with aiohttp.ClientSession() as s:
         async with s.post(f"{url}{CHAT}", json={"model": "auto", "messages": user(MATH),
@@ -335,7 +337,7 @@ async def test_backend_error_status_is_relayed(router_factory, backends, status,
 
 
 async def test_backend_5xx_through_the_openai_client(router_factory, backends):
-    url = await router_factory()
+    url = await router_factory(failover={"max_retries": 0})
     backends["phi4"].app[OPTIONS].fail_status = 503
     with pytest.raises(openai.InternalServerError) as exc:
         await client(url).chat.completions.create(model="auto", messages=user(MATH))

@@ -1,0 +1,591 @@
+"""Structured PII found by rules that can be checked, beside the model, and their union.
+
+Each recogniser is a pure function ``text -> list[PiiEntity]`` that reports a value only when
+its own check passes (offsets are into ``text``, the text the model reads):
+
+- CREDIT_CARD: 13-19 digits, bare or in groups (four first, then three to six, one separator
+  throughout), with a card issuer's prefix and the Luhn checksum; 12 digits only for Maestro.
+  A 16-digit order number that fails Luhn is no card.
+- IBAN_CODE: its country's IBAN length and the ISO 13616 mod-97 check.
+- US_SSN: ``123-45-6789`` (spaces or nine bare digits only after "SSN"/"social security"):
+  area not 000, 666 or 900-999, group not 00, serial not 0000.
+- EMAIL_ADDRESS: the e-mail syntax ``pii`` checks, with a domain under a public suffix. The
+  e-mail span covers its domain: that is not reported again as a DOMAIN_NAME.
+- IP_ADDRESS: IPv4 and IPv6 that ``ipaddress`` parses (IPv6 with three groups or more, so
+  ``::1`` and ``std::max`` are not addresses; IPv4 not after "v"/"version").
+- DOMAIN_NAME: URLs (a scheme or ``www.``; the host under a public suffix; the whole URL is the
+  span, as the held-out data marks it) and bare domains under a public suffix (the
+  ``publicsuffixlist`` package, which ships the list offline) that are not file names
+  (``report.pdf``: no suffix; ``main.py``, ``notes.md``: an extension list) nor attribute
+  chains (``os.path``: no suffix; ``self.name``, ``df.info``: a receiver list; ``foo.bar()``).
+- PHONE_NUMBER: a number ``phonenumbers`` finds valid: "+CC ..." by that country's plan,
+  national formats by the default region's (US). Bare digit runs need a phone word nearby
+  ("call", "tel", "fax", ...); dates are not numbers.
+- ZIP_CODE and AGE: in context only ("zip 94107", "ZIP code: 10001-1234", "postcode 7412 SL";
+  "34 years old", "age: 52", "aged 7", "at the age of 61", "turned 60."); the span is the value.
+
+``recognise`` runs them in the order of ``RECOGNISERS`` (checksums first, context last) and
+keeps the first of overlapping matches. Scores: 1.0 where a check passed, 0.9 for a ZIP_CODE or
+AGE found by its context alone. Cost (perf/recognisers.py): a pattern scans the whole prompt
+only where it opens with a character class ``re`` can skip to in C; the others run from a hint
+(an "@", "://", a dot before a letter, a colon, a run of seven digits, "zip").
+
+Union with the model (``union``), the rule where spans overlap: one span and one type survive.
+
+1. A checked rule match (every rule type but ZIP_CODE and AGE) beats a model entity it overlaps
+   when that entity is of a type the rules find (``RULE_TYPES``: the model's PHONE_NUMBER over
+   an SSN, its card span cut short) or lies inside the match (a PERSON read into an e-mail
+   address): the rule's check passed where the model guessed.
+2. Otherwise the longer span wins, then the higher score; a tie goes to the model (a STREET_ADDRESS
+   holding a postcode stays the address, so redaction covers it all).
+
+A rule entity survives only if it beats every model entity it overlaps; those then go. Entities
+that overlap nothing on the other side are all kept: the rules never veto the model (a card
+number that fails Luhn but that the model saw stays), they add what it missed.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Iterator
+
+import phonenumbers
+
+from router_svc.classify.pii import (
+    _EMAIL,
+    PiiEntity,
+    _is_ip_address,
+    passes_iban_check,
+    passes_luhn,
+)
+
+CHECKED = 1.0  # the score of a value whose check passed
+IN_CONTEXT = 0.9  # the score of a ZIP_CODE or AGE found by the words before it
+DEFAULT_REGION = "US"  # phone numbers written without "+CC"
+
+# --------------------------------------------------------------------------- payment cards
+
+# A pattern that scans the whole text opens with a character class, its lookbehind after it
+# ("\d(?<!x\d)" rather than "(?<!x)\d"): ``re`` then skips to candidate characters in C
+# instead of trying a match at every position, which is most of the cost over a long prompt.
+_CARD = re.compile(
+    r"\d(?<![\w+.-]\d)(?:\d{11,18}|\d{3}([ -])\d{3,6}(?:\1\d{3,6}){1,3})(?![\w-]|[.,]\d)")
+
+
+def _card_issuer(digits: str) -> bool:
+    """A prefix some card scheme issues at this length (Visa 4, Mastercard 51-55 and 22-27,
+    Amex 34/37, Diners 30/36/38/39, Discover/UnionPay 6, JCB 35 and 1800/2131, Maestro 50 and
+    56-69, Mir 2200-2204)."""
+    n, two = len(digits), digits[:2]
+    if n == 12:
+        return two == "50" or "56" <= two <= "69"  # Maestro only
+    if n == 13:
+        return digits[0] == "4" or two == "50" or "56" <= two <= "69"
+    if not 14 <= n <= 19:
+        return False
+    return digits[0] in "3456" or "22" <= two <= "27" or digits.startswith(("1800", "2131"))
+
+
+def _is_card(value: str) -> bool:
+    digits = value.replace(" ", "").replace("-", "")
+    return _card_issuer(digits) and passes_luhn(digits)
+
+
+def credit_cards(text: str) -> list[PiiEntity]:
+    out = []
+    for m in _CARD.finditer(text):
+        # Groups run on into a following number ("4111 1111 1111 1111 2024"): drop trailing
+        # groups until the value checks.
+        start, value, sep = m.start(), m.group(), m.group(1)
+        while sep and value.count(sep) >= 2 and not _is_card(value):
+            value = value.rsplit(sep, 1)[0]
+        if _is_card(value):
+            out.append(_ent("CREDIT_CARD", text, start, start + len(value)))
+    return out
+
+
+# --------------------------------------------------------------------------- IBAN
+
+# From the check digits (two letters before them, and no letter or digit before those).
+_IBAN = re.compile(r"\d(?<=(?<!\w)[A-Z]{2}\d)\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?!\w)",
+                   re.IGNORECASE)
+
+# IBAN length per country (ISO 13616 registry).
+_IBAN_LENGTH = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27,
+    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27,
+    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HN": 28, "HR": 21, "HU": 28,
+    "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28,
+    "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22,
+    "MK": 19, "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23,
+    "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24,
+    "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}
+
+
+def ibans(text: str) -> list[PiiEntity]:
+    out = []
+    for m in _IBAN.finditer(text):
+        start = m.start() - 2
+        length = _IBAN_LENGTH.get(text[start:start + 2].upper())
+        if length is None:
+            continue
+        # The span of the first ``length`` letters and digits; the match may run on into a
+        # following word ("... 3000 FROM").
+        end, seen = start, 0
+        while seen < length and end < m.end():
+            seen += text[end] != " "
+            end += 1
+        if seen != length or (end < len(text) and text[end].isalnum()):
+            continue
+        if passes_iban_check(text[start:end]):
+            out.append(_ent("IBAN_CODE", text, start, end))
+    return out
+
+
+# --------------------------------------------------------------------------- US SSN
+
+_SSN = re.compile(r"(\d(?<![\w-]\d)\d\d)([- ]?)(\d{2})\2(\d{4})(?![\w-])")
+_SSN_WORDS = re.compile(r"\b(?:ssns?|ss#|social[ -]security)\b", re.IGNORECASE)
+
+
+def us_ssns(text: str) -> list[PiiEntity]:
+    """Dashed SSNs anywhere; spaced or bare nine digits only within 40 characters after
+    "SSN" or "social security" (otherwise they are as likely a phone or order number)."""
+    out = []
+    for m in _SSN.finditer(text):
+        area, sep, group, serial = m.groups()
+        if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
+            continue
+        if sep != "-" and not _SSN_WORDS.search(text, max(0, m.start() - 40), m.start()):
+            continue
+        out.append(_ent("US_SSN", text, m.start(), m.end()))
+    return out
+
+
+# --------------------------------------------------------------------------- e-mail, IP
+
+_EMAIL_FIND = re.compile(r"[\w.%+'-]+@[^\W_](?:[\w-]*[^\W_])?(?:\.[\w-]+)+")
+_LOCAL_PART = re.compile(r"[\w.%+'-]+$")
+
+
+def emails(text: str) -> list[PiiEntity]:
+    out = []
+    at = text.find("@")
+    while at >= 0:
+        # The local part before this "@" (searched back at most 64 characters, its limit).
+        local = _LOCAL_PART.search(text, max(0, at - 64), at)
+        m = _EMAIL_FIND.match(text, local.start()) if local else None
+        if m is None or (out and m.start() < out[-1].end):
+            at = text.find("@", at + 1)
+            continue
+        value = m.group().rstrip(".-")
+        domain = value.rpartition("@")[2]
+        if _EMAIL.fullmatch(value) and _registrable(domain.lower()):
+            out.append(_ent("EMAIL_ADDRESS", text, m.start(), m.start() + len(value)))
+        at = text.find("@", m.end())
+    return out
+
+
+_IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}(?:\.\d{1,3}){3}(?!\w|\.\d)")
+_IPV6 = re.compile(
+    r"[0-9A-Fa-f:](?<![\w:.][0-9A-Fa-f:])[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+_HEX_COLON = frozenset("0123456789abcdefABCDEF:.")
+_VERSION = re.compile(r"(?:\bv|\bversion\s?)$", re.IGNORECASE)
+
+
+def _ipv6_candidates(text: str) -> Iterator[re.Match[str]]:
+    """``_IPV6`` from the start of the hex run before each colon (colons are rare in prose)."""
+    done = 0
+    colon = text.find(":")
+    while colon >= 0:
+        start = colon
+        while start > 0 and text[start - 1] in _HEX_COLON:
+            start -= 1
+        m = _IPV6.match(text, start) if start >= done else None
+        if m is not None:
+            done = m.end()
+            yield m
+        colon = text.find(":", max(colon + 1, done))
+
+
+def ip_addresses(text: str) -> list[PiiEntity]:
+    out = []
+    if text.count(":") >= 2:
+        for m in _ipv6_candidates(text):
+            value = m.group().rstrip(".")
+            end = m.start() + len(value)
+            groups = [g for g in value.split(":") if g]
+            if (end < len(text) and (text[end].isalnum() or text[end] == "_")) or (
+                    len(groups) < 3 and "." not in value) or not _is_ip_address(value):
+                continue
+            out.append(_ent("IP_ADDRESS", text, m.start(), end))
+    for m in _IPV4.finditer(text):
+        if _VERSION.search(text, max(0, m.start() - 8), m.start()) or any(
+                e.start <= m.start() < e.end for e in out):
+            continue
+        try:
+            ipaddress.IPv4Address(m.group())  # leading zeros and octets over 255 fail
+        except ValueError:
+            continue
+        out.append(_ent("IP_ADDRESS", text, m.start(), m.end()))
+    return out
+
+
+# --------------------------------------------------------------------------- URLs, domains
+
+
+@functools.cache
+def _psl():
+    from publicsuffixlist import PublicSuffixList
+
+    return PublicSuffixList()  # the list bundled with the package: nothing is downloaded
+
+
+def _registrable(host: str) -> bool:
+    """A name with a label under a known public suffix ("bbc.co.uk"; not "co.uk", "a.local")."""
+    return "." in host and _psl().privatesuffix(host, accept_unknown=False) is not None
+
+
+_URL_START = re.compile(r"(?:https?://|ftp://|www\.)$", re.IGNORECASE)
+_URL_BODY = re.compile(r"[^\s<>\"'`{}|\\^]+")
+_URL_TAIL = ".,;:!?'\"*"
+_CLOSERS = {")": "(", "]": "["}
+
+
+def _url_end(text: str, start: int, end: int) -> int:
+    """Without trailing punctuation and closing brackets the URL does not open."""
+    while end > start:
+        ch = text[end - 1]
+        if ch in _URL_TAIL or (ch in _CLOSERS and text.count(_CLOSERS[ch], start, end)
+                               < text.count(ch, start, end)):
+            end -= 1
+        else:
+            break
+    return end
+
+
+def _url_starts(text: str) -> list[int]:
+    """Where a URL opens: a scheme before "://", or "www." at a word's start."""
+    starts = []
+    for mark, back in (("://", 5), ("www.", 0), ("WWW.", 0)):
+        i = text.find(mark)
+        while i >= 0:
+            m = _URL_START.search(text, max(0, i - back), i + len(mark))
+            if m is not None and (m.start() == 0 or not text[m.start() - 1].isalnum()):
+                starts.append(m.start())
+            i = text.find(mark, i + 1)
+    return sorted(set(starts))
+
+
+def urls(text: str) -> list[PiiEntity]:
+    out: list[PiiEntity] = []
+    for start in _url_starts(text):
+        if out and start < out[-1].end:
+            continue  # "www." inside a URL found from its "https://"
+        m = _URL_BODY.match(text, start)
+        assert m is not None
+        end = _url_end(text, start, m.end())
+        value = text[start:end]
+        rest = value.split("://", 1)[-1]
+        host = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]
+        host = host.split(":", 1)[0].rstrip(".").lower()
+        if _registrable(host):
+            out.append(_ent("DOMAIN_NAME", text, start, end))
+    return out
+
+
+_DOMAIN = re.compile(
+    r"(?<![\w.@/:%+-])(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]"
+    r"(?![\w@(-]|\.[a-z0-9])", re.IGNORECASE)
+
+# File extensions that are also top-level domains: "main.py" is a file, not Paraguay.
+_FILE_EXTENSIONS = frozenset({
+    "py", "md", "sh", "rs", "pl", "pm", "zip", "mov", "cc", "so", "ps", "mk", "ml", "mm", "st",
+    "gd", "tf", "sc", "cs", "js", "ts", "rb", "go", "php", "json", "yaml", "yml", "toml", "cfg",
+    "ini", "txt", "csv", "pdf", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "png", "jpg",
+    "jpeg", "gif", "svg", "mp3", "mp4", "wav", "avi", "log", "html", "htm", "css", "xml", "sql",
+    "db", "bak", "tmp", "exe", "dll", "bin", "iso", "img", "tar", "gz", "tgz", "rar", "lock",
+    "ipynb",
+})
+# Names that are far likelier an object than a host before one dot: "self.name", "df.info"
+# ("app.slack.com", three labels, is a host).
+_RECEIVERS = frozenset({
+    "self", "this", "cls", "os", "sys", "np", "pd", "plt", "df", "torch", "tf", "nn", "math",
+    "json", "re", "args", "kwargs", "obj", "ctx", "request", "response", "req", "res", "app",
+    "config", "settings", "user", "event", "e", "x", "model", "module", "window",
+    "document", "console", "item", "node", "row", "result", "client", "server", "path", "file",
+    "logger", "log",
+})
+# Two-letter suffixes that are also common English words or attribute names ("user.id",
+# "plan.to"): a bare two-label name ending in one is not taken for a domain.
+_WORD_SUFFIXES = frozenset({"id", "is", "to", "at", "in", "do", "no", "as", "by", "it", "am"})
+# Generic suffixes accepted bare; others (".name", ".email", ".show") only in a URL or e-mail.
+_COMMON_GENERIC = frozenset({
+    "com", "net", "org", "edu", "gov", "mil", "int", "info", "biz", "app", "dev", "xyz",
+    "online", "site", "tech", "store", "shop", "blog", "cloud", "news", "io", "ai", "co",
+})
+
+
+def _bare_domain(value: str) -> bool:
+    labels = value.split(".")
+    suffix = labels[-1]
+    if not (suffix.islower() or value.isupper()):  # "end.It": a sentence missing its space
+        return False
+    low = value.lower()
+    if suffix.lower() in _FILE_EXTENSIONS:
+        return False
+    if len(labels) == 2 and (suffix.lower() in _WORD_SUFFIXES or labels[0].lower() in _RECEIVERS):
+        return False
+    public = _psl().publicsuffix(low, accept_unknown=False)
+    if public is None or public == low:
+        return False
+    return "." in public or len(public) == 2 or public in _COMMON_GENERIC
+
+
+_DOT_LETTER = re.compile(r"\.(?=[A-Za-z])")
+
+
+def domains(text: str) -> list[PiiEntity]:
+    """Bare domain names (a URL's or an e-mail's are inside their spans, found first), read
+    from each dot followed by a letter back to the start of its word."""
+    out = []
+    done = 0
+    for dot in _DOT_LETTER.finditer(text):
+        if dot.start() < done:
+            continue
+        start = dot.start()
+        while start > 0 and (text[start - 1].isalnum() or text[start - 1] in "-."):
+            start -= 1
+        m = _DOMAIN.match(text, start)
+        done = m.end() if m else dot.end()
+        if m and _bare_domain(m.group()):
+            out.append(_ent("DOMAIN_NAME", text, m.start(), m.end()))
+    return out
+
+
+# --------------------------------------------------------------------------- phone numbers
+
+_PHONE = re.compile(
+    r"(?<![\w+.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d(?:[ .-]?(?:\(\d{1,4}\)|\d)){5,17}"
+    r"(?![\w/]|[.,-]\d)")
+_PHONE_WORDS = re.compile(
+    r"\b(?:phone|tel|telephone|call|calling|mobile|cell|cellphone|fax|whatsapp|sms|text|dial|"
+    r"office|landline|ring|reach)\b", re.IGNORECASE)
+_NANP = frozenset({"US", "CA"})
+_DATE = re.compile(r"\d{4}[-.]\d{1,2}[-.]\d{1,2}(?!\d)|(?<!\d)\d{1,2}[-.]\d{1,2}[-.]\d{4}")
+
+
+def _valid_phone(value: str, region: str) -> bool:
+    digits = sum(ch.isdigit() for ch in value)
+    if value.startswith("+"):
+        if not 7 <= digits <= 15:
+            return False
+    elif region in _NANP:
+        # Checked cheaply before parsing (~0.1 ms a number): a national number of the
+        # North American plan has ten digits (eleven with its "1").
+        if not (digits == 10 or (digits == 11 and value.lstrip("(")[0] == "1")):
+            return False
+    elif not 6 <= digits <= 13:
+        return False
+    if _DATE.search(value) or (value.count(".") == 3 and _is_ip_address(value)):
+        return False
+    try:
+        return phonenumbers.is_valid_number(phonenumbers.parse(value, region))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+_NUMBER_RUN = re.compile(r"\d[\d ().+-]*")
+
+
+def _phone_candidates(text: str) -> Iterator[re.Match[str]]:
+    """``_PHONE`` matches, looked for only around runs of digits and separators that hold seven
+    digits or more (with the "+" or "(" just before a run)."""
+    for run in _NUMBER_RUN.finditer(text):
+        if run.end() - run.start() < 7 or sum(map(str.isdigit, run.group())) < 7:
+            continue
+        lo = run.start()
+        while lo > 0 and run.start() - lo < 3 and text[lo - 1] in "+( ":
+            lo -= 1
+        # Two characters past the run, so the pattern's lookahead sees what follows it.
+        yield from _PHONE.finditer(text, lo, min(len(text), run.end() + 2))
+
+
+def phone_numbers(text: str, region: str = DEFAULT_REGION) -> list[PiiEntity]:
+    """Numbers ``phonenumbers`` finds valid. A candidate that fails whole is retried without
+    up to two space-separated groups at either end ("zip 94107 415 555 2671")."""
+    out = []
+    for m in _phone_candidates(text):
+        value = m.group()
+        if value.isdigit() and not _PHONE_WORDS.search(
+                text, max(0, m.start() - 40), min(len(text), m.end() + 20)):
+            continue  # a bare digit run is a phone number only where the text says so
+        groups = value.split(" ")
+        tries = sorted(((a, b) for a in range(3) for b in range(3) if a + b < len(groups)),
+                       key=sum)
+        for a, b in tries:
+            part = groups[a:len(groups) - b]
+            if not part[0] or not (part[0][0].isdigit() or part[0][0] in "+("):
+                continue
+            sub = " ".join(part)
+            if _valid_phone(sub, region):
+                start = m.start() + len(" ".join(groups[:a])) + (1 if a else 0)
+                out.append(_ent("PHONE_NUMBER", text, start, start + len(sub)))
+                break
+    return out
+
+
+# --------------------------------------------------------------------------- ZIP codes, ages
+
+# The word, then the value: US ZIP (5 or 5+4) and the common postcode shapes (1234, 123 45,
+# 1234 AB, 12345-678, 12-345, 123-4567, Canadian A1A 1A1, British SW1A 1AA). Letters in the
+# value are upper case only, so "zip 1234 is wrong" stops at the number.
+_ZIP = re.compile(
+    r"\b(?:zip(?:[ -]?code)?|postal[ -]?code|post[ -]?code)s?\b\s*(?:[:#=]\s*)?"
+    r"(?:(?:is|was|of)\s+)?"
+    r"(?-i:(\d{5}(?:-\d{4})?|\d{3} \d{2}|\d{4} ?[A-Z]{2}|\d{5}-\d{3}|\d{2}-\d{3}|\d{3}-\d{4}"
+    r"|\d{4}|[A-Z]\d[A-Z] ?\d[A-Z]\d|[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}))(?![\w-])",
+    re.IGNORECASE)
+
+
+_ZIP_WORDS = ("zip", "Zip", "ZIP", "post", "Post", "POST")
+
+
+def zip_codes(text: str) -> list[PiiEntity]:
+    if not any(word in text for word in _ZIP_WORDS):
+        return []  # substring tests in C: the pattern (case-insensitive) scans slowly
+    return [_ent("ZIP_CODE", text, m.start(1), m.end(1), IN_CONTEXT)
+            for m in _ZIP.finditer(text)]
+
+
+# Each number of one to three digits, then the words around it: "34 years old", "a 5-year-old",
+# "52 y/o"; "age: 52", "aged 7", "at the age of 61"; "turned 60.", "turns 40 this year" (not
+# "turned 90 degrees"); "when he was 78.", "I'm 34." (at the end of a clause).
+_NUMBER = re.compile(r"\d+")
+_AGE_AFTER = re.compile(r"(?:[ -]years?[ -]old|[ -]yrs?[ -]old|\s?y/o)\b", re.IGNORECASE)
+_AGE_BEFORE = re.compile(r"\baged?\b\s*(?:[:=]\s*|(?:is|of|was)\s+)?$", re.IGNORECASE)
+_TURN_BEFORE = re.compile(r"\bturn(?:ed|s|ing)?\s+$", re.IGNORECASE)
+_TURN_AFTER = re.compile(r"\s*(?:[.!?,;)]|$|(?:years?|yrs?|this|today|tomorrow|next|last|soon)\b)",
+                         re.IGNORECASE)
+_PERSON_BEFORE = re.compile(r"\b(?:I['’]m|I am|I was|(?:he|she)(?:['’]s| is| was))\s+$",
+                            re.IGNORECASE)
+
+
+def _is_age(text: str, start: int, end: int) -> bool:
+    # Plain string tests before any pattern: most numbers in a prompt have no such words near.
+    after = text[end:end + 2]
+    if (after[:1] in ("y", "Y") or after in (" y", " Y", "-y", "-Y")) and _AGE_AFTER.match(
+            text, end):
+        return True
+    if after and (after[0] == "%" or after[0].isalpha() or (
+            after[0] in ".,:" and after[1:].isdigit())):
+        return False  # "52%", "34abc", "3.5", "12:30"
+    lo = max(0, start - 24)
+    before = text[lo:start].lower()
+    if "age" in before and _AGE_BEFORE.search(text, lo, start):
+        return True
+    if "turn" in before and _TURN_BEFORE.search(text, lo, start):
+        return _TURN_AFTER.match(text, end) is not None
+    rest = text[end:end + 4].lstrip()
+    return (not rest or rest[0] in ".!?;") and _PERSON_BEFORE.search(text, lo, start) is not None
+
+
+def ages(text: str) -> list[PiiEntity]:
+    out = []
+    for m in _NUMBER.finditer(text):
+        start, end = m.span()
+        if end - start > 3 or int(m.group()) > 130 or (
+                start and (text[start - 1].isalnum() or text[start - 1] in "_.,")):
+            continue
+        if _is_age(text, start, end):
+            out.append(_ent("AGE", text, start, end, IN_CONTEXT))
+    return out
+
+
+# --------------------------------------------------------------------------- all of them
+
+# In order of trust: where two overlap, the earlier one's match stays.
+RECOGNISERS: tuple[tuple[str, Callable[[str], list[PiiEntity]]], ...] = (
+    ("IBAN_CODE", ibans),
+    ("CREDIT_CARD", credit_cards),
+    ("US_SSN", us_ssns),
+    ("IP_ADDRESS", ip_addresses),
+    ("URL", urls),
+    ("EMAIL_ADDRESS", emails),
+    ("DOMAIN_NAME", domains),
+    ("PHONE_NUMBER", phone_numbers),
+    ("ZIP_CODE", zip_codes),
+    ("AGE", ages),
+)
+RULE_TYPES = frozenset({"AGE", "CREDIT_CARD", "DOMAIN_NAME", "EMAIL_ADDRESS", "IBAN_CODE",
+                        "IP_ADDRESS", "PHONE_NUMBER", "US_SSN", "ZIP_CODE"})
+CONTEXT_TYPES = frozenset({"AGE", "ZIP_CODE"})  # found by the words around, no check
+
+
+_DIGIT = re.compile(r"\d")
+# Seven digits with at most two separators between each: in every card number, SSN, phone
+# number and IBAN (its account number) there is such a run.
+_LONG_NUMBER = re.compile(r"\d(?:[ ().+/-]{0,2}\d){6}")
+
+
+def _wanted(name: str, text: str, has_digit: bool, long_number: bool) -> bool:
+    """Cheap tests of what a recogniser needs at all, so prose costs next to nothing."""
+    if name in ("IBAN_CODE", "CREDIT_CARD", "US_SSN", "PHONE_NUMBER"):
+        return long_number
+    if name in ("ZIP_CODE", "AGE"):
+        return has_digit
+    if name == "IP_ADDRESS":
+        return has_digit or text.count(":") >= 2
+    if name == "URL":
+        return "://" in text or "www." in text or "WWW." in text
+    if name == "EMAIL_ADDRESS":
+        return "@" in text
+    return "." in text  # DOMAIN_NAME
+
+
+def recognise(text: str, names: Iterable[str] | None = None) -> list[PiiEntity]:
+    """Every rule entity in ``text``, without overlaps (the more trusted recogniser's stays),
+    sorted by start. ``names``: only these recognisers (``RECOGNISERS``' names), e.g. to
+    measure one alone."""
+    only = set(names) if names is not None else None
+    has_digit = _DIGIT.search(text) is not None
+    long_number = has_digit and _LONG_NUMBER.search(text) is not None
+    found: list[PiiEntity] = []
+    for name, fn in RECOGNISERS:
+        if (only is not None and name not in only) or not _wanted(
+                name, text, has_digit, long_number):
+            continue
+        for e in fn(text):
+            if not any(f.start < e.end and e.start < f.end for f in found):
+                found.append(e)
+    return sorted(found, key=lambda e: (e.start, e.end))
+
+
+def _rule_wins(rule: PiiEntity, model: PiiEntity) -> bool:
+    if rule.type not in CONTEXT_TYPES and (
+            model.type in RULE_TYPES or (rule.start <= model.start and model.end <= rule.end)):
+        return True
+    return (rule.end - rule.start, rule.score) > (model.end - model.start, model.score)
+
+
+def union(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEntity]
+          ) -> list[PiiEntity]:
+    """The model's entities and the rules', one span and one type where they overlap (the
+    rule in the module docstring), sorted by start."""
+    kept = list(model_entities)
+    added: list[PiiEntity] = []
+    for r in rule_entities:
+        rivals = [m for m in kept if m.start < r.end and r.start < m.end]
+        if all(_rule_wins(r, m) for m in rivals):
+            kept = [m for m in kept if not any(m is x for x in rivals)]
+            added.append(r)
+    return sorted(kept + added, key=lambda e: (e.start, e.end, e.type))
+
+
+def _ent(kind: str, text: str, start: int, end: int, score: float = CHECKED) -> PiiEntity:
+    return PiiEntity(kind, start, end, text[start:end], score)
