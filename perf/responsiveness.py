@@ -26,7 +26,8 @@ non-2xx answer. The maximal request's Triton work (~340 rows of 128 tokens) shar
 with the small ``auto`` requests; ``/health``, ``/metrics`` and ``passthrough`` need none, so
 they show the event loop alone.
 
-    python perf/responsiveness.py                  # ~2 min: 20 s per phase, one round
+    python perf/responsiveness.py                  # 3-5 min: 20 s per phase, one round, and
+                                                   # each heavy phase waits for its last maximal
     python perf/responsiveness.py --phases A,B --duration 5     # quick check
 """
 

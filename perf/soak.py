@@ -536,9 +536,9 @@ def plot(path: Path, rows: list[dict], out: Soak, window_s: float) -> Path | Non
     ax.set_yscale("log")
     ax.set_ylabel("latency (ms)")
     ax.grid(True, which="both", alpha=0.3)
-    errs = [(m, r["unexpected"]) for m, r in zip(mid, rows, strict=True) if r["unexpected"]]
+    errs = [(m, r["p99_ms"]) for m, r in zip(mid, rows, strict=True) if r["unexpected"]]
     if errs:
-        ax.scatter([m for m, _ in errs], [rows[0]["p99_ms"]] * len(errs), marker="x",
+        ax.scatter([m for m, _ in errs], [p for _, p in errs], marker="x", s=80, zorder=3,
                    color="red", label="window with unexpected errors")
     tw = ax.twinx()
     tw.plot(mid, [r["throughput"] for r in rows], ":", color="grey", label="requests/s")
