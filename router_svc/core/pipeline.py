@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,8 @@ from router_svc.core.metrics import Metrics
 from router_svc.core.normalize import Folded, fold
 from router_svc.core.selection import BackendTarget, Decision, pii_rejection_response, select_model
 from router_svc.core.texts import JOINED, Path, Segment, split_joined
+
+log = logging.getLogger(__name__)
 
 # partial: some content (an image, audio, a file) could not be read
 PiiStatus = Literal["checked", "partial", "skipped", "unchecked"]
@@ -117,6 +120,7 @@ class Router:
         self.classifier = classifier
         self.metrics = metrics
         self._env = os.environ if environ is None else environ
+        self._down_logged = float("-inf")  # when a classifier failure was last logged
         # ``sessions``: where session pins live (default: in this process, when configured).
         self.conversations = Conversations(config, sessions)
 
@@ -284,9 +288,15 @@ class Router:
     def _on_classifier_down(self, req: ChatRequest | CompletionRequest,
                             err: ClassifierDown) -> PiiStatus:
         on = self.config.classifier.on_error
+        # Said in the log (at most every 10 s), not only in /metrics: an operator reading the
+        # log of a router answering 503s must see why.
+        now = time.monotonic()
+        if now - self._down_logged >= 10.0:
+            self._down_logged = now
+            log.warning("classification failed (%s); classifier.on_error decides the answer", err)
         if on.pii == "block":
             raise ClassifierUnavailable(
-                "The PII check is unavailable and this router fails closed "
+                f"The PII check could not run ({err}) and this router fails closed "
                 "(classifier.on_error.pii: block); retry shortly."
             ) from err
         if req.model == self.config.routing.alias and on.routing == "fail_closed":

@@ -103,11 +103,16 @@ async def test_a_model_that_allows_all_pii_needs_no_classification() -> None:
     assert clf.calls == [] and r.pii_status == "skipped" and r.decision.model == "phi4"
 
 
-async def test_classifier_down_fails_closed_by_default() -> None:
-    with pytest.raises(ClassifierUnavailable) as e:
-        await router(clf=FakeClassifier(fail=ConnectionError("down"))).route(
-            "chat", chat("derivative"))
+async def test_classifier_down_fails_closed_by_default(caplog) -> None:
+    r = router(clf=FakeClassifier(fail=ConnectionError("down")))
+    with caplog.at_level("WARNING", logger="router_svc.core.pipeline"):
+        for _ in range(3):
+            with pytest.raises(ClassifierUnavailable) as e:
+                await r.route("chat", chat("derivative"))
     assert e.value.status == 503 and e.value.headers == {"x-router-pii-check": "unavailable"}
+    assert "ConnectionError" in e.value.message  # says why, not only that it failed
+    logged = [m for m in caplog.messages if m.startswith("classification failed")]
+    assert len(logged) == 1  # in the log, at most once per 10 s
 
 
 async def test_classifier_down_with_allow_is_reported_unchecked() -> None:
