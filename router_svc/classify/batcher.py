@@ -194,12 +194,19 @@ class Batcher:
         self._stats = stats or BatchStats()
         # Free Triton call slots. One batch runs while the next is gathered and sent (TEI
         # keeps one prefetched): Triton never idles on the router's round trip.
-        self._free = max_inflight
+        self._free = self.max_inflight = max_inflight
         self._wake = asyncio.Event()  # a job arrived or a slot came free
         # Calls of a batch already under way that wait for a slot: a freed slot goes to them
         # before a new batch is formed, so a batch's calls are not starved by later batches.
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self._running: set[asyncio.Task[None]] = set()
+
+    def set_max_inflight(self, n: int) -> None:
+        """Change the number of Triton calls at once (a Triton fleet grew or shrank): calls
+        under way finish; new ones start only while fewer than ``n`` run."""
+        self._free += n - self.max_inflight
+        self.max_inflight = n
+        self._wake.set()
 
     @property
     def depth(self) -> int:

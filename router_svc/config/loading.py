@@ -53,6 +53,7 @@ from router_svc.config.schema import (
     RoutingConfig,
     RoutingOnError,
     TritonConfig,
+    parse_addresses,
 )
 from router_svc.labels import CATEGORIES, PII_TYPES
 
@@ -178,6 +179,11 @@ def _check_sections(ctx: Ctx, s: dict[str, Any]) -> None:
             "triton.url",
             f"{url!r} has a scheme; the gRPC client wants host:port, e.g. {TritonConfig().url}",
         )
+    else:
+        try:
+            parse_addresses(url)
+        except ValueError as e:
+            ctx.error("triton.url", f"{e}; several servers: host1:8001,host2:8001")
     listen, ext = s["listen"], s["extproc"]
     if ext.port and ext.port == listen.port:
         ctx.error(

@@ -46,11 +46,31 @@ class ListenConfig:
     port: int = _bounded(8801, lo=0, hi=65535)
 
 
+def parse_addresses(url: str) -> list[tuple[str, int]]:
+    """``host:port[,host:port...]`` -> ``[(host, port), ...]``; ``[v6]:port`` for IPv6.
+
+    Raises ``ValueError`` naming the bad part (the config check turns it into an error).
+    """
+    out: list[tuple[str, int]] = []
+    for part in (p.strip() for p in url.split(",")):
+        if not part:
+            raise ValueError(f"{url!r} has an empty address; separate addresses by one comma")
+        host, sep, port = part.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{part!r} is not host:port (e.g. triton:8001)")
+        out.append((host, int(port)))
+    return out
+
+
 @dataclass(frozen=True)
 class TritonConfig:
-    url: str = "127.0.0.1:8001"  # gRPC host:port, no scheme
+    # gRPC host:port, no scheme; several comma-separated, or a name resolving to several (a
+    # headless Service): calls spread over them, a dead one skipped (router_svc/triton/fleet.py).
+    url: str = "127.0.0.1:8001"
     model_name: str = "semantic_router"
     timeout_s: float = _bounded(2.0, lo=0, lo_open=True)  # gRPC deadline per inference call
+    resolve_interval_s: float = _bounded(10.0, lo=0, lo_open=True)  # names in url resolved again
 
 
 @dataclass(frozen=True)

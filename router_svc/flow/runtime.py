@@ -25,10 +25,13 @@ from router_svc.core.auth import Gate
 from router_svc.core.metrics import Metrics
 from router_svc.core.pipeline import Router
 from router_svc.flow.request import RequestFlow
-from router_svc.triton.client import ModelContractError, ModelInfo, TritonClient, TritonError
+from router_svc.triton.client import ModelContractError, ModelInfo, TritonError
+from router_svc.triton.fleet import TritonFleet
 
 log = logging.getLogger(__name__)
 
+# Triton calls in flight per server: one runs while the next is sent (classify/batcher.py).
+CALLS_PER_TRITON = 2
 DEFAULT_TOKENIZER = Path("model_repository/semantic_router/1/tokenizer.json")
 
 
@@ -59,7 +62,7 @@ class Runtime:
                                       categories=None)
         self.cache = CacheFront(config.cache, None)
         self.gate = Gate.for_config(config)  # a bad keys file fails here, at start-up
-        self.triton: TritonClient | None = None
+        self.triton: TritonFleet | None = None
         self.model_info: ModelInfo | None = None
         self.router: Router | None = None
         self.proxy: Proxy | None = None
@@ -131,8 +134,9 @@ class Runtime:
     @contextlib.asynccontextmanager
     async def _classifier(self) -> AsyncIterator[None]:
         config, metrics = self.config, self.metrics
-        client = TritonClient(config.triton.url, config.triton.model_name,
-                              timeout_s=config.triton.timeout_s)
+        t = config.triton
+        client = TritonFleet(t.url, t.model_name, timeout_s=t.timeout_s,
+                             resolve_interval_s=t.resolve_interval_s)
         self.triton = client
         try:
             info = await wait_for_model(client, self.startup_timeout_s)
@@ -157,7 +161,10 @@ class Runtime:
         batcher = Batcher(infer, max_batch_size=min(b.max_batch_size, info.max_batch_size),
                           max_wait_s=b.max_wait_ms / 1000, max_queue=b.max_queue,
                           max_batch_tokens=b.max_batch_tokens,
-                          max_queue_wait_s=b.max_queue_wait_ms / 1000, stats=stats)
+                          max_queue_wait_s=b.max_queue_wait_ms / 1000, stats=stats,
+                          max_inflight=CALLS_PER_TRITON * len(client.members))
+        # Each Triton of a fleet gets as many calls at once as a lone one does.
+        client.on_size = lambda n: batcher.set_max_inflight(CALLS_PER_TRITON * n)
         await batcher.start()
         pm = config.classifier.pii_model
         clf = Classifier(tok, batcher, list(info.categories), list(info.pii_tags),
@@ -191,7 +198,7 @@ class Runtime:
                 self.cache.cache = None
 
 
-async def wait_for_model(client: TritonClient, timeout_s: float) -> ModelInfo:
+async def wait_for_model(client: TritonFleet, timeout_s: float) -> ModelInfo:
     """Triton may still be starting (compose): retry until the model answers or time is up.
 
     Triton still down when the time is up fails start-up (``serve`` exits with this message)

@@ -183,13 +183,13 @@ def parse_model_config(config: dict) -> ModelInfo:
     return dataclasses.replace(info, input_dtype=dtype)
 
 
-def _version_key(v: str) -> tuple[int, str]:
+def version_key(v: str) -> tuple[int, str]:
     return (int(v), "") if v.isdigit() else (-1, v)
 
 
 def newest_version(versions: Sequence[str]) -> str:
     """The newest of Triton's model versions (numeric directory names); "" when none."""
-    return max(versions, key=_version_key) if versions else ""
+    return max(versions, key=version_key) if versions else ""
 
 
 # gRPC's reconnect backoff grows with an outage (up to two minutes by default), so a router
@@ -226,14 +226,18 @@ class TritonClient:
             ),
         )
         info = parse_model_config(cfg["config"])
+        self.info = dataclasses.replace(info, version=newest_version(await self.versions()))
+        return self.info
+
+    async def versions(self) -> list[str]:
+        """The versions of the model Triton serves now."""
         meta = await self._call(
             f"metadata of {self.model_name!r}",
             self._client.get_model_metadata(
                 self.model_name, as_json=True, client_timeout=self.timeout_s
             ),
         )
-        self.info = dataclasses.replace(info, version=newest_version(meta.get("versions", [])))
-        return self.info
+        return list(meta.get("versions", []))
 
     async def ready(self) -> bool:
         # The model only: a strict server reports not ready while any model in its repository
@@ -264,7 +268,7 @@ class TritonClient:
                 np.concatenate([getattr(p, f) for p in parts])
                 for f in ("category_logits", "pii_logits", "embedding")
             ),
-            version=max((p.version for p in parts), key=_version_key),
+            version=max((p.version for p in parts), key=version_key),
         )
 
     async def _infer(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> InferOutputs:
