@@ -43,18 +43,13 @@ DEFAULT_PREFERRED = (8, 16, 32, 64)
 # instance is busy (the grid's figures are in perf/README.md).
 DEFAULT_QUEUE_DELAY_US = 2000
 CPU_QUEUE_DELAY_US = 0
-# Triton's own stale-work drop (``default_queue_policy``): a request still queued this long is
-# rejected instead of run. Well above the router's gRPC deadline per call (triton.timeout_s,
-# 2 s by default), so it drops only work whose caller gave up, e.g. left by a router that timed
-# out or restarted; a client may ask for less (allow_timeout_override). GPU calls take
-# milliseconds. On CPU one call of 32 long rows can take seconds and a queued call waits for
-# the running one: a loaded 2-core machine (the test suite, triton.timeout_s 30) saw more
-# than 5 s.
-DEFAULT_QUEUE_TIMEOUT_US = 5_000_000
-CPU_QUEUE_TIMEOUT_US = 60_000_000
-# Requests (not rows), a bound on Triton's memory: each router sends at most a few calls at
-# once, so only many routers or a load generator past saturation reach it.
-DEFAULT_MAX_QUEUE_SIZE = 1024
+# Triton's own stale-work drop (``default_queue_policy``) is off unless asked for: with any
+# such block (even a size bound alone) Triton 2.51's dynamic batcher holds a call that arrives
+# while the instance is busy for ~0.5 s, 12-28 of 80 two-client calls on CPU against none
+# without it (perf/README.md, "Triton queue policy stalls"). The router drops stale work itself
+# (classify/batcher.py: deadlines, max_queue_wait_ms) and every call has a gRPC deadline.
+DEFAULT_QUEUE_TIMEOUT_US = 0
+DEFAULT_MAX_QUEUE_SIZE = 0
 
 P_CATEGORIES = "category_labels"
 P_PII_TAGS = "pii_tags"
@@ -110,7 +105,7 @@ def render_config(
     embedding_dim: int = DEFAULT_EMBEDDING_DIM,
     preferred_batch_sizes: Sequence[int] = DEFAULT_PREFERRED,
     max_queue_delay_us: int | None = None,
-    queue_timeout_us: int | None = None,
+    queue_timeout_us: int = DEFAULT_QUEUE_TIMEOUT_US,
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     instance_count: int = 1,
     ort_intra_op_threads: int = 0,
@@ -124,17 +119,14 @@ def render_config(
     a TensorRT plan built by ``export/build_trt.sh``. ``parameters`` replaces the label
     parameters (tests use it to break the contract on purpose). ``max_queue_delay_us`` defaults
     by kind: ``CPU_QUEUE_DELAY_US`` for python, ``DEFAULT_QUEUE_DELAY_US`` for the GPU kinds.
-    ``queue_timeout_us`` / ``max_queue_size``: Triton's queue policy (0: no limit); a request
-    queued longer, or past the size, is rejected, and a client may ask for a shorter timeout.
-    The timeout defaults by kind: ``CPU_QUEUE_TIMEOUT_US`` for python,
-    ``DEFAULT_QUEUE_TIMEOUT_US`` for the GPU kinds.
+    ``queue_timeout_us`` / ``max_queue_size``: Triton's queue policy, rendered only when one
+    is > 0 (off by default, see ``DEFAULT_QUEUE_TIMEOUT_US``); a request queued longer, or past
+    the size, is rejected, and a client may ask for a shorter timeout.
     """
     if kind not in ("onnxruntime", "python", "tensorrt"):
         raise ValueError(f"kind must be onnxruntime, python or tensorrt, not {kind!r}")
     if max_queue_delay_us is None:
         max_queue_delay_us = CPU_QUEUE_DELAY_US if kind == "python" else DEFAULT_QUEUE_DELAY_US
-    if queue_timeout_us is None:
-        queue_timeout_us = CPU_QUEUE_TIMEOUT_US if kind == "python" else DEFAULT_QUEUE_TIMEOUT_US
     if parameters is None:
         parameters = label_parameters(categories, pii_tags, max_sequence_length, embedding_dim)
         if kind == "python":
@@ -193,12 +185,12 @@ def render_config(
         "dynamic_batching {",
         f"  preferred_batch_size: [ {', '.join(str(int(b)) for b in preferred_batch_sizes)} ]",
         f"  max_queue_delay_microseconds: {int(max_queue_delay_us)}",
-        "  default_queue_policy {",
-        "    timeout_action: REJECT",
-        f"    default_timeout_microseconds: {int(queue_timeout_us)}",
-        "    allow_timeout_override: true",
-        f"    max_queue_size: {int(max_queue_size)}",
-        "  }",
+        *(["  default_queue_policy {",
+           "    timeout_action: REJECT",
+           f"    default_timeout_microseconds: {int(queue_timeout_us)}",
+           "    allow_timeout_override: true",
+           f"    max_queue_size: {int(max_queue_size)}",
+           "  }"] if queue_timeout_us > 0 or max_queue_size > 0 else []),
         "}",
         "parameters [",
         ",\n".join(

@@ -46,10 +46,7 @@ from router_svc.triton.python_model import (
 )
 from router_svc.triton.repository import (
     COMMITTED,
-    CPU_QUEUE_TIMEOUT_US,
     DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_MAX_QUEUE_SIZE,
-    DEFAULT_QUEUE_TIMEOUT_US,
     REPO_ROOT,
     label_parameters,
     onnx_output_dims,
@@ -106,19 +103,26 @@ def test_rendered_config_parses_and_carries_labels(kind):
     assert info.input_dtype == ("INT32" if kind == "tensorrt" else "INT64")
     assert cfg["dynamic_batching"]["preferred_batch_size"]
     assert cfg["instance_group"][0]["kind"] == ("KIND_CPU" if kind == "python" else "KIND_GPU")
-    assert_queue_policy(cfg, kind)
+    # No queue policy by default: with one, Triton 2.51 holds some calls ~0.5 s
+    # (repository.DEFAULT_QUEUE_TIMEOUT_US); asked for, it is rendered.
+    assert "default_queue_policy" not in cfg["dynamic_batching"]
+    asked = parse_pbtxt(render_config(kind, queue_timeout_us=QUEUE_TIMEOUT_US,
+                                      max_queue_size=MAX_QUEUE_SIZE))
+    assert_queue_policy(asked)
 
 
-def assert_queue_policy(cfg: dict, kind: str) -> None:
+QUEUE_TIMEOUT_US, MAX_QUEUE_SIZE = 60_000_000, 1024
+
+
+def assert_queue_policy(cfg: dict) -> None:
     """Triton rejects work queued past the timeout (stale: its caller gave up) or the size."""
     policy = cfg["dynamic_batching"]["default_queue_policy"]
     assert policy.get("timeout_action", "REJECT") == "REJECT"  # the enum's default: omitted
-    timeout_us = CPU_QUEUE_TIMEOUT_US if kind == "python" else DEFAULT_QUEUE_TIMEOUT_US
-    assert int(policy["default_timeout_microseconds"]) == timeout_us
+    assert int(policy["default_timeout_microseconds"]) == QUEUE_TIMEOUT_US
     assert policy["allow_timeout_override"] is True
-    assert int(policy["max_queue_size"]) == DEFAULT_MAX_QUEUE_SIZE
+    assert int(policy["max_queue_size"]) == MAX_QUEUE_SIZE
     # above the router's gRPC deadline per call: only work whose caller gave up is dropped
-    assert TritonConfig().timeout_s * 1e6 < timeout_us
+    assert TritonConfig().timeout_s * 1e6 < QUEUE_TIMEOUT_US
 
 
 @pytest.mark.parametrize(
@@ -278,15 +282,30 @@ async def test_label_contract_from_triton(triton, tiny_model_dir):
 
 
 @pytest.mark.integration
-async def test_triton_drops_requests_queued_past_their_timeout(triton, tiny_model_dir):
-    """The queue policy loaded: Triton serves it back, and a request that waits in the queue
-    past its timeout (here a per-request override of 1 us, behind full batches that keep the
-    one instance busy) is rejected without running."""
-    async with TritonClient(triton.grpc_url, timeout_s=60) as c:
+async def test_triton_drops_requests_queued_past_their_timeout(triton, tiny_model_dir,
+                                                                tmp_path):
+    """A queue policy asked for loads: Triton serves it back, and a request that waits in the
+    queue past its timeout (here a per-request override of 1 us, behind full batches that keep
+    the one instance busy) is rejected without running. The session's Triton has none (the
+    default)."""
+    async with TritonClient(triton.grpc_url, timeout_s=10) as c:
+        served = await c._client.get_model_config(MODEL_NAME, as_json=True, client_timeout=10)
+        assert "default_queue_policy" not in served["config"]["dynamic_batching"]
+    server = await TritonServer(tiny_model_dir, work_dir=tmp_path,
+                                queue_timeout_us=QUEUE_TIMEOUT_US,
+                                max_queue_size=MAX_QUEUE_SIZE).astart()
+    try:
+        await _queued_past_timeout(server, tiny_model_dir)
+    finally:
+        server.stop()
+
+
+async def _queued_past_timeout(server: TritonServer, tiny_model_dir) -> None:
+    async with TritonClient(server.grpc_url, timeout_s=60) as c:
         await c.load_model_info()
         raw = c._client
         served = await raw.get_model_config(MODEL_NAME, as_json=True, client_timeout=10)
-        assert_queue_policy(served["config"], "python")
+        assert_queue_policy(served["config"])
         long_ids = np.full((DEFAULT_MAX_BATCH_SIZE, 512), 1996, dtype=np.int64)
         busy = [asyncio.ensure_future(c.infer(long_ids, np.ones_like(long_ids)))
                 for _ in range(3)]
