@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from router_svc.classify.classifier import Classification, Classifier
+from router_svc.classify.batcher import RowOutput
+from router_svc.classify.classifier import Classification, Classifier, RowPlan
 from router_svc.classify.pii import PiiEntity
 from router_svc.classify.recognisers import RECOGNISERS, recognise, union
 from router_svc.ops.up import ServedModelOptions
@@ -68,6 +70,11 @@ class PiiEvalOptions:
     # and the rule recognisers' union, as the router runs by default; False: the model's alone.
     # The model alone, the rules alone and the union are scored per type either way.
     recognisers: bool = True
+    # Per-type thresholds (``classifier.pii_model.type_thresholds``); the rest: ``threshold``.
+    type_thresholds: Mapping[str, float] | None = None
+    # Choose per-type thresholds on one half of the data (split by template id), report them
+    # on the other half and write pii_thresholds.yaml (``choose_thresholds``).
+    choose_thresholds: bool = False
 
 
 @dataclass
@@ -139,7 +146,9 @@ def micro(per_type: dict[str, PRF], types: set[str] | None = None) -> PRF:
 
 @contextlib.asynccontextmanager
 async def served_classifier(served: ServedModelOptions, pii_threshold: float = 0.5,
-                            max_batch: int = 32) -> AsyncIterator[Classifier]:
+                            max_batch: int = 32,
+                            pii_type_thresholds: Mapping[str, float] | None = None,
+                            ) -> AsyncIterator[Classifier]:
     """A classifier over a given Triton, or over an embedded one started for the evaluation."""
     from router_svc.classify.batcher import Batcher
     from router_svc.classify.tokenization import TextTokenizer
@@ -167,7 +176,8 @@ async def served_classifier(served: ServedModelOptions, pii_threshold: float = 0
         stack.push_async_callback(batcher.stop)
         tok = TextTokenizer(Path(served.model_dir) / "tokenizer.json")
         yield Classifier(tok, batcher, list(info.categories), list(info.pii_tags),
-                         pii_threshold=pii_threshold, window=min(256, info.max_sequence_length))
+                         pii_threshold=pii_threshold, window=min(256, info.max_sequence_length),
+                         pii_type_thresholds=pii_type_thresholds)
 
 
 async def classify_all(clf: Classifier, items: list[tuple[str, list[str]]],
@@ -328,35 +338,117 @@ def run_presidio(texts: list[str]) -> tuple[list[list[Span]], float]:
     return out, (time.perf_counter() - t) / max(1, len(texts))
 
 
+async def read_all(clf: Classifier, texts: list[str], desc: str, concurrency: int = 64
+                   ) -> list[tuple[RowPlan, list[RowOutput]]]:
+    """Each text through the tokenizer and Triton once, as ``Classifier.classify`` reads a
+    prompt that is one segment, kept undecoded: ``decode_all`` decodes it at any threshold
+    without running the model again."""
+    sem = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(texts), desc=desc, unit="text")
+
+    async def one(x: str) -> tuple[RowPlan, list[RowOutput]]:
+        async with sem:
+            plan = clf.plan(x, [x])
+            out = await clf.batcher.submit([w.ids for w in plan.rows])
+            bar.update(1)
+            return plan, out
+
+    try:
+        return await asyncio.gather(*(one(x) for x in texts))
+    finally:
+        bar.close()
+
+
+def decode_all(clf: Classifier, reads: Sequence[tuple[RowPlan, list[RowOutput]]],
+               texts: Sequence[str], threshold: float,
+               type_thresholds: Mapping[str, float] | None = None) -> list[list[PiiEntity]]:
+    """The model's entities of each text read by ``read_all``, decoded as the router decodes
+    them with these thresholds (the classifier's recognisers setting applies)."""
+    clf.pii_threshold, clf.pii_type_thresholds = threshold, dict(type_thresholds or {})
+    return [clf.decode(plan, out, [x]).pii[0]
+            for (plan, out), x in zip(reads, texts, strict=True)]
+
+
+# The thresholds a PR curve sweeps; the model's entities are decoded once at the lowest.
+SWEEP = tuple(round(0.05 + 0.01 * i, 2) for i in range(91))  # 0.05 .. 0.95
+# --choose-thresholds: the highest threshold whose recall is within this of the best one.
+RECALL_TOLERANCE = 0.005
+
+
 async def eval_pii(opts: PiiEvalOptions) -> str:
     from export.data import load_presidio
 
     examples, rep = load_presidio(opts.data)
     texts = [e.text for e in examples]
     gold = [[(s.type, s.start, s.end) for s in e.spans] for e in examples]
-    async with served_classifier(opts.served, pii_threshold=opts.threshold) as clf:
+    base = dict(opts.type_thresholds or {})
+    limit = _limits(opts.threshold, base)
+    headline = "union" if opts.recognisers else "model"
+    rules = [recognise(x) for x in texts] if opts.recognisers else None
+    sweep_rows, report_rows = list(range(len(texts))), []
+    if opts.choose_thresholds:
+        sweep_rows, report_rows = split_by_template(examples)
+    async with served_classifier(opts.served, pii_threshold=opts.threshold,
+                                 pii_type_thresholds=base) as clf:
         clf.recognisers = False  # the model alone here; the rules and the union follow
         t = time.perf_counter()
-        res = await classify_all(clf, [(x, [x]) for x in texts], "pii")
+        reads = await read_all(clf, texts, "pii")
+        model_entities = decode_all(clf, reads, texts, opts.threshold, base)
         ours_s = (time.perf_counter() - t) / max(1, len(texts))
-    model_entities = [r.pii[0] for r in res]
+        # Every entity the model reads down to the sweep's lowest threshold, with its score:
+        # the PR curves and the threshold choice filter these; the model is not run again.
+        low = decode_all(clf, [reads[i] for i in sweep_rows], [texts[i] for i in sweep_rows],
+                         min(SWEEP[0], opts.threshold, *base.values()))
+        curves = pr_sweep([gold[i] for i in sweep_rows], low,
+                          None if rules is None else [rules[i] for i in sweep_rows], SWEEP,
+                          limit)
+        chosen: dict[str, PrPoint] = {}
+        if opts.choose_thresholds:
+            chosen = {k: c for k, pts in curves.items()
+                      if (c := choose_threshold(pts, RECALL_TOLERANCE, limit(k))) is not None}
+            # The other half, decoded as the router would decode it: one threshold, then
+            # with the chosen ones (so the figures are a real decode's, not the sweep's).
+            rr, rt = [reads[i] for i in report_rows], [texts[i] for i in report_rows]
+            mapped = {**base, **{k: c.threshold for k, c in chosen.items()
+                                 if c.threshold != limit(k)}}
+            thresholds = threshold_report(
+                [gold[i] for i in report_rows], decode_all(clf, rr, rt, opts.threshold, base),
+                decode_all(clf, rr, rt, opts.threshold, mapped),
+                None if rules is None else [rules[i] for i in report_rows], chosen)
+            thresholds["map"] = mapped  # what the report half was decoded with
+            thresholds["threshold"], thresholds["base"] = opts.threshold, base
+            thresholds["how"] = (
+                f"chosen on {len(sweep_rows)} rows of {opts.data} (one half by template id), "
+                f"reported on the other {len(report_rows)}: per type the highest threshold "
+                f"whose overlap recall ({headline}) is within {RECALL_TOLERANCE} of the best "
+                f"reachable (of thresholds scoring alike, the nearest the configured one); "
+                f"types not listed: threshold {opts.threshold} (run with --threshold at the "
+                f"config's classifier.pii_model.threshold)")
     systems, rules_s = pii_systems(texts, model_entities)
     scored = {name: score_spans(gold, p) for name, p in systems.items()}
-    headline = "union" if opts.recognisers else "model"
     pred = systems[headline]
     per_type, relaxed = scored[headline]
     m, mr = micro(per_type), micro(relaxed)
     summary: dict = {
         "rows": len(examples), "skipped_rows": rep.skipped, "headline": headline,
+        "threshold": opts.threshold, "type_thresholds": base,
         "micro": {"precision": m.precision, "recall": m.recall, "f1": m.f1},
         "micro_overlap": {"precision": mr.precision, "recall": mr.recall, "f1": mr.f1},
         "per_type": {t: {"precision": v.precision, "recall": v.recall, "f1": v.f1,
-                         "support": v.tp + v.fn} for t, v in sorted(per_type.items())},
+                         "support": v.tp + v.fn, "overlap": _prf(relaxed.get(t, PRF()))}
+                     for t, v in sorted(per_type.items())},
         "seconds_per_text_ours_concurrent": ours_s,
         "seconds_per_text_recognisers": rules_s,
         "systems": {name: _system_summary(*sc) for name, sc in scored.items()},
         "recognisers": _each_recogniser(texts, gold, model_entities),
+        "pr_curves": {
+            "rows": len(sweep_rows), "system": headline,
+            "per_type": {k: [{"threshold": p.threshold, "exact": _prf(p.exact),
+                              "overlap": _prf(p.overlap)} for p in pts]
+                         for k, pts in curves.items()}},
     }
+    if opts.choose_thresholds:
+        summary["thresholds"] = thresholds
     if opts.presidio:
         ppred, psec = run_presidio(texts)
         pt: dict[str, PRF] = {}
@@ -370,7 +462,8 @@ async def eval_pii(opts: PiiEvalOptions) -> str:
                      "DOMAIN_NAME"}
         ours_sup, pres_sup = micro(per_type, supported), micro(pt, supported)
         # Sequential time per prompt for ours too, for a like-for-like latency comparison.
-        async with served_classifier(opts.served, pii_threshold=opts.threshold) as clf:
+        async with served_classifier(opts.served, pii_threshold=opts.threshold,
+                                     pii_type_thresholds=base) as clf:
             t = time.perf_counter()
             for x in tqdm(texts[:300], desc="ours sequential", unit="text"):
                 await clf.classify(x, [x])
@@ -397,13 +490,271 @@ async def eval_pii(opts: PiiEvalOptions) -> str:
                     "rules": [[t, a, b, text[a:b]] for t, a, b in sorted(r, key=lambda x: x[1])],
                 }) + "\n")
     _plot_pii_per_type(summary["systems"], out / "pii_per_type.png")
+    _plot_pr_curves(curves, limit, chosen, out / "pii_pr_curves.png",
+                    f"{headline}, {len(sweep_rows)} rows"
+                    + (", the half thresholds are chosen on" if opts.choose_thresholds else ""))
     _print_pii(summary)
+    if "thresholds" in summary:
+        th = summary["thresholds"]
+        (out / "pii_thresholds.yaml").write_text(thresholds_yaml(th["map"], th["how"]))
+        _print_thresholds(th)
     line = (f"precision={m.precision:.3f} recall={m.recall:.3f} f1={m.f1:.3f} "
             f"overlap_f1={mr.f1:.3f}")
     if "presidio" in summary:
         line += (f" presidio_f1={summary['presidio']['micro']['f1']:.3f}"
                  f" presidio_overlap_f1={summary['presidio']['micro_overlap_f1']:.3f}")
     return line
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+@dataclass(frozen=True)
+class PrPoint:
+    """One type's figures at one threshold (exact and overlap matching)."""
+
+    threshold: float
+    exact: PRF
+    overlap: PRF
+
+
+def _limits(threshold: float, type_thresholds: Mapping[str, float] | None
+            ) -> Callable[[str], float]:
+    """A type's threshold under this operating point."""
+    m = dict(type_thresholds or {})
+    return lambda kind: m.get(kind, threshold)
+
+
+def pr_sweep(gold: Sequence[list[Span]], entities: Sequence[list[PiiEntity]],
+             rules: Sequence[list[PiiEntity]] | None, thresholds: Sequence[float],
+             limit: Callable[[str], float]) -> dict[str, list[PrPoint]]:
+    """Per type the model reports, its precision and recall as its threshold sweeps over
+    ``thresholds`` while every other type keeps ``limit(type)``.
+
+    ``entities`` are the model's, decoded once at a threshold no higher than the lowest swept
+    (each with its score); an entity counts at threshold ``t`` when its score is ``t`` or
+    more. ``rules``: the rule recognisers' entities, joined to the model's as the router
+    joins them (``union``); None: the model alone. Decoding at each threshold instead could
+    differ a little: the decoder joins a name's or a number's parts before the threshold
+    can see the joined entity, so the per-type figures of a real decode are reported beside
+    (``eval pii --choose-thresholds``).
+    """
+
+    def kept(row: list[PiiEntity], kind: str | None, t: float) -> list[PiiEntity]:
+        return [e for e in row if e.score >= (t if e.type == kind else limit(e.type))]
+
+    def spans_of(i: int, row: list[PiiEntity], kind: str) -> list[Span]:
+        both = row if rules is None else union(row, rules[i])
+        return [(e.type, e.start, e.end) for e in both if e.type == kind]
+
+    out: dict[str, list[PrPoint]] = {}
+    for kind in sorted({e.type for row in entities for e in row}):
+        mine = [i for i, row in enumerate(entities) if any(e.type == kind for e in row)]
+        ex, ov = {kind: PRF()}, {kind: PRF()}
+        others = set(range(len(gold))) - set(mine)
+        for i in sorted(others):  # rows where this type's threshold changes nothing
+            g = [s for s in gold[i] if s[0] == kind]
+            p = spans_of(i, kept(entities[i], None, 0.0), kind)
+            match_spans(g, p, ex)
+            match_spans_overlap(g, p, ov)
+        fixed_ex, fixed_ov = ex[kind], ov[kind]
+        points = []
+        for t in thresholds:
+            ex = {kind: dataclasses.replace(fixed_ex)}
+            ov = {kind: dataclasses.replace(fixed_ov)}
+            for i in mine:
+                g = [s for s in gold[i] if s[0] == kind]
+                p = spans_of(i, kept(entities[i], kind, t), kind)
+                match_spans(g, p, ex)
+                match_spans_overlap(g, p, ov)
+            points.append(PrPoint(t, ex[kind], ov[kind]))
+        out[kind] = points
+    return out
+
+
+def choose_threshold(curve: Sequence[PrPoint], tolerance: float = RECALL_TOLERANCE,
+                     prefer: float | None = None) -> PrPoint | None:
+    """Recall first: the highest threshold whose overlap recall (the entity found, whatever
+    its exact span: what redaction needs) is within ``tolerance`` of the best recall on the
+    curve, where precision is then the best the curve offers at that recall. None for a type
+    with no gold entity (recall says nothing there).
+
+    ``prefer`` (the configured threshold): of the thresholds that score exactly as that one
+    does on this data (the same counts, exact and overlap), the one nearest ``prefer``. A
+    curve is flat where no entity's score lies, and wholly flat for a type the rules find
+    alone: the data says nothing for a move across such a stretch, so none is made."""
+    if not curve or not curve[0].overlap.tp + curve[0].overlap.fn:
+        return None
+    best = max(p.overlap.recall for p in curve)
+    top = max((p for p in curve if p.overlap.recall >= best - tolerance - 1e-12),
+              key=lambda p: p.threshold)
+    if prefer is None:
+        return top
+    same = [p for p in curve if p.exact == top.exact and p.overlap == top.overlap]
+    return min(same, key=lambda p: (abs(p.threshold - prefer), -p.threshold))
+
+
+def split_by_template(examples: Sequence) -> tuple[list[int], list[int]]:
+    """Row indices of two halves that share no template (``split_presidio``'s grouping):
+    thresholds are chosen on the first, reported on the second."""
+    from export.data import split_presidio
+
+    first, second = split_presidio(examples, test_fraction=0.5, seed=0)
+    ids = {id(e) for e in second}
+    second_rows = [i for i, e in enumerate(examples) if id(e) in ids]
+    taken = set(second_rows)
+    first_rows = [i for i in range(len(examples)) if i not in taken]
+    assert len(first_rows) == len(first)
+    return first_rows, second_rows
+
+
+def threshold_report(gold: Sequence[list[Span]], single: Sequence[list[PiiEntity]],
+                     mapped: Sequence[list[PiiEntity]],
+                     rules: Sequence[list[PiiEntity]] | None,
+                     chosen: Mapping[str, PrPoint]) -> dict:
+    """The report half scored twice, the model's entities decoded with one threshold
+    (``single``) and with the chosen per-type ones (``mapped``), each joined to the rules'
+    when given; and each chosen threshold with its figures on the half it was chosen on."""
+
+    def scored(model: Sequence[list[PiiEntity]]) -> dict:
+        rows = model if rules is None else [union(m, r) for m, r in zip(model, rules,
+                                                                        strict=True)]
+        return _system_summary(*score_spans(
+            list(gold), [[(e.type, e.start, e.end) for e in row] for row in rows]))
+
+    return {
+        "rows": len(gold),
+        "chosen": {k: {"threshold": c.threshold, "chosen_on": {
+            "exact": _prf(c.exact), "overlap": _prf(c.overlap),
+            "support": c.overlap.tp + c.overlap.fn}} for k, c in sorted(chosen.items())},
+        "single": scored(single), "per_type_thresholds": scored(mapped),
+    }
+
+
+def thresholds_yaml(chosen: Mapping[str, float], how: str) -> str:
+    """``classifier.pii_model.type_thresholds`` as YAML to paste into a router config (at its
+    indentation there), with how it was chosen as comments."""
+    day = time.strftime("%Y-%m-%d")
+    lines = [f"# router-svc eval pii --choose-thresholds, {day}: {how}.",
+             "# Paste under classifier.pii_model (this indentation); types not listed use its "
+             "threshold.", "    type_thresholds:"]
+    lines += [f"      {k}: {v:g}" for k, v in sorted(chosen.items())]
+    if not chosen:
+        lines[-1] += " {}"
+    return "\n".join(lines) + "\n"
+
+
+def read_type_thresholds(path: Path) -> dict[str, float]:
+    """``type_thresholds`` from a YAML file: the snippet ``--choose-thresholds`` writes or a
+    router config (its ``classifier.pii_model.type_thresholds``), checked as the config is."""
+    import yaml
+
+    from router_svc.config.reader import Ctx, read_number_map
+    from router_svc.labels import PII_TYPES
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise SystemExit(f"--type-thresholds {path}: {e}") from e
+    prefix = ""
+    if isinstance(doc, dict) and "type_thresholds" not in doc:
+        prefix = "classifier.pii_model"
+        for key in ("classifier", "pii_model"):
+            doc = doc.get(key) if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        raise SystemExit(f"--type-thresholds {path}: no type_thresholds mapping there")
+    ctx = Ctx()
+    out = dict(read_number_map(ctx, doc, "type_thresholds", prefix, float, {},
+                               {"lo": 0, "hi": 1}))
+    for name in out:
+        if name not in PII_TYPES:
+            ctx.error(f"{prefix + '.' if prefix else ''}type_thresholds.{name}",
+                      f"unknown PII type {name!r}")
+    if ctx.errors:
+        raise SystemExit(f"--type-thresholds {path}: " + "; ".join(ctx.errors))
+    return out
+
+
+def _plot_pr_curves(curves: Mapping[str, Sequence[PrPoint]], limit: Callable[[str], float],
+                    chosen: Mapping[str, PrPoint], path: Path, what: str) -> None:
+    """Per type, precision against recall as the type's threshold sweeps: overlap matching
+    solid, exact dashed; a circle at the configured threshold, a star at the chosen one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    types = [k for k, pts in curves.items() if pts and pts[0].overlap.tp + pts[0].overlap.fn]
+    cols = 4
+    n_rows = max(1, -(-len(types) // cols))
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4 * cols, 3.4 * n_rows), squeeze=False)
+    for ax, kind in zip(axes.flat, types, strict=False):
+        pts = curves[kind]
+        for mode, style in (("overlap", "-"), ("exact", "--")):
+            ax.plot([getattr(p, mode).recall for p in pts],
+                    [getattr(p, mode).precision for p in pts], style, color="C0",
+                    label=mode)
+            at = min(pts, key=lambda p: abs(p.threshold - limit(kind)))
+            ax.plot(getattr(at, mode).recall, getattr(at, mode).precision, "o", color="C1",
+                    label=f"threshold {limit(kind):g}" if mode == "overlap" else None)
+            if kind in chosen:
+                c = chosen[kind]
+                ax.plot(getattr(c, mode).recall, getattr(c, mode).precision, "*", color="C3",
+                        markersize=11,
+                        label=f"chosen {c.threshold:g}" if mode == "overlap" else None)
+        support = pts[0].overlap.tp + pts[0].overlap.fn
+        ax.set_title(f"{kind} ({support})", fontsize=9)
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="lower left")
+    for ax in list(axes.flat)[len(types):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("precision")
+    for ax in axes[-1, :]:
+        ax.set_xlabel("recall")
+    fig.suptitle(f"PII precision against recall as each type's threshold sweeps "
+                 f"{SWEEP[0]:g}-{SWEEP[-1]:g} ({what})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _print_thresholds(th: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    one, per = th["single"], th["per_type_thresholds"]
+    t = Table(title=f"PII thresholds on the report half ({th['rows']} rows): one threshold -> "
+                    "per-type thresholds")
+    for c in ("type", "threshold", "support", "exact P", "exact R", "overlap P", "overlap R",
+              "chosen on: overlap P / R"):
+        t.add_column(c, justify="left" if c == "type" else "right")
+
+    def both(a: dict | None, b: dict | None, mode: str, metric: str) -> str:
+        return " -> ".join("-" if v is None else f"{v[mode][metric]:.3f}" for v in (a, b))
+
+    single = th["threshold"]
+    for kind in sorted(set(one["per_type"]) | set(per["per_type"]) | set(th["chosen"])):
+        a, b = one["per_type"].get(kind), per["per_type"].get(kind)
+        c = th["chosen"].get(kind)
+        new = th["map"].get(kind)
+        old = th["base"].get(kind, single)
+        t.add_row(kind, f"{old:g} -> {new:g}" if new is not None and new != old else f"{old:g}",
+                  str((a or b or {}).get("support", 0)),
+                  *(both(a, b, mode, metric) for mode in ("exact", "overlap")
+                    for metric in ("precision", "recall")),
+                  "{precision:.3f} / {recall:.3f}".format(**c["chosen_on"]["overlap"])
+                  if c else "-")
+    t.add_row("[b]micro[/]", "", "",
+              *(both(one, per, mode, metric) for mode in ("micro", "micro_overlap")
+                for metric in ("precision", "recall")), "")
+    console = Console(width=max(Console().width, 150))
+    console.print(t)
+    console.print(
+        f"micro F1 exact {one['micro']['f1']:.3f} -> {per['micro']['f1']:.3f}, overlap "
+        f"{one['micro_overlap']['f1']:.3f} -> {per['micro_overlap']['f1']:.3f}; {th['how']}")
 
 
 def pii_systems(texts: list[str], model_entities: list[list[PiiEntity]]
@@ -560,20 +911,23 @@ def _print_pii(s: dict) -> None:
 
     if "systems" in s:
         _print_systems(s)
-    t = Table(title=f"PII evaluation (entity level, exact type+offsets, through Triton; "
-                    f"{s.get('headline', 'model')})")
-    for c in ("type", "precision", "recall", "F1", "support", "presidio F1"):
+    t = Table(title=f"PII evaluation (entity level: exact type+offsets, and overlap; "
+                    f"through Triton; {s.get('headline', 'model')})")
+    for c in ("type", "precision", "recall", "F1", "overlap P", "overlap R", "support",
+              "presidio F1"):
         t.add_column(c, justify="right" if c != "type" else "left")
     pres = s.get("presidio", {}).get("per_type", {})
     for typ, v in s["per_type"].items():
+        o = v.get("overlap", {})
         t.add_row(typ, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}",
+                  f"{o.get('precision', 0):.3f}", f"{o.get('recall', 0):.3f}",
                   str(v["support"]), f"{pres[typ]:.3f}" if typ in pres else "-")
-    m = s["micro"]
+    m, mo = s["micro"], s["micro_overlap"]
     pm = s.get("presidio", {}).get("micro", {})
     t.add_row("[b]micro[/]", f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
-              "", f"{pm['f1']:.3f}" if pm else "-")
+              f"{mo['precision']:.3f}", f"{mo['recall']:.3f}", "",
+              f"{pm['f1']:.3f}" if pm else "-")
     Console().print(t)
-    mo = s["micro_overlap"]
     Console().print(f"relaxed (a span overlapping a gold span of its type counts): precision "
                     f"{mo['precision']:.3f} recall {mo['recall']:.3f} F1 {mo['f1']:.3f}"
                     + (f"; presidio F1 {s['presidio']['micro_overlap_f1']:.3f}"

@@ -99,11 +99,23 @@ def start_forwarder(work: Path, backend_url: str) -> tuple[Service, str]:
     return svc, f"http://127.0.0.1:{port}/v1"
 
 
+def start_otlp_sink(work: Path) -> tuple[Service, str, str]:
+    """``perf/otlp_sink.py``: a local OTLP/gRPC collector that accepts and drops spans;
+    returns it, its OTLP endpoint (``http://127.0.0.1:PORT``) and its stats URL."""
+    grpc_port, port = free_port(), free_port()
+    svc = Service("otlp sink", [sys.executable, str(Path(__file__).with_name("otlp_sink.py")),
+                                "--grpc-port", str(grpc_port), "--port", str(port)],
+                  work / f"otlp-sink-{grpc_port}.log")
+    svc.wait_ready(f"http://127.0.0.1:{port}/health", 60)
+    return svc, f"http://127.0.0.1:{grpc_port}", f"http://127.0.0.1:{port}/stats"
+
+
 def router_config(triton_url: str, tokenizer: Path, backend_url: str, port: int,
                   batching: dict[str, Any] | None = None, cache: bool = False,
-                  root: Path | None = None) -> dict:
+                  root: Path | None = None, tracing: dict[str, Any] | None = None) -> dict:
     """The example config, every model on the demo backend, plus ``passthrough``. ``root``:
-    the example config of another checkout (an older router refuses keys it does not know)."""
+    the example config of another checkout (an older router refuses keys it does not know).
+    ``tracing``: the config's ``tracing`` section (None: as in the example, off)."""
     from router_svc.config.loading import EXAMPLE_CONFIG
 
     example = Path(root) / "router_svc" / "config.example.yaml" if root else EXAMPLE_CONFIG
@@ -122,13 +134,17 @@ def router_config(triton_url: str, tokenizer: Path, backend_url: str, port: int,
         data["batching"] = {**(data.get("batching") or {}), **batching}
     data["batching"] = {**(data.get("batching") or {}), "max_queue": 100_000}
     data["cache"] = {**(data.get("cache") or {}), "enabled": bool(cache)}
+    if tracing is not None:
+        data["tracing"] = tracing
     return data
 
 
 async def triton_url_or_start(stack: contextlib.ExitStack, triton_url: str | None,
-                              model_dir: Path, work: Path, int8: bool = False) -> str:
+                              model_dir: Path, work: Path, int8: bool = False,
+                              queue_delay_us: int | None = None) -> str:
     """The given Triton's gRPC URL, or an embedded CPU Triton started for this run (stopped
-    by ``stack``)."""
+    by ``stack``); ``queue_delay_us``: its dynamic batcher's ``max_queue_delay_microseconds``
+    (None: the router's default for the model kind)."""
     if triton_url is not None:
         return triton_url
     from router_svc.ops.up import served_model_file
@@ -136,8 +152,9 @@ async def triton_url_or_start(stack: contextlib.ExitStack, triton_url: str | Non
 
     model_file = served_model_file(model_dir, int8)
     say(f"starting Triton (embedded, CPU{', int8 model' if int8 else ''})")
+    extra = {} if queue_delay_us is None else {"max_queue_delay_us": queue_delay_us}
     server = TritonServer(model_dir, work_dir=work / "triton", startup_timeout_s=300,
-                          model_file=model_file)
+                          model_file=model_file, **extra)
     await server.astart()
     stack.callback(server.stop)
     return server.grpc_url

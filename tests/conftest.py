@@ -141,21 +141,24 @@ RouterFactory = Callable[..., Awaitable[str]]
 async def router_factory(
     trained_triton, trained_model_dir, backends
 ) -> AsyncIterator[RouterFactory]:
-    """``await router_factory(**config_overrides) -> base_url`` of a running router."""
+    """``await router_factory(**config_overrides) -> base_url`` of a running router
+    (``span_exporter=``: its spans go there, e.g. the SDK's InMemorySpanExporter, flushed
+    when it stops: ``await router_factory.stop(url)``)."""
     from router_svc.config.loading import parse_config
     from router_svc.doors.http.app import create_app
 
     runners: list[web.AppRunner] = []
     by_url: dict[str, web.AppRunner] = {}
 
-    async def make(mutate: Callable[[dict], None] | None = None, **overrides: Any) -> str:
+    async def make(mutate: Callable[[dict], None] | None = None, *,
+                   span_exporter: Any = None, **overrides: Any) -> str:
         data = wire_config(example_config_data(), trained_triton.grpc_url, backends,
                            trained_model_dir / "tokenizer.json")
         data.update(overrides)
         if mutate:
             mutate(data)
         config = parse_config(data, ROOT)
-        app = create_app(config, startup_timeout_s=10)
+        app = create_app(config, startup_timeout_s=10, span_exporter=span_exporter)
         runner = web.AppRunner(app, handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -1,7 +1,7 @@
 """The package layout's import rules, read from the source with ``ast`` (ARCHITECTURE.md):
 
-- a package imports only itself and the packages below it: labels < config < triton <
-  classify < core < cache, backend < flow < doors < ops;
+- a package imports only itself and the packages below it: labels < config < tracing <
+  triton < classify < core < cache, backend < flow < doors < ops;
 - nothing imports a door, and the two doors do not import each other;
 - ``core`` (and everything it imports) uses no I/O library;
 - no module imports ``export`` (the model build) at module level;
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "router_svc"
-RANK = {"labels": 0, "config": 1, "triton": 2, "classify": 3, "core": 4, "cache": 5,
-        "backend": 5, "flow": 6, "doors": 7, "ops": 8}
+RANK = {"labels": 0, "config": 1, "tracing": 2, "triton": 3, "classify": 4, "core": 5,
+        "cache": 6, "backend": 6, "flow": 7, "doors": 8, "ops": 9}
 IO_LIBRARIES = {"aiohttp", "grpc", "tritonclient", "httptools", "hnswlib", "envoy"}
 
 

@@ -110,7 +110,8 @@ def relayed_status(status: int) -> int:
 
 
 def _backend_headers(
-    target: BackendTarget, client_headers: Mapping[str, str] | None, request_id: str | None
+    target: BackendTarget, client_headers: Mapping[str, str] | None, request_id: str | None,
+    trace_headers: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     client: dict[str, str] = {}
     if client_headers:
@@ -129,6 +130,10 @@ def _backend_headers(
         client["Authorization"] = f"Bearer {target.api_key}"
     if request_id:
         client["X-Request-Id"] = request_id
+    if trace_headers:  # the router's own span is the backend's parent: the client's go
+        client.pop("Traceparent", None)
+        client.pop("Tracestate", None)
+        client.update(trace_headers)
     return client
 
 
@@ -240,9 +245,12 @@ class Proxy:
         client_headers: Mapping[str, str] | None = None,
         *,
         request_id: str | None = None,
+        trace_headers: Mapping[str, str] | None = None,
     ) -> ProxyResult:
-        """One non-streaming call. Non-2xx and transport failures raise ``UpstreamError``."""
-        headers = _backend_headers(target, client_headers, request_id)
+        """One non-streaming call. Non-2xx and transport failures raise ``UpstreamError``.
+        ``trace_headers``: the W3C ``traceparent``/``tracestate`` of the router's backend-call
+        span, sent in place of the client's."""
+        headers = _backend_headers(target, client_headers, request_id, trace_headers)
         start = time.perf_counter()
         resp = None
         try:
@@ -288,9 +296,11 @@ class Proxy:
         client_headers: Mapping[str, str] | None = None,
         *,
         request_id: str | None = None,
+        trace_headers: Mapping[str, str] | None = None,
     ) -> UpstreamStream:
-        """A streaming call; use as ``async with ... as upstream: async for event in upstream``."""
-        headers = _backend_headers(target, client_headers, request_id)
+        """A streaming call; use as ``async with ... as upstream: async for event in upstream``
+        (``trace_headers`` as for ``post_json``)."""
+        headers = _backend_headers(target, client_headers, request_id, trace_headers)
         return UpstreamStream(self.client, target, path, body, headers)
 
 

@@ -40,6 +40,7 @@ from router_svc.core.messages import usage_requested
 from router_svc.core.metrics import Metrics
 from router_svc.core.pipeline import Routed
 from router_svc.core.selection import Decision
+from router_svc.tracing.spans import span
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +249,13 @@ class CacheFront:
             return Lookup(None, state="miss" if self.enabled else "off")
         hit = None
         if plan.lookup:
-            hit = await self.cache.lookup(plan.partition, plan.embedding, self.config.threshold,
-                                          plan.text)
+            with span("cache.lookup") as s:
+                hit = await self.cache.lookup(plan.partition, plan.embedding,
+                                              self.config.threshold, plan.text)
+                if s is not None:
+                    s.set_attribute("router.cache", "hit" if hit else "miss")
+                    if hit is not None:
+                        s.set_attribute("router.cache.similarity", round(hit.similarity, 4))
         memo = None
         if plan.store and self.config.repeat_memo:  # PII checked, none found, storable
             memo = (request_fingerprint(routed.kind, routed.request.body, plan.tenant),
@@ -279,8 +285,11 @@ class CacheFront:
         if known is None:
             return None
         plan = known.plan
-        hit = await self.cache.lookup(plan.partition, plan.embedding, self.config.threshold,
-                                      plan.text)
+        with span("cache.lookup", {"router.cache.repeat": True}) as s:
+            hit = await self.cache.lookup(plan.partition, plan.embedding,
+                                          self.config.threshold, plan.text)
+            if s is not None:
+                s.set_attribute("router.cache", "hit" if hit else "miss")
         if hit is None:  # expired, evicted, flushed or invalidated
             self.memo.forget(fingerprint)
             return None

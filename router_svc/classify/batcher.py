@@ -56,6 +56,16 @@ class RowOutput:
     embedding: np.ndarray  # [D]
 
 
+@dataclass
+class JobTrace:
+    """What became of one job's rows, for its trace span (``Batcher.submit(trace=...)``)."""
+
+    queue_s: float | None = None  # submitted -> its first row sent to Triton
+    calls: int = 0  # Triton calls that carried its rows
+    batch_rows: int = 0  # rows of the largest of those calls (other requests' rows included)
+    infer_s: float = 0.0  # those calls' time, summed
+
+
 @dataclass(eq=False)  # identity: a job is found in the queue by itself, not by its rows
 class _Job:
     rows: list[list[int]]
@@ -69,6 +79,7 @@ class _Job:
     outputs: list[RowOutput | None] = field(default_factory=list)
     in_queue: bool = True
     timer: asyncio.TimerHandle | None = None
+    trace: JobTrace | None = None
 
     def __post_init__(self) -> None:
         self.unsent = len(self.rows)
@@ -229,15 +240,16 @@ class Batcher:
         for job in list(self._open):
             self._settle(job, RuntimeError(SHUTTING_DOWN))
 
-    async def submit(self, rows: list[list[int]],
-                     deadline: float | None = None) -> list[RowOutput]:
+    async def submit(self, rows: list[list[int]], deadline: float | None = None,
+                     trace: JobTrace | None = None) -> list[RowOutput]:
         """Run ``rows`` (token ids with special tokens) through the model, batched with others.
 
         ``deadline`` (``time.monotonic()`` seconds): if rows of the job are still unsent to
         Triton then, they are dropped and this raises ``DeadlineExceeded``; so it does when
         none of them was sent within ``max_queue_wait_s``. Rows already sent finish, their
         outputs unused. ``QueueFull`` when the queue's row bound would be passed; a request
-        larger than the whole bound still runs when nothing else waits.
+        larger than the whole bound still runs when nothing else waits. ``trace``: filled
+        in with the job's queue time and Triton calls (for its span).
         """
         if not rows:
             return []
@@ -250,7 +262,7 @@ class Batcher:
                                    "were queued")
         start_by = None if self.max_queue_wait_s is None else now + self.max_queue_wait_s
         job = _Job(rows, asyncio.get_running_loop().create_future(), deadline, start_by,
-                   enqueued=now)
+                   enqueued=now, trace=trace)
         self._arm(job)
         self._queue.append(job)
         self._open.add(job)
@@ -393,6 +405,8 @@ class Batcher:
             first = not job.started
             if first and self._stats.on_queue_wait:
                 self._stats.on_queue_wait(now - job.enqueued)
+            if first and job.trace is not None:
+                job.trace.queue_s = now - job.enqueued
             job.unsent -= n
             if first or job.unsent == 0:
                 self._arm(job)  # max_queue_wait no longer applies; all sent: nothing does
@@ -415,8 +429,14 @@ class Batcher:
                 for job in _jobs_of(items):
                     self._settle(job, e)
                 return
+            took = time.perf_counter() - t
             if self._stats.on_batch:
-                self._stats.on_batch(len(chunk), int(ids.size), time.perf_counter() - t)
+                self._stats.on_batch(len(chunk), int(ids.size), took)
+            for job in _jobs_of(items):
+                if job.trace is not None:
+                    job.trace.calls += 1
+                    job.trace.batch_rows = max(job.trace.batch_rows, len(chunk))
+                    job.trace.infer_s += took
             for (job, i), out in zip(items, split_outputs(chunk, cat, pii, emb), strict=True):
                 self._deliver(job, i, out)
         finally:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import re
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from router_svc.classify.batcher import Batcher, RowOutput
+from router_svc.classify.batcher import Batcher, JobTrace, RowOutput
 from router_svc.classify.pii import PiiEntity, decode_bio, merge_windows, softmax
 from router_svc.classify.recognisers import recognise, union
 from router_svc.classify.tokenization import TextTokenizer, Window
+from router_svc.tracing.spans import span
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,64 @@ class RowPlan:
     segment_rows: list[list[int]]  # per segment, the row index of each of its windows
     tokens: int = 0  # the texts' tokens, windows' overlap and special tokens not counted
     context_rows: list[list[int]] = field(default_factory=list)  # per context text
+    # Segments read before (``ScanMemory``): no rows; their results as remembered. A context
+    # text that is such a segment has no rows either and its category in ``context_known``.
+    known: dict[int, Scanned] = field(default_factory=dict)
+    context_known: dict[int, tuple[int, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scanned:
+    """What reading one text gave: its entities (model and rules) as (type, start, end,
+    score), not their text, its category (index, confidence) and its tokens."""
+
+    spans: tuple[tuple[str, int, int, float], ...]
+    category: tuple[int, float]
+    tokens: int
+
+    def entities(self, text: str) -> list[PiiEntity]:
+        return [PiiEntity(t, a, b, text[a:b], sc) for t, a, b, sc in self.spans]
+
+
+class ScanMemory:
+    """Texts read before, by hash: a conversation's earlier turns are not read again.
+
+    Every chat request carries its whole history, and each old turn must be checked for PII
+    like the new one; the model's results for a text depend on the text alone (and the model
+    version: the runtime clears this when Triton serves another one), so the turns read for an
+    earlier request of the conversation cost nothing. Keys are digests, values offsets and
+    types, and the text itself is only matched, never kept. LRU, ``entries`` at most.
+    """
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._items: OrderedDict[bytes, Scanned] = OrderedDict()
+
+    @staticmethod
+    def key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def get(self, text: str) -> Scanned | None:
+        k = self.key(text)
+        hit = self._items.get(k)
+        if hit is not None:
+            self._items.move_to_end(k)
+        return hit
+
+    def put(self, text: str, scanned: Scanned) -> None:
+        if self.entries <= 0:
+            return
+        k = self.key(text)
+        self._items[k] = scanned
+        self._items.move_to_end(k)
+        while len(self._items) > self.entries:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def plan_rows(category_windows: list[Window], segment_windows: list[list[Window]],
@@ -118,17 +179,21 @@ OFF_LOOP_CHARS = 16_384
 class Classifier:
     def __init__(self, tokenizer: TextTokenizer, batcher: Batcher, categories: list[str],
                  pii_tags: list[str], *, pii_threshold: float = 0.5, window: int = 256,
-                 stride: int = 192, recognisers: bool = True):
+                 stride: int = 192, recognisers: bool = True, memory_entries: int = 10_000,
+                 pii_type_thresholds: Mapping[str, float] | None = None):
         self.tokenizer = tokenizer
         self.batcher = batcher
         self.categories = categories
         self.pii_tags = pii_tags
         self.pii_threshold = pii_threshold
+        # Per-type thresholds (``classifier.pii_model.type_thresholds``); others: pii_threshold.
+        self.pii_type_thresholds = dict(pii_type_thresholds or {})
         self.window = window
         self.stride = stride
         # Rule recognisers beside the model (``recognisers``: checked card numbers, IBANs, ...),
         # run on the same text the model reads, so offsets map back the same way.
         self.recognisers = recognisers
+        self.memory = ScanMemory(memory_entries)
 
     def plan(self, category_text: str, segments: list[str],
              context_texts: Sequence[str] = ()) -> RowPlan:
@@ -141,25 +206,36 @@ class Classifier:
         ctx = [(None, paras) if len(paras := split_paragraphs(t)) > 1
                else (seg_index.get(t), paras) for t in context_texts]
         extra = [p for i, paras in ctx if i is None for p in paras]
-        wins = self.tokenizer.windows_batch([*paragraphs, *segments, *extra], self.window,
+        # The category segment is always read (its rows give the category and the cache key).
+        known = {i: m for i, t in enumerate(segments)
+                 if i != cat_seg and (m := self.memory.get(t)) is not None}
+        fresh = [t for i, t in enumerate(segments) if i not in known]
+        read = self.tokenizer.windows_batch([*paragraphs, *fresh, *extra], self.window,
                                             self.stride)
         n_cat, n_seg = len(paragraphs), len(segments)
+        fresh_wins = iter(read[n_cat:n_cat + len(fresh)])
+        wins = [*read[:n_cat], *([] if i in known else next(fresh_wins)
+                                 for i in range(n_seg)), *read[n_cat + len(fresh):]]
         cat_wins = [w for ws in wins[:n_cat] for w in ws]
         plan = plan_rows(cat_wins, wins[n_cat:n_cat + n_seg], cat_seg)
         texts = wins[n_cat:n_cat + n_seg] if cat_seg is not None else wins[:n_cat + n_seg]
         tokens = sum(_text_tokens(w, self.window, self.stride) for w in texts)
+        tokens += sum(m.tokens for m in known.values())  # the limit is on what a request holds
         # Context rows are not counted against max_tokens: they re-read (at most) the user
         # turns the segments hold, so they at most double that part of the work.
-        rows, context_rows = list(plan.rows), []
+        rows, context_rows, context_known = list(plan.rows), [], {}
         extra_wins = iter(wins[n_cat + n_seg:])
-        for i, paras in ctx:
+        for j, (i, paras) in enumerate(ctx):
             if i is not None:
                 context_rows.append(plan.segment_rows[i])
+                if i in known:
+                    context_known[j] = known[i].category
                 continue
             mine = [w for _ in paras for w in next(extra_wins)]
             context_rows.append(list(range(len(rows), len(rows) + len(mine))))
             rows += mine
-        return dataclasses.replace(plan, rows=rows, tokens=tokens, context_rows=context_rows)
+        return dataclasses.replace(plan, rows=rows, tokens=tokens, context_rows=context_rows,
+                                   known=known, context_known=context_known)
 
     async def classify(self, category_text: str, segments: list[str],
                        max_tokens: int | None = None,
@@ -171,32 +247,65 @@ class Classifier:
         more texts to categorise in the same model call (``Classification.context``), e.g. a
         conversation's earlier turns."""
         large = len(category_text) + sum(map(len, segments)) > OFF_LOOP_CHARS
-        if large:
-            plan = await asyncio.to_thread(self.plan, category_text, segments, context_texts)
-        else:
-            plan = self.plan(category_text, segments, context_texts)
+        with span("tokenize") as s:
+            if large:
+                plan = await asyncio.to_thread(self.plan, category_text, segments,
+                                               context_texts)
+            else:
+                plan = self.plan(category_text, segments, context_texts)
+            if s is not None:
+                s.set_attributes({"router.texts": len(segments) + len(context_texts),
+                                  "router.tokens": plan.tokens,
+                                  "router.rows": len(plan.rows),
+                                  "router.off_loop": large})
         if max_tokens is not None and plan.tokens > max_tokens:
             raise TooMuchText(plan.tokens, max_tokens)
-        outputs = await self.batcher.submit([w.ids for w in plan.rows], deadline=deadline)
+        outputs = await self._infer(plan, deadline)
         if large:
             return await asyncio.to_thread(self.decode, plan, outputs, segments)
         return self.decode(plan, outputs, segments)
+
+    async def _infer(self, plan: RowPlan, deadline: float | None) -> list[RowOutput]:
+        """The plan's rows through the batcher (and Triton), as one span when traced: its
+        rows, the rows of the Triton call that carried them (other requests' included), the
+        time they queued in the batcher and the calls' time."""
+        rows = [w.ids for w in plan.rows]
+        with span("triton", {"router.triton.rows": len(rows)}) as s:
+            if s is None:
+                return await self.batcher.submit(rows, deadline=deadline)
+            job = JobTrace()
+            try:
+                return await self.batcher.submit(rows, deadline=deadline, trace=job)
+            finally:
+                s.set_attributes({"router.triton.batch_size": job.batch_rows,
+                                  "router.triton.calls": job.calls,
+                                  "router.triton.infer_ms": round(job.infer_s * 1000, 3)})
+                if job.queue_s is not None:  # (None: none of its rows was sent)
+                    s.set_attribute("router.triton.queue_ms", round(job.queue_s * 1000, 3))
 
     def decode(self, plan: RowPlan, outputs: list[RowOutput],
                segments: list[str]) -> Classification:
         best, confidence, embedding = pool_category([outputs[r] for r in plan.category_rows])
         pii: list[list[PiiEntity]] = []
-        for text, rows in zip(segments, plan.segment_rows, strict=True):
+        for i, (text, rows) in enumerate(zip(segments, plan.segment_rows, strict=True)):
+            if (seen := plan.known.get(i)) is not None:
+                pii.append(seen.entities(text))
+                continue
             per_window = [
                 decode_bio(softmax(outputs[r].pii_logits, axis=-1), plan.rows[r].offsets,
-                           self.pii_tags, text, self.pii_threshold)
+                           self.pii_tags, text, self.pii_threshold, self.pii_type_thresholds)
                 for r in rows
             ]
             entities = merge_windows(per_window)
             pii.append(union(entities, recognise(text)) if self.recognisers else entities)
+            if rows:
+                k, conf, _ = pool_category([outputs[r] for r in rows])
+                spans = tuple((e.type, e.start, e.end, e.score) for e in pii[-1])
+                self.memory.put(text, Scanned(spans, (k, conf), _text_tokens(
+                    [plan.rows[r] for r in rows], self.window, self.stride)))
         context = []
-        for rows in plan.context_rows:
-            k, conf, _ = pool_category([outputs[r] for r in rows])
+        for j, rows in enumerate(plan.context_rows):
+            k, conf = plan.context_known.get(j) or pool_category([outputs[r] for r in rows])[:2]
             context.append((self.categories[k], conf))
         return Classification(category=self.categories[best], confidence=confidence,
                               embedding=embedding, pii=pii, context=context)

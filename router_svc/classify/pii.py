@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +63,7 @@ def decode_bio(
     tags: Sequence[str],
     text: str,
     threshold: float,
+    type_thresholds: Mapping[str, float] | None = None,
 ) -> list[PiiEntity]:
     """Entities from per-token tag probabilities ``[seq, len(tags)]`` of one text (or window).
 
@@ -84,6 +85,10 @@ def decode_bio(
     - The score is the mean probability of the chosen tags over the tagged tokens (not the
       tokens added by word growth: their tags say nothing about this entity).
     - Entities scoring below ``threshold`` are dropped; same-type overlaps are merged.
+      ``type_thresholds`` (type -> threshold, the guard's operating point) replaces it for
+      the types it names. An entity is held to the threshold of the type it has when it is
+      made (the model's, or CREDIT_CARD for a phone number that passes Luhn), before the
+      steps below join or relabel entities; a joined entity keeps its parts' best score.
     - A PHONE_NUMBER of 13-19 digits that passes the Luhn check is a CREDIT_CARD: the model
       confuses long digit runs, and a policy that allows phone numbers must not pass a card.
     - Then what the text itself says, which the model only guesses at: names lose edge
@@ -104,10 +109,13 @@ def decode_bio(
     real = [k for k in range(n) if offsets[k][1] > offsets[k][0]]
     word_of = _words(offsets, real)
 
+    # Looked up once per entity, never per token; without a map every type has ``threshold``.
+    limits = type_thresholds or None
+
     def entities(tag_of: np.ndarray) -> list[PiiEntity]:
         return [e for kind, toks in _runs(tag_of, real, tags)
                 if (e := _entity(kind, toks, float(np.mean(probs[toks, tag_of[toks]])),
-                                 threshold, text, offsets, word_of)) is not None]
+                                 threshold, text, offsets, word_of, limits)) is not None]
 
     found = entities(best)
     consistent = _bio_tags(probs, best, real, _bio_scheme(tuple(tags)))
@@ -141,9 +149,16 @@ def _runs(tag_of: Sequence[int], real: list[int], tags: Sequence[str]
 
 
 def _entity(kind: str, toks: list[int], score: float, threshold: float, text: str,
-            offsets: Sequence[tuple[int, int]], word_of: dict[int, list[int]]
-            ) -> PiiEntity | None:
-    if score < threshold:
+            offsets: Sequence[tuple[int, int]], word_of: dict[int, list[int]],
+            limits: Mapping[str, float] | None = None) -> PiiEntity | None:
+    """``limits``: per-type thresholds; types it does not name (all, if None) ``threshold``."""
+    if limits is None:
+        if score < threshold:
+            return None
+    # A PHONE_NUMBER under its own threshold may still be a card number, judged by
+    # CREDIT_CARD's once its span is known (below).
+    elif score < limits.get(kind, threshold) and not (
+            kind == "PHONE_NUMBER" and score >= limits.get("CREDIT_CARD", threshold)):
         return None
     first, last = toks[0], toks[-1]
     # Grow over the rest of the word. For names, not across punctuation ("Smith's" and
@@ -167,6 +182,8 @@ def _entity(kind: str, toks: list[int], score: float, threshold: float, text: st
         return None
     if kind == "PHONE_NUMBER" and _is_card_number(text[start:end]):
         kind = "CREDIT_CARD"
+    if limits is not None and score < limits.get(kind, threshold):
+        return None
     if kind == "DOMAIN_NAME" and "://" in text[start:end] and text[end:end + 1] == "/":
         end += 1  # a URL keeps its closing slash ("https://www.example.com/")
     return PiiEntity(kind, start, end, text[start:end], score)

@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -52,6 +53,7 @@ from router_svc.config.schema import (
     ProxyConfig,
     RoutingConfig,
     RoutingOnError,
+    TracingConfig,
     TritonConfig,
     parse_addresses,
 )
@@ -66,7 +68,7 @@ __all__ = [
     "ModelScore",
     "OnErrorConfig", "PiiAction",
     "PiiModelConfig", "PiiOnError", "PiiPolicy", "ProxyConfig", "RoutingConfig",
-    "RoutingOnError", "TritonConfig", "load_config", "parse_config",
+    "RoutingOnError", "TracingConfig", "TritonConfig", "load_config", "parse_config",
 ]
 
 # --------------------------------------------------------------------------- the sections
@@ -84,6 +86,7 @@ _SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "auth": AuthConfig,
     "failover": FailoverConfig,
+    "tracing": TracingConfig,
 }
 _TOP_KEYS = (*_SECTIONS, "tokenizer", "pii_action", "default_model", "categories", "model_config")
 
@@ -202,6 +205,50 @@ def _check_sections(ctx: Ctx, s: dict[str, Any]) -> None:
             f"{pm.window_stride} > window_tokens {pm.window_tokens} would leave tokens "
             "unscanned; use a stride <= window_tokens",
         )
+
+
+def _check_pii_thresholds(ctx: Ctx, pm: PiiModelConfig, known_pii: Collection[str]) -> None:
+    """``classifier.pii_model.type_thresholds`` names PII types the model reports (their
+    values' range is the reader's check)."""
+    path = "classifier.pii_model.type_thresholds"
+    for name in pm.type_thresholds:
+        if name not in known_pii:
+            ctx.error(f"{path}.{name}",
+                      f"unknown PII type {name!r}{did_you_mean(name, known_pii)}; list only "
+                      "types the model reports (unlisted types use classifier.pii_model."
+                      "threshold)")
+
+
+def _check_tracing(ctx: Ctx, t: TracingConfig) -> None:
+    """The OTLP endpoint must fit the protocol: the gRPC exporter takes scheme, host and port;
+    the HTTP one posts to the URL as written, so it must name the traces path."""
+    u = urlsplit(t.endpoint)
+    try:
+        port = u.port
+    except ValueError:  # a port that is no number
+        port, u = None, urlsplit("")
+    if u.scheme not in ("http", "https") or not u.hostname:
+        example = ("http://127.0.0.1:4317" if t.protocol == "grpc"
+                   else "http://127.0.0.1:4318/v1/traces")
+        ctx.error("tracing.endpoint",
+                  f"{t.endpoint!r} is not an OTLP address; use http:// or https:// with the "
+                  f"collector's host and port, e.g. {example}")
+        return
+    if t.protocol == "grpc":
+        if u.path not in ("", "/") or u.query:
+            ctx.error("tracing.endpoint",
+                      f"{t.endpoint!r} has a path, which OTLP over gRPC does not use; write "
+                      f"{u.scheme}://{u.netloc} (or set tracing.protocol: http/protobuf to "
+                      "post to that URL)")
+        elif port == 4318:
+            ctx.warn("tracing.endpoint",
+                     "port 4318 is OTLP over HTTP; gRPC collectors listen on 4317 (or set "
+                     "tracing.protocol: http/protobuf with .../v1/traces)")
+    elif not u.path.rstrip("/").endswith("/v1/traces"):
+        ctx.error("tracing.endpoint",
+                  f"{t.endpoint!r}: with protocol http/protobuf the spans are posted to this "
+                  "URL as written; add the traces path: "
+                  f"{u.scheme}://{u.netloc}{u.path.rstrip('/')}/v1/traces")
 
 
 def _pii_policy(ctx: Ctx, raw: Any, path: str, known_pii: Collection[str]) -> PiiPolicy:
@@ -407,8 +454,10 @@ def parse_config(
 
     sections = {k: read_section(ctx, top.get(k), k, cls) for k, cls in _SECTIONS.items()}
     _check_sections(ctx, sections)
+    _check_pii_thresholds(ctx, sections["classifier"].pii_model, known_pii_types)
     _check_cache(ctx, sections["cache"], env)
     _check_auth(ctx, sections)
+    _check_tracing(ctx, sections["tracing"])
     _resolve_paths(sections, base_dir)
     routing = sections["routing"]
     if routing.alias in declared:

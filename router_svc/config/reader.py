@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import types
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -160,6 +160,30 @@ def read_list(ctx: Ctx, m: dict[str, Any], key: str, path: str) -> list[Any]:
     return v
 
 
+def read_number_map(ctx: Ctx, m: dict[str, Any], key: str, path: str, kind: Any,
+                    default: Mapping[str, Any], bounds: Mapping[str, Any]
+                    ) -> Mapping[str, Any]:
+    """``m[key]`` as a read-only mapping of names to numbers (``kind``: int or float), each
+    value within ``bounds``; absent or null: ``default``. What the names must be is the
+    caller's check (``router_svc.config.loading``)."""
+    p = join_path(path, key)
+    raw = m.get(key)
+    if raw is None:
+        return default
+    if not isinstance(raw, dict):
+        ctx.error(p, f"expected a mapping of names to numbers, got {describe_value(raw)}")
+        return default
+    out: dict[str, Any] = {}
+    for name in raw:
+        if not isinstance(name, str):
+            ctx.error(p, f"key {name!r} is not a string; quote it")
+            continue
+        v = read_scalar(ctx, raw, name, p, kind, hint=describe_kind(kind), **bounds)
+        if v is not None:
+            out[name] = v
+    return types.MappingProxyType(out)
+
+
 def unoptional(kind: Any) -> Any:
     """``X | None`` -> ``X`` (an optional field reads like its type, null gives the default)."""
     if get_origin(kind) is types.UnionType:
@@ -188,6 +212,10 @@ def read_section(ctx: Ctx, raw: Any, path: str, cls: Any, ignored: Collection[st
         elif kind is Path:
             v = read_scalar(ctx, m, f.name, path, str, default)
             kw[f.name] = Path(v).expanduser() if isinstance(v, str) else v
+        elif get_origin(kind) in (dict, Mapping):  # Mapping[str, float]: names to numbers
+            kw[f.name] = read_number_map(ctx, m, f.name, path, get_args(kind)[1], default,
+                                         {k: f.metadata[k] for k in ("lo", "hi", "lo_open")
+                                          if k in f.metadata})
         elif get_origin(kind) is tuple:  # tuple[str, ...]: a list of strings
             items = read_list(ctx, m, f.name, path) if f.name in m else list(default)
             for i, item in enumerate(items):

@@ -9,6 +9,7 @@ import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 RoutingOnError = Literal["fail_closed", "default_model"]
@@ -108,12 +109,20 @@ class CategoryModelConfig:
 @dataclass(frozen=True)
 class PiiModelConfig:
     threshold: float = _bounded(0.7, lo=0, hi=1)
+    # Per-type thresholds (the guard's operating point), e.g. {US_SSN: 0.2}: a type listed here
+    # uses its own, the rest ``threshold``. Names are the model's PII types (checked at load);
+    # `router-svc eval pii --choose-thresholds` picks them on validation data, recall first.
+    type_thresholds: Mapping[str, float] = field(
+        default_factory=lambda: MappingProxyType({}), metadata={"lo": 0, "hi": 1})
     window_tokens: int = _bounded(128, lo=8)  # the length the PII head was trained on
     window_stride: int = _bounded(96, lo=1)
     # Rule recognisers beside the model (classify/recognisers.py): card numbers (Luhn), IBAN
     # (mod 97), SSN, e-mail, IP, phone, domains/URLs, ZIP and age in context; their entities
     # join the model's, one span and type where they overlap.
     recognisers: bool = True
+    # Texts whose PII result (and category) is remembered by hash: a conversation's earlier
+    # turns, which every chat request carries again, are not read again (0: off).
+    memory_entries: int = _bounded(10_000, lo=0)
     # Content the check cannot read (an image, audio, a file): always said in the answer's
     # x-router-pii-check: partial; "reject" also refuses it for a model that may see no PII.
     unscannable: Unscannable = "allow"
@@ -295,6 +304,25 @@ class ExtProcConfig:
     passthrough_paths: tuple[str, ...] = ()
 
 
+TracingProtocol = Literal["grpc", "http/protobuf"]
+
+
+@dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry traces (``router_svc.tracing``): off by default; on, a span per
+    generation request with its stages as child spans, sent over OTLP."""
+
+    enabled: bool = False
+    # The OTLP collector (Jaeger, Tempo, an OpenTelemetry Collector): http://HOST:4317 for
+    # grpc; for http/protobuf the whole URL, http://HOST:4318/v1/traces. https:// uses TLS.
+    endpoint: str = "http://127.0.0.1:4317"
+    protocol: TracingProtocol = "grpc"
+    service_name: str = "router-svc"
+    # The share of new traces kept; a request with a client's traceparent follows the
+    # client's decision (parent-based sampling).
+    sample_ratio: float = _bounded(1.0, lo=0, hi=1)
+
+
 @dataclass(frozen=True)
 class ModelScore:
     model: str
@@ -361,6 +389,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     failover: FailoverConfig = field(default_factory=FailoverConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
     warnings: tuple[str, ...] = ()
     source: Path | None = None
 

@@ -46,6 +46,7 @@ from router_svc.core.metrics import Metrics
 from router_svc.core.normalize import Folded, fold
 from router_svc.core.selection import BackendTarget, Decision, pii_rejection_response, select_model
 from router_svc.core.texts import JOINED, Path, Segment, split_joined
+from router_svc.tracing.spans import span
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +166,13 @@ class Router:
             # The gRPC deadline bounds the Triton call; this bounds queueing in front of it too,
             # and the batcher drops rows still unsent at the deadline instead of running them.
             extra = {"context_texts": list(context)} if context else {}
-            return await asyncio.wait_for(
-                self.classifier.classify(category_text, segments,
-                                         max_tokens=self.config.limits.max_scan_tokens,
-                                         deadline=time.monotonic() + budget, **extra),
-                timeout=budget,
-            )
+            with span("classify"):
+                return await asyncio.wait_for(
+                    self.classifier.classify(category_text, segments,
+                                             max_tokens=self.config.limits.max_scan_tokens,
+                                             deadline=time.monotonic() + budget, **extra),
+                    timeout=budget,
+                )
         except TooMuchText as e:
             raise too_much_text(f"{e.tokens} tokens", e.limit) from None
         except QueueFull as e:
@@ -198,16 +200,20 @@ class Router:
         to the caller (``count_decision``), e.g. to count a cache hit as ``cache_hit``.
         ``allowed``: the models the caller's key may use (None: all). ``headers``: the
         request's, for a session key (``routing.conversation.session_header``)."""
-        req = self.parse(kind, body)
-        if allowed is not None:  # before any Triton work
-            check_model(Caller(None, allowed), req.model, self.config.routing.alias)
-        _check_encodable(req)
-        # The model reads look-alike characters as what they look like (core.normalize);
-        # entities are mapped back to the characters the client sent.
-        folded = [fold(s.text) for s in req.segments]
-        segments = [f.text for f in folded]
-        by_path = {s.path: f.text for s, f in zip(req.segments, folded, strict=True)}
-        category_text = "\n".join(by_path[s.path] for s in category_segments(req))
+        with span("parse") as sp:  # the request read: messages, texts, limits, folding
+            req = self.parse(kind, body)
+            if allowed is not None:  # before any Triton work
+                check_model(Caller(None, allowed), req.model, self.config.routing.alias)
+            _check_encodable(req)
+            # The model reads look-alike characters as what they look like (core.normalize);
+            # entities are mapped back to the characters the client sent.
+            folded = [fold(s.text) for s in req.segments]
+            segments = [f.text for f in folded]
+            by_path = {s.path: f.text for s, f in zip(req.segments, folded, strict=True)}
+            category_text = "\n".join(by_path[s.path] for s in category_segments(req))
+            if sp is not None:
+                sp.set_attributes({"router.texts": len(segments),
+                                   "router.chars": sum(map(len, segments))})
         pending = await self._conversation(req, by_path, headers)
         cls: Classification | None = None
         pii_status: PiiStatus = "partial" if req.unscannable else "checked"

@@ -4,26 +4,30 @@ The HTTP door reads the backend itself; through Envoy the ext_proc server sees t
 as Envoy streams them. Either way the door feeds the answer to a ``Relay``, which decides
 what the client gets (the usage-only chunk the router asked for on the client's behalf is
 dropped) and records what the answer says: time to first token, backend latency, usage, and
-the cache store of a complete 2xx answer. For a masked request (``pii_action: mask``) it
-also puts the client's values back in place of the placeholders the model saw (``restored``,
-``restored_body``). Nothing here does I/O except the cache store.
+the cache store of a complete 2xx answer, and on the backend call's span (when traced) the
+first token, the tokens used and how the answer ended. For a masked request
+(``pii_action: mask``) it also puts the client's values back in place of the placeholders
+the model saw (``restored``, ``restored_body``). Nothing here does I/O except the cache store.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from router_svc.backend.sse_read import EventScan, extract_usage, sse_data
+from router_svc.backend.sse_read import EventScan, Usage, extract_usage, sse_data
 from router_svc.cache.front import CacheFront
 from router_svc.core import json_codec
 from router_svc.core.mask import StreamRestorer
 from router_svc.core.metrics import Metrics
 from router_svc.core.sse_write import event as sse_event
+from router_svc.tracing.spans import NO_CALL
 
 if TYPE_CHECKING:
     from router_svc.flow.request import Forward
+    from router_svc.tracing.spans import BackendCall, _NoCall
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +37,10 @@ class Relay:
     end it with ``stream_ended``; a JSON answer goes to ``json_ended`` once read whole."""
 
     def __init__(self, forward: Forward, cache: CacheFront, metrics: Metrics,
-                 forwarded_at: float | None = None) -> None:
+                 forwarded_at: float | None = None,
+                 call: BackendCall | _NoCall = NO_CALL) -> None:
         self.forward = forward
+        self.call = call  # the backend call's span (``Exchange.relay``)
         self.cache = cache
         self.metrics = metrics
         self.model = forward.routed.decision.model
@@ -47,6 +53,12 @@ class Relay:
             if forward.routed.stream and self._mask is None else None
         self._restorer: StreamRestorer | None = \
             self._mask.stream() if self._mask is not None and forward.routed.stream else None
+
+    @property
+    def trace_headers(self) -> Mapping[str, str]:
+        """The W3C headers to send upstream: the request's trace, this backend call's span as
+        the parent (empty while tracing is off: the client's own, if any, go as they came)."""
+        return self.call.headers
 
     @property
     def masked(self) -> bool:
@@ -69,7 +81,9 @@ class Relay:
         had_output = self._scan.saw_output
         kept = self._scan.keep(event)
         if not had_output and self._scan.saw_output:
-            self.metrics.observe_ttft(self.model, time.perf_counter() - self.forwarded_at)
+            ttft = time.perf_counter() - self.forwarded_at
+            self.metrics.observe_ttft(self.model, ttft)
+            self.call.first_token(ttft)
         if kept and self._capture is not None:
             self._capture.feed(event)
         return kept
@@ -113,6 +127,7 @@ class Relay:
         did not fail mid-stream; only then, with ``[DONE]`` seen, is the answer stored."""
         self.metrics.observe_backend(self.model, time.perf_counter() - self.forwarded_at)
         self.metrics.count_tokens(self.model, self._scan.usage)
+        self._end_call(self._scan.usage, completed=self._scan.completed)
         if clean and self._scan.completed:
             await self._store(self.cache.store_stream(self.forward.lookup, self._capture,
                                                       self._scan.usage))
@@ -121,8 +136,11 @@ class Relay:
         """A whole 2xx JSON answer (None: unreadable or too large to read)."""
         self.metrics.observe_backend(self.model, time.perf_counter() - self.forwarded_at)
         if not isinstance(body, dict):
+            self._end_call(None)
             return
-        self.metrics.count_tokens(self.model, extract_usage(body))
+        usage = extract_usage(body)
+        self.metrics.count_tokens(self.model, usage)
+        self._end_call(usage)
         if self._mask is not None:  # never stored: see __init__
             return
         await self._store(self.cache.store_body(self.forward.lookup, self.forward.routed.kind,
@@ -131,6 +149,18 @@ class Relay:
     def failed(self, reason: str) -> None:
         """The backend failed (``backend.errors`` reasons)."""
         self.metrics.count_error(reason)
+        self.call.fail(reason)
+
+    def _end_call(self, usage: Usage | None, completed: bool | None = None) -> None:
+        if self.call is NO_CALL:
+            return
+        attrs: dict[str, Any] = {}
+        if usage is not None:
+            attrs["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+            attrs["gen_ai.usage.output_tokens"] = usage.completion_tokens
+        if completed is not None:
+            attrs["router.stream.completed"] = completed
+        self.call.end(attrs)
 
     async def _store(self, store: Any) -> None:
         # A failed store must not fail the answer, which has already gone to the client.

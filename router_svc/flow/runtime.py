@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from router_svc.backend.proxy import Proxy
 from router_svc.cache.front import CacheFront, model_id, open_cache, open_milvus_cache
@@ -25,8 +26,12 @@ from router_svc.core.auth import Gate
 from router_svc.core.metrics import Metrics
 from router_svc.core.pipeline import Router
 from router_svc.flow.request import RequestFlow
+from router_svc.tracing.provider import Tracing
 from router_svc.triton.client import ModelContractError, ModelInfo, TritonError
 from router_svc.triton.fleet import TritonFleet
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +59,12 @@ class Runtime:
     until it starts)."""
 
     def __init__(self, config: Config, *, tokenizer: Path | None = None,
-                 startup_timeout_s: float = 60.0) -> None:
+                 startup_timeout_s: float = 60.0,
+                 span_exporter: SpanExporter | None = None) -> None:
         self.config = config
+        # Traces (``tracing``): started first, flushed and shut down last; ``span_exporter``
+        # replaces OTLP (tests: the SDK's InMemorySpanExporter).
+        self.tracing = Tracing(config.tracing, exporter=span_exporter)
         self.tokenizer = tokenizer_path(config, tokenizer)
         self.startup_timeout_s = startup_timeout_s
         self.metrics = Metrics.create(models=[*config.model_config, config.routing.alias],
@@ -75,6 +84,8 @@ class Runtime:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
         async with contextlib.AsyncExitStack() as stack:
+            self.tracing.start()
+            stack.push_async_callback(self.tracing.shutdown)
             p = self.config.proxy
             self.proxy = Proxy.create(limit=p.max_connections,
                                       connect_timeout_s=p.connect_timeout_s,
@@ -84,7 +95,8 @@ class Runtime:
             await stack.enter_async_context(self._classifier())
             await stack.enter_async_context(self._cache())
             assert self.router is not None
-            self.flow = RequestFlow(self.router, self.cache, self.metrics, self.gate)
+            self.flow = RequestFlow(self.router, self.cache, self.metrics, self.gate,
+                                    recorder=self.tracing.recorder)
             (log.info if self.gate.enabled else log.warning)(self.gate.describe())
             yield self
 
@@ -124,6 +136,7 @@ class Runtime:
                 clf.categories, clf.pii_tags = list(info.categories), list(info.pii_tags)
                 pm = self.config.classifier.pii_model
                 clf.window = min(pm.window_tokens, info.max_sequence_length)
+                clf.memory.clear()  # texts read by the old version are read again
             old = self.model_info
             self.model_info, self.model_problem, self._bad_version = info, None, None
             removed = await self.cache.flush() if self.cache.enabled else 0
@@ -168,9 +181,10 @@ class Runtime:
         await batcher.start()
         pm = config.classifier.pii_model
         clf = Classifier(tok, batcher, list(info.categories), list(info.pii_tags),
-                         pii_threshold=pm.threshold,
+                         pii_threshold=pm.threshold, pii_type_thresholds=pm.type_thresholds,
                          window=min(pm.window_tokens, info.max_sequence_length),
-                         stride=pm.window_stride, recognisers=pm.recognisers)
+                         stride=pm.window_stride, recognisers=pm.recognisers,
+                         memory_entries=pm.memory_entries)
         self.router = Router(config, clf, metrics)
         self._classifier_obj = clf
         try:

@@ -117,12 +117,22 @@ def build_parser() -> argparse.ArgumentParser:
                          "chat prompts do: the category must still be the question's")
     ec.add_argument("--out", type=Path, default=Path("eval_out"))
     _add_triton_args(ec)
-    ep = esub.add_parser("pii", help="entity-level precision/recall/F1 per type")
+    ep = esub.add_parser("pii", help="entity-level precision/recall/F1 per type, PR curves, "
+                         "per-type thresholds")
     ep.add_argument("--data", type=Path, required=True)
     ep.add_argument("--threshold", type=float, default=0.5)
     ep.add_argument("--presidio", action="store_true", help="also run Microsoft Presidio")
     ep.add_argument("--no-recognisers", dest="recognisers", action="store_false",
                     help="headline figures from the model alone (all views are reported)")
+    ep.add_argument("--type-thresholds", type=Path, metavar="YAML",
+                    help="per-type thresholds to decode with: a router config (its "
+                    "classifier.pii_model.type_thresholds) or the pii_thresholds.yaml that "
+                    "--choose-thresholds writes; other types use --threshold")
+    ep.add_argument("--choose-thresholds", action="store_true",
+                    help="choose per-type thresholds for recall (the highest whose recall is "
+                    "within 0.005 of the best) on one half of --data split by template id, "
+                    "report them against --threshold on the other half, and write "
+                    "pii_thresholds.yaml (a config snippet) to --out")
     ep.add_argument("--out", type=Path, default=Path("eval_out"))
     _add_triton_args(ep)
     ca = esub.add_parser("cache", help="semantic cache hit precision/recall on paraphrase pairs")
@@ -232,7 +242,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                 preamble=args.preamble))
         return evaluate.main(evaluate.PiiEvalOptions(
             data=args.data, threshold=args.threshold, presidio=args.presidio, out=args.out,
-            served=served, recognisers=args.recognisers))
+            served=served, recognisers=args.recognisers,
+            type_thresholds=(evaluate.read_type_thresholds(args.type_thresholds)
+                             if args.type_thresholds else None),
+            choose_thresholds=args.choose_thresholds))
     if args.command == "auth":
         from router_svc.core.auth import hash_key
 

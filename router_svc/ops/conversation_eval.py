@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import json
 import random
@@ -221,6 +222,7 @@ async def served_router(opts: ConversationEvalOptions, config: Config) -> AsyncI
     """A factory of ``Router``s over one served classifier, set up as the runtime sets it up
     (PII window, stride and threshold, batching wait from the config)."""
     from export.evaluate import served_classifier
+    from router_svc.classify.classifier import ScanMemory
     from router_svc.core.metrics import Metrics
     from router_svc.core.pipeline import Router
 
@@ -228,10 +230,14 @@ async def served_router(opts: ConversationEvalOptions, config: Config) -> AsyncI
         pm = config.classifier.pii_model
         clf.window = min(pm.window_tokens, clf.window)
         clf.stride, clf.pii_threshold = pm.window_stride, pm.threshold
+        clf.pii_type_thresholds = dict(pm.type_thresholds)
         clf.batcher.max_wait_s = config.batching.max_wait_ms / 1000
 
         def make(cfg: Config) -> Router:
-            return Router(cfg, clf, Metrics.create(models=list(cfg.model_config)), environ={})
+            # A replica of its own: the shared model and batcher, its own memory of texts read.
+            mine = copy.copy(clf)
+            mine.memory = ScanMemory(cfg.classifier.pii_model.memory_entries)
+            return Router(cfg, mine, Metrics.create(models=list(cfg.model_config)), environ={})
 
         yield make
 

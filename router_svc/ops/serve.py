@@ -13,6 +13,7 @@ import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -20,6 +21,9 @@ from router_svc.config.loading import Config, load_config
 from router_svc.doors.extproc.server import ExtProcServer
 from router_svc.doors.http.app import create_app
 from router_svc.flow.runtime import Runtime
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger("router_svc")
 
@@ -35,11 +39,14 @@ class Serving:
 async def serving(config: Config, *, host: str | None = None, port: int | None = None,
                   extproc: bool | None = None, extproc_port: int | None = None,
                   tokenizer: Path | None = None, startup_timeout_s: float = 60.0,
-                  shutdown_timeout_s: float | None = None) -> AsyncIterator[Serving]:
+                  shutdown_timeout_s: float | None = None,
+                  span_exporter: SpanExporter | None = None) -> AsyncIterator[Serving]:
     """The router up until the block ends. ``port``/``extproc_port`` 0: a free one;
     ``extproc`` None: ``extproc.enabled``. On the way out the ext_proc server stops first,
-    giving streams in flight ``extproc.grace_s``, then the HTTP door drains."""
-    runtime = Runtime(config, tokenizer=tokenizer, startup_timeout_s=startup_timeout_s)
+    giving streams in flight ``extproc.grace_s``, then the HTTP door drains, then the runtime
+    stops (the last spans flushed). ``span_exporter``: spans there instead of OTLP (tests)."""
+    runtime = Runtime(config, tokenizer=tokenizer, startup_timeout_s=startup_timeout_s,
+                      span_exporter=span_exporter)
     with_extproc = config.extproc.enabled if extproc is None else extproc
     async with runtime.running():
         runner = web.AppRunner(

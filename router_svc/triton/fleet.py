@@ -166,7 +166,10 @@ class TritonFleet:
                 self._probe_wake.clear()
                 await self._probe_wake.wait()
                 continue
-            await asyncio.gather(*(self._probe(m, newest) for m in waiting))
+            # A probe that fails in an unforeseen way must not end the loop: a member would
+            # stay down for good.
+            await asyncio.gather(*(self._probe(m, newest) for m in waiting),
+                                 return_exceptions=True)
             await asyncio.sleep(self.probe_interval_s)
 
     async def _probe(self, m: Member, newest: str) -> None:

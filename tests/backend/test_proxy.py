@@ -335,6 +335,25 @@ async def test_header_filtering(aiohttp_server, proxy):
     assert received.header("X-Request-Id") == "router-req-1"
 
 
+async def test_the_routers_trace_headers_replace_the_clients(aiohttp_server, proxy):
+    app, target = await backend(aiohttp_server)
+    client = {"traceparent": "00-11111111111111111111111111111111-2222222222222222-01",
+              "TraceState": "client=1"}
+    ours = {"traceparent": "00-11111111111111111111111111111111-3333333333333333-01"}
+    await proxy.post_json(target, CHAT, chat_body(), client, trace_headers=ours)
+    async with proxy.stream(target, CHAT, chat_body(stream=True), client,
+                            trace_headers=ours) as upstream:
+        _ = [e async for e in upstream]
+    await proxy.post_json(target, CHAT, chat_body(), client)  # tracing off: the client's go
+    routed_json, routed_stream, untraced = app[RECEIVED]
+    for r in (routed_json, routed_stream):
+        assert r.header("traceparent") == ours["traceparent"]
+        assert [k.lower() for k in r.headers].count("traceparent") == 1
+        assert r.header("tracestate") is None  # it belonged to the client's span
+    assert untraced.header("traceparent") == client["traceparent"]
+    assert untraced.header("tracestate") == "client=1"
+
+
 async def test_options_are_live(aiohttp_server, proxy):
     app, target = await backend(aiohttp_server)
     await proxy.post_json(target, CHAT, chat_body(), {})

@@ -51,3 +51,25 @@ def test_paragraphs_are_read_apart() -> None:
     assert split_paragraphs("one paragraph\nwith two lines") == ["one paragraph\nwith two lines"]
     assert split_paragraphs("Be helpful.\n\n  \nWhat is 2+2?") == ["Be helpful.", "What is 2+2?"]
     assert split_paragraphs("") == [""]
+
+
+def test_the_classifier_decodes_with_its_per_type_thresholds() -> None:
+    from router_svc.classify.classifier import Classifier
+
+    tags = ["O", "B-PERSON", "I-PERSON", "B-US_SSN", "I-US_SSN"]
+    text = "Ann 123-45-6789"
+    row = Window(ids=[101, 1, 2, 102], offsets=[(0, 0), (0, 3), (4, 15), (0, 0)])
+    logits = np.log(np.array([[0.9, 0.025, 0.025, 0.025, 0.025],
+                              [0.025, 0.9, 0.025, 0.025, 0.025],  # Ann: PERSON, sure
+                              [0.2, 0.1, 0.1, 0.3, 0.3],  # the SSN: 0.3
+                              [0.9, 0.025, 0.025, 0.025, 0.025]], np.float32))
+    outputs = [RowOutput(np.zeros(2, np.float32), logits, np.ones(2, np.float32))]
+    plan = plan_rows([row], [[row]], category_segment=0)
+
+    def found(**kw) -> set[str]:
+        clf = Classifier(None, None, ["a", "b"], tags, recognisers=False, **kw)
+        return {e.type for e in clf.decode(plan, outputs, [text]).pii[0]}
+
+    assert found(pii_threshold=0.5) == {"PERSON"}
+    assert found(pii_threshold=0.5, pii_type_thresholds={"US_SSN": 0.25}) == {"PERSON", "US_SSN"}
+    assert found(pii_threshold=0.2, pii_type_thresholds={"PERSON": 0.95}) == {"US_SSN"}

@@ -41,13 +41,14 @@ def probs_for(tags: list[str], p: float | list[float] = 0.9) -> np.ndarray:
     return rows
 
 
-def decode(text: str, pieces: list[str], tags: list[str], p=0.9, threshold=0.5, special=True):
+def decode(text: str, pieces: list[str], tags: list[str], p=0.9, threshold=0.5, special=True,
+           type_thresholds=None):
     offs = offsets_of(text, pieces)
     if special:  # [CLS] ... [SEP], tagged as if they were PII: they must be skipped
         offs = [SPECIAL, *offs, SPECIAL]
         tags = ["B-PERSON", *tags, "I-PERSON"]
         p = p if isinstance(p, float) else [0.99, *p, 0.99]
-    return decode_bio(probs_for(tags, p), offs, TAGS, text, threshold)
+    return decode_bio(probs_for(tags, p), offs, TAGS, text, threshold, type_thresholds)
 
 
 def spans(ents: list[PiiEntity]) -> list[tuple[str, str]]:
@@ -356,6 +357,37 @@ def test_threshold_keeps_equal_and_drops_lower() -> None:
     text = "Ann Bob"
     ents = decode(text, ["Ann", "Bob"], ["B-PERSON", "B-PERSON"], p=[0.7, 0.69], threshold=0.7)
     assert spans(ents) == [("PERSON", "Ann")]
+
+
+def test_per_type_thresholds_decide_which_entities_survive() -> None:
+    text = "Ann Lee, SSN 123-45-6789"
+    pieces, tags = ["Ann", "Lee", "SSN", "123-45-6789"], ["B-PERSON", "I-PERSON", "O", "B-US_SSN"]
+    p = [0.9, 0.9, 0.9, 0.3]  # the model is unsure of the SSN
+    both = [("PERSON", "Ann Lee"), ("US_SSN", "123-45-6789")]
+    assert spans(decode(text, pieces, tags, p)) == [("PERSON", "Ann Lee")]  # one threshold: 0.5
+    assert spans(decode(text, pieces, tags, p, type_thresholds={"US_SSN": 0.2})) == both
+    assert spans(decode(text, pieces, tags, p, type_thresholds={"US_SSN": 0.31})) == both[:1]
+    # A type the map leaves out keeps the one threshold, in both directions.
+    assert spans(decode(text, pieces, tags, p, threshold=0.25,
+                        type_thresholds={"PERSON": 0.95})) == both[1:]
+    assert spans(decode(text, pieces, tags, p, type_thresholds={"PERSON": 0.1})) == both[:1]
+    assert decode(text, pieces, tags, p, type_thresholds={}) == decode(text, pieces, tags, p)
+
+
+def test_a_phone_number_that_is_a_card_is_held_to_the_card_threshold() -> None:
+    card, phone = "4111 1111 1111 1111", "4111 1111 1111 1112"  # Luhn-valid, and not
+    cards = {"CREDIT_CARD": 0.2}
+    phones = {"PHONE_NUMBER": 0.2}
+    for value, with_cards, with_phones in ((card, [("CREDIT_CARD", card)], []),
+                                           (phone, [], [("PHONE_NUMBER", phone)])):
+        text = f"call {value} now"
+        pieces = ["call", *value.split(), "now"]
+        tags = ["O", "B-PHONE_NUMBER", *["I-PHONE_NUMBER"] * 3, "O"]
+        p = [0.9, 0.3, 0.3, 0.3, 0.3, 0.9]
+        assert spans(decode(text, pieces, tags, p)) == []  # 0.3 < 0.5 for either type
+        assert spans(decode(text, pieces, tags, p, type_thresholds=cards)) == with_cards
+        # PHONE_NUMBER's own low threshold lets a phone number through, not a card number.
+        assert spans(decode(text, pieces, tags, p, type_thresholds=phones)) == with_phones
 
 
 def test_padding_rows_are_ignored_and_bad_shapes_raise() -> None:

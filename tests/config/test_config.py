@@ -308,6 +308,36 @@ def test_window_stride_larger_than_window() -> None:
     one_problem(data, "classifier.pii_model.window_stride", "192 > window_tokens 128")
 
 
+def with_type_thresholds(value: Any) -> dict[str, Any]:
+    return minimal() | {"classifier": {"pii_model": {"threshold": 0.6, "type_thresholds": value}}}
+
+
+def test_per_type_pii_thresholds() -> None:
+    pm = parse(minimal()).classifier.pii_model
+    assert dict(pm.type_thresholds) == {}  # none by default: every type uses threshold
+    pm = parse(with_type_thresholds({"US_SSN": 0.2, "PERSON": 1})).classifier.pii_model
+    assert dict(pm.type_thresholds) == {"US_SSN": 0.2, "PERSON": 1.0} and pm.threshold == 0.6
+    assert parse(with_type_thresholds(None)).classifier.pii_model.type_thresholds == {}
+
+
+def test_per_type_pii_thresholds_name_known_types_in_range() -> None:
+    one_problem(with_type_thresholds({"US_SSN": 0.2, "SSN": 0.3}),
+                "classifier.pii_model.type_thresholds.SSN", "unknown PII type 'SSN'",
+                "US_SSN", "classifier.pii_model.threshold")
+    # the model's types, as the caller knows them
+    one_problem(with_type_thresholds({"US_SSN": 0.2}),
+                "classifier.pii_model.type_thresholds.US_SSN", "unknown PII type",
+                known_pii_types=("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER"))
+    one_problem(with_type_thresholds({"US_SSN": 1.5}),
+                "classifier.pii_model.type_thresholds.US_SSN", "out of range", "<= 1")
+    one_problem(with_type_thresholds({"PERSON": -0.1}),
+                "classifier.pii_model.type_thresholds.PERSON", "out of range", ">= 0")
+    one_problem(with_type_thresholds({"PERSON": "0.4"}),
+                "classifier.pii_model.type_thresholds.PERSON", "remove the quotes")
+    one_problem(with_type_thresholds([0.2]), "classifier.pii_model.type_thresholds",
+                "expected a mapping")
+
+
 def test_unknown_keys_suggest_the_right_one() -> None:
     one_problem(minimal() | {"defualt_modle": "x"}, "defualt_modle", "did you mean 'default_model'")
     one_problem(minimal() | {"catgories": []}, "catgories", "did you mean 'categories'")
@@ -485,3 +515,52 @@ def test_cache_warnings() -> None:
     # a disabled cache does not nag
     quiet = parse(minimal() | {"cache": {"threshold": 0.8, "admin_token_env": "NOT_SET"}})
     assert not [w for w in quiet.warnings if w.startswith("cache")]
+
+
+# --------------------------------------------------------------------------- tracing
+
+
+def with_tracing(**tracing: Any) -> dict[str, Any]:
+    return {**minimal(), "tracing": {"enabled": True, **tracing}}
+
+
+def test_tracing_is_off_by_default_and_the_example_documents_its_keys() -> None:
+    t = parse(minimal()).tracing
+    assert (t.enabled, t.endpoint, t.protocol, t.service_name, t.sample_ratio) == (
+        False, "http://127.0.0.1:4317", "grpc", "router-svc", 1.0)
+    example = load_config(EXAMPLE_CONFIG, environ={}).tracing
+    assert example == t
+    text = EXAMPLE_CONFIG.read_text()
+    for key in ("tracing:", "endpoint:", "protocol:", "service_name:", "sample_ratio:"):
+        assert key in text
+
+
+def test_tracing_endpoints_that_fit_their_protocol() -> None:
+    t = parse(with_tracing(endpoint="https://otel.example:4317", sample_ratio=0.25)).tracing
+    assert t.enabled and t.protocol == "grpc" and t.sample_ratio == 0.25
+    t = parse(with_tracing(protocol="http/protobuf",
+                           endpoint="http://jaeger:4318/v1/traces")).tracing
+    assert t.protocol == "http/protobuf"
+
+
+@pytest.mark.parametrize(("tracing", "path", "words"), [
+    ({"endpoint": "127.0.0.1:4317"}, "tracing.endpoint", ("http://", "4317")),
+    ({"endpoint": "grpc://collector:4317"}, "tracing.endpoint", ("http://",)),
+    ({"endpoint": "http://collector:4317/v1/traces"}, "tracing.endpoint",
+     ("http://collector:4317", "http/protobuf")),
+    ({"protocol": "http/protobuf", "endpoint": "http://collector:4318"}, "tracing.endpoint",
+     ("http://collector:4318/v1/traces",)),
+    ({"protocol": "http"}, "tracing.protocol", ("grpc", "http/protobuf")),
+    ({"sample_ratio": 1.5}, "tracing.sample_ratio", ("<= 1",)),
+    ({"service_name": ""}, "tracing.service_name", ("non-empty",)),
+    ({"enabled": "yes"}, "tracing.enabled", ("true or false",)),
+    ({"exporter": "otlp"}, "tracing.exporter", ("unknown key",)),
+])
+def test_tracing_errors_name_the_field_and_the_fix(tracing: dict, path: str,
+                                                   words: tuple[str, ...]) -> None:
+    one_problem(with_tracing(**tracing), path, *words)
+
+
+def test_tracing_grpc_on_the_http_port_is_a_warning() -> None:
+    cfg = parse(with_tracing(endpoint="http://collector:4318"))
+    assert any(w.startswith("tracing.endpoint: ") and "4317" in w for w in cfg.warnings)

@@ -41,13 +41,15 @@ async def envoy_stack(trained_triton, trained_model_dir, backends, tmp_path
                       ) -> AsyncIterator[Callable[..., Any]]:
     """``await envoy_stack(mutate=None, failure_mode_allow=None, extproc_up=True, **config)``:
     the router app with its ext_proc server, and Envoy in front of it. ``extproc_up=False``
-    points Envoy at a port where nothing listens (the ext_proc server down)."""
+    points Envoy at a port where nothing listens (the ext_proc server down);
+    ``span_exporter``: the router's spans go there (``serving.runtime.tracing``)."""
     stack = contextlib.AsyncExitStack()
     envoys: list[envoy_launcher.EnvoyProcess] = []
 
     async def make(mutate: Callable[[dict], None] | None = None, *,
                    failure_mode_allow: bool | None = None, extproc_up: bool = True,
-                   models: dict[str, tuple[str, int]] | None = None, **overrides: Any) -> Stack:
+                   models: dict[str, tuple[str, int]] | None = None,
+                   span_exporter: Any = None, **overrides: Any) -> Stack:
         data = wire_config(example_config_data(), trained_triton.grpc_url, backends,
                            trained_model_dir / "tokenizer.json")
         data.update(overrides)
@@ -56,7 +58,7 @@ async def envoy_stack(trained_triton, trained_model_dir, backends, tmp_path
             mutate(data)
         s = await stack.enter_async_context(serving(
             parse_config(data, ROOT), host="127.0.0.1", port=0, extproc=extproc_up,
-            startup_timeout_s=10, shutdown_timeout_s=5))
+            startup_timeout_s=10, shutdown_timeout_s=5, span_exporter=span_exporter))
         http = f"http://127.0.0.1:{s.http_port}"
         ext_port = s.extproc.port if s.extproc is not None else free_port()
         addrs = models or {m: ("127.0.0.1", backends[BACKEND_NAMES[m]].port) for m in MODELS}

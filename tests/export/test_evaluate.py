@@ -107,9 +107,11 @@ def test_eval_pii_through_triton(tmp_path, trained_triton, trained_model_dir, ca
              "start_position": s.start, "end_position": s.end} for s in e.spans],
          "template_id": e.template_id} for e in test[:80]]))
     opts = PiiEvalOptions(data, threshold=0.5, out=tmp_path / "out",
-                          served=_served(trained_triton, trained_model_dir))
+                          served=_served(trained_triton, trained_model_dir),
+                          choose_thresholds=True)
     assert evaluate.main(opts) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    printed = capsys.readouterr().out
+    last = printed.strip().splitlines()[-1]
     m = re.fullmatch(r"precision=([\d.]+) recall=([\d.]+) f1=([\d.]+) overlap_f1=([\d.]+)",
                      last)
     assert m, last
@@ -121,6 +123,15 @@ def test_eval_pii_through_triton(tmp_path, trained_triton, trained_model_dir, ca
     assert all(sorted(map(tuple, e["gold"])) != sorted(map(tuple, e["ours"])) for e in errors)
     gold_types = {s.type for e in test[:80] for s in e.spans}
     assert gold_types <= set(report["per_type"])  # every gold type is scored
+    assert all("overlap" in v for v in report["per_type"].values())
+    # --choose-thresholds: curves from one half, the chosen thresholds reported on the other,
+    # a snippet the config reads, and the PR curves drawn.
+    th = report["thresholds"]
+    assert report["pr_curves"]["rows"] + th["rows"] == 80
+    assert th["map"] == evaluate.read_type_thresholds(tmp_path / "out" / "pii_thresholds.yaml")
+    assert all(th["chosen"][k]["threshold"] == v for k, v in th["map"].items())
+    assert th["single"]["micro"]["f1"] > 0.3 and "PII thresholds on the report half" in printed
+    assert (tmp_path / "out" / "pii_pr_curves.png").stat().st_size > 10_000
 
 
 def test_overlap_matching_counts_each_gold_span_once():

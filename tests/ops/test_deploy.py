@@ -1,6 +1,10 @@
 """Deployment files: compose.yaml (+ compose.cpu.yaml), the Dockerfiles, Prometheus, Grafana.
 
-- Debian's ``docker-compose`` 1.29 validates both compose files (it needs no engine);
+- Debian's ``docker-compose`` 1.29 validates both compose files (it needs no engine), with each
+  profile (``shared-cache``, ``tracing``) enabled, and profiles leave plain ``up`` unchanged;
+- every router service's config loads with the router's own loader and agrees with compose
+  (the shared-cache replicas' Milvus, Envoy in front of them round robin, the tracing router's
+  Jaeger); the shared-cache Envoy config, run for real, alternates between two servers;
 - every path, Dockerfile, port and service name the files use exists and agrees with the others
   (router config, Prometheus targets, Grafana provisioning, the images' COPY sources);
 - ``promtool`` checks the Prometheus config and rules and runs the alert unit tests;
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import itertools
 import json
 import os
 import re
@@ -45,6 +50,10 @@ DEPLOY = ROOT / "deploy"
 COMPOSE = ROOT / "compose.yaml"
 COMPOSE_CPU = ROOT / "compose.cpu.yaml"
 ROUTER_CONFIG = DEPLOY / "router-config.yaml"
+SHARED_CACHE_CONFIG = DEPLOY / "router-config.shared-cache.yaml"
+TRACING_CONFIG = DEPLOY / "router-config.tracing.yaml"
+ENVOY_YAML = DEPLOY / "envoy" / "envoy.yaml"
+ENVOY_SHARED_CACHE = DEPLOY / "envoy" / "envoy.shared-cache.yaml"
 PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 ALERT_TESTS = DEPLOY / "prometheus" / "alerts.test.yml"
@@ -56,6 +65,20 @@ MODEL_BUILDER = DEPLOY / "model-builder.sh"
 TRITON_CPU = DEPLOY / "triton_cpu.py"
 
 APT = {"docker-compose": "docker-compose", "promtool": "prometheus", "prometheus": "prometheus"}
+
+# What plain `docker compose up` starts, and what each profile adds to it.
+DEFAULT_SERVICES = frozenset({"model-builder", "triton", "router", "demo-phi4", "demo-mistral",
+                              "demo-gemma", "prometheus", "grafana", "envoy"})
+PROFILES = {
+    "shared-cache": frozenset({"milvus-etcd", "milvus-minio", "milvus-standalone",
+                               "router-shared-a", "router-shared-b", "envoy-shared-cache"}),
+    "tracing": frozenset({"jaeger", "router-tracing"}),
+}
+# Every service running `router-svc serve`, and the config file it mounts.
+ROUTERS = {"router": ROUTER_CONFIG, "router-shared-a": SHARED_CACHE_CONFIG,
+           "router-shared-b": SHARED_CACHE_CONFIG, "router-tracing": TRACING_CONFIG}
+# The config keys each variant changes; everything else must stay deploy/router-config.yaml's.
+DERIVED_CONFIGS = {SHARED_CACHE_CONFIG: {"cache"}, TRACING_CONFIG: {"tracing"}}
 
 # Every metric family Triton 2.51 (NGC 24.10) can export: docs/user_guide/metrics.md of r24.10.
 # GPU ones need a GPU; response-cache ones need --cache-config; summaries need
@@ -101,11 +124,14 @@ def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, **kwargs)
 
 
-def compose_config(*files: Path) -> dict[str, Any]:
-    """``docker-compose -f ... config``: the merged, interpolated configuration."""
+def compose_config(*files: Path, profiles: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``docker-compose -f ... [--profile P ...] config``: the merged, interpolated configuration
+    (1.29 prints every service, whatever the profiles; it validates with them enabled)."""
     args = [tool("docker-compose")]
     for f in files:
         args += ["-f", str(f)]
+    for profile in profiles:
+        args += ["--profile", profile]
     env = {k: v for k, v in os.environ.items()
            if k not in ("ROUTER_SVC_DATA", "MODEL_BUILD_ARGS", "COMPOSE_FILE")}
     env["GRAFANA_ADMIN_PASSWORD"] = "from-the-environment"
@@ -190,12 +216,35 @@ def flag(cmd: list[str], name: str) -> str:
 # ---------------------------------------------------------------------------- compose
 
 
+@pytest.mark.parametrize("profiles", [(), ("shared-cache",), ("tracing",),
+                                      ("shared-cache", "tracing")],
+                         ids=["plain", "shared-cache", "tracing", "both"])
 @pytest.mark.parametrize("files", [(COMPOSE,), (COMPOSE, COMPOSE_CPU)], ids=["gpu", "cpu"])
-def test_docker_compose_config_validates(files):
-    config = compose_config(*files)
-    expected = {"model-builder", "triton", "router", "demo-phi4", "demo-mistral", "demo-gemma",
-                "prometheus", "grafana", "envoy"}
-    assert expected <= set(config["services"])
+def test_docker_compose_config_validates(files, profiles):
+    config = compose_config(*files, profiles=profiles)
+    cpu = {"triton-cpu"} if COMPOSE_CPU in files else set()
+    assert set(config["services"]) == DEFAULT_SERVICES.union(cpu, *PROFILES.values())
+
+
+@pytest.mark.parametrize("variant", ["gpu", "cpu"])
+def test_profiles_leave_plain_up_unchanged(configs, variant):
+    """Without a profile, exactly the default services start; each profile's services are in
+    it alone, and no default service needs one of them (plain `up` would then start it)."""
+    services = configs[variant]["services"]
+    profiled = {name: set(svc.get("profiles") or ()) for name, svc in services.items()}
+    default = {name for name, p in profiled.items() if not p}
+    assert default == DEFAULT_SERVICES | ({"triton-cpu"} if variant == "cpu" else set())
+    for profile, names in PROFILES.items():
+        assert {n for n, p in profiled.items() if profile in p} == names, profile
+        assert all(profiled[n] == {profile} for n in names), profile
+    for name in default:
+        needs = set(services[name].get("depends_on") or {})
+        assert not needs - default, f"{name} depends on profile services {needs - default}"
+    files = ["-f", str(COMPOSE)] + (["-f", str(COMPOSE_CPU)] if variant == "cpu" else [])
+    args = [tool("docker-compose"), *files, "config", "--profiles"]
+    res = run(args, env={**os.environ, "GRAFANA_ADMIN_PASSWORD": "x"})
+    assert res.returncode == 0, res.stderr
+    assert set(res.stdout.split()) == set(PROFILES)
 
 
 def test_triton_on_the_gpu(configs):
@@ -254,10 +303,14 @@ def test_published_ports_are_unique(configs, variant):
     for name, svc in configs[variant]["services"].items():
         if replicas(svc) == 0:
             continue
-        for published, _ in published_ports(svc):
+        for published, _ in published_ports(svc):  # unique over all profiles: they combine
             assert published not in seen, f"port {published}: {seen.get(published)} and {name}"
             seen[published] = name
-    assert set(seen) == {8000, 8001, 8002, 8801, 9090, 3000, 10000}
+    by_profile = {p: {port for port, name in seen.items() if name in names}
+                  for p, names in PROFILES.items()}
+    assert set(seen) - set().union(*by_profile.values()) == {
+        8000, 8001, 8002, 8801, 9090, 3000, 10000}
+    assert by_profile == {"shared-cache": {19530, 9091, 10001}, "tracing": {16686, 4317, 8802}}
 
 
 @pytest.mark.parametrize("variant", ["gpu", "cpu"])
@@ -281,26 +334,67 @@ def test_model_builder_fills_the_shared_volume(configs):
     # compose writes the path as found; a checkout may reach ../shared through a link
     assert [str(Path(d).resolve()) for d in data] == [
         str((ROOT.parent / "shared" / "data").resolve())]
-    for name in ("triton", "router"):
+    for name in ("triton", *ROUTERS):
         assert ("models", "/models") in mounts(services[name]), name
         assert all(t != "/models" or s == "models" for s, t in mounts(services[name]))
 
 
-def test_router_config_matches_the_compose_services(configs):
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(e.split("=", 1) if "=" in e else (e, "") for e in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def router_cfg(service: dict[str, Any], path: Path):
+    """The router's own loader on ``path``, with the service's environment: no warnings."""
+    cfg = load_config(path, environ=environment(service))
+    assert not cfg.warnings, (path.name, cfg.warnings)
+    return cfg
+
+
+def waits_healthy(service: dict[str, Any], dependency: str) -> bool:
+    spec = (service.get("depends_on") or {}).get(dependency)
+    return (spec or {}).get("condition") == "service_healthy"
+
+
+def test_every_router_service_is_known(configs):
+    """A service running `router-svc serve` is in ROUTERS, so the checks below cover it."""
+    for config in configs.values():
+        serving = {n for n, svc in config["services"].items()
+                   if command(svc)[:2] == ["router-svc", "serve"]}
+        assert serving == set(ROUTERS)
+
+
+@pytest.mark.parametrize("path", sorted(DERIVED_CONFIGS), ids=lambda p: p.name)
+def test_router_config_variants_differ_only_where_they_should(path):
+    """deploy/router-config.*.yaml are deploy/router-config.yaml with one block changed, so a
+    fix to the base config cannot be forgotten in them."""
+    base, variant = (yaml.safe_load(p.read_text()) for p in (ROUTER_CONFIG, path))
+    changed = {k for k in base.keys() | variant.keys() if base.get(k) != variant.get(k)}
+    assert changed == DERIVED_CONFIGS[path]
+
+
+@pytest.mark.parametrize("name", sorted(ROUTERS))
+def test_router_config_matches_the_compose_services(configs, name):
+    path = ROUTERS[name]
     for variant, config in configs.items():
         services = config["services"]
         names = hostnames(config)
-        router = services["router"]
-        config_path = bind_target(router, ROUTER_CONFIG)
+        router = services[name]
+        config_path = bind_target(router, path)
         assert flag(command(router), "--config") == config_path
 
-        cfg = load_config(ROUTER_CONFIG)
+        cfg = router_cfg(router, path)
         assert cfg.listen.host == "0.0.0.0"
-        assert cfg.listen.port in {t for _, t in published_ports(router)}
+        assert cfg.listen.port in container_ports(router)
+        if name == "router":
+            assert cfg.listen.port in {t for _, t in published_ports(router)}
 
         host, port = cfg.triton.url.rsplit(":", 1)
         assert host in names, f"{variant}: triton.url host {host!r} is no service"
         assert int(port) in container_ports(services[names[host]])
+        assert waits_healthy(router, names[host]), f"{variant}: {name} starts before Triton"
 
         assert cfg.tokenizer is not None
         assert any(cfg.tokenizer.is_relative_to(t) for s, t in mounts(router) if s == "models")
@@ -313,12 +407,90 @@ def test_router_config_matches_the_compose_services(configs):
             assert flag(command(backend), "--host") == "0.0.0.0"
             assert url.port in container_ports(backend)
             assert flag(command(backend), "--name") == mc.backend.model
+            assert waits_healthy(router, names[url.hostname]), (variant, name, url.hostname)
+
+
+def test_shared_cache_replicas_share_one_milvus(configs):
+    """Both replicas: cache.backend milvus at the milvus-standalone service's gRPC port, started
+    once Milvus is healthy (its health check asks Milvus itself), which starts once etcd and
+    MinIO are; its etcd and MinIO addresses are those services' ports."""
+    for variant, config in configs.items():
+        services = config["services"]
+        names = hostnames(config)
+        replicas_ = [n for n, p in ROUTERS.items() if p == SHARED_CACHE_CONFIG]
+        assert len(replicas_) == 2
+        for name in replicas_:
+            router = services[name]
+            cfg = router_cfg(router, SHARED_CACHE_CONFIG)
+            assert cfg.cache.enabled and cfg.cache.backend == "milvus"
+            assert cfg.cache.milvus.consistency_level == "Strong"
+            uri = urlsplit(cfg.cache.milvus.uri)
+            assert uri.hostname in names, f"{variant}: Milvus host {uri.hostname!r} is no service"
+            milvus = services[names[uri.hostname]]
+            assert names[uri.hostname] == "milvus-standalone"
+            assert uri.port == 19530 and uri.port in container_ports(milvus)
+            assert waits_healthy(router, "milvus-standalone"), f"{variant}: {name}"
+            # The admin token comes from the environment (empty: endpoints disabled).
+            assert cfg.cache.admin_token_env in environment(router)
+            # The image has the Milvus client: the `milvus` extra of pyproject.toml.
+            extra = router["build"]["args"]["ROUTER_SVC_EXTRAS"]
+            assert extra == "milvus"
+            assert router["image"] != services["router"]["image"], "the plain image stays lean"
+        assert command(services[replicas_[0]]) == command(services[replicas_[1]])
+        assert mounts(services[replicas_[0]]) == mounts(services[replicas_[1]])
+
+        milvus = services["milvus-standalone"]
+        assert command(milvus) == ["milvus", "run", "standalone"]
+        assert "9091/healthz" in " ".join(milvus["healthcheck"]["test"])
+        assert 9091 in container_ports(milvus)
+        env = environment(milvus)
+        for key, service, port in (("ETCD_ENDPOINTS", "milvus-etcd", 2379),
+                                   ("MINIO_ADDRESS", "milvus-minio", 9000)):
+            host, _, p = env[key].partition(":")
+            assert names.get(host) == service and int(p) == port, (key, env[key])
+            assert port in container_ports(services[service]), (service, port)
+            assert waits_healthy(milvus, service), service
+        assert any(t == "/var/lib/milvus" for _, t in mounts(milvus))
+        assert "2379" in flag(command(services["milvus-etcd"]), "-listen-client-urls")
+
+
+def test_the_milvus_extra_reaches_the_router_image():
+    """compose builds the shared-cache replicas with ROUTER_SVC_EXTRAS=milvus: the Dockerfile
+    must take that build argument and install the extra (pymilvus; the loader refuses a milvus
+    cache without it), and pyproject.toml must define it."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r"^milvus = \[", pyproject, re.M), "no `milvus` extra in pyproject.toml"
+    instructions = dockerfile_instructions(ROOT / "Dockerfile")
+    assert ("ARG", "ROUTER_SVC_EXTRAS") in [(i, a.split("=")[0]) for i, a in instructions], (
+        "the Dockerfile declares no ARG ROUTER_SVC_EXTRAS")
+    installs = " ".join(a for i, a in instructions if i == "RUN" and "pip install" in a)
+    assert "[$ROUTER_SVC_EXTRAS]" in installs or "[${ROUTER_SVC_EXTRAS}]" in installs, installs
+
+
+def test_tracing_router_sends_to_jaeger(configs):
+    for variant, config in configs.items():
+        services = config["services"]
+        names = hostnames(config)
+        router = services["router-tracing"]
+        cfg = router_cfg(router, TRACING_CONFIG)
+        t = cfg.tracing
+        assert t.enabled and t.protocol == "grpc" and t.sample_ratio == 1.0
+        assert t.service_name == "router-svc"
+        url = urlsplit(t.endpoint)
+        assert url.hostname in names, f"{variant}: tracing host {url.hostname!r} is no service"
+        jaeger = services[names[url.hostname]]
+        assert jaeger["image"].startswith("jaegertracing/all-in-one:")
+        assert url.port == 4317 and url.port in container_ports(jaeger)
+        assert environment(jaeger).get("COLLECTOR_OTLP_ENABLED") == "true"
+        assert 16686 in container_ports(jaeger)  # the UI
+        assert names[url.hostname] in (router.get("depends_on") or {})
+        assert not load_config(ROUTER_CONFIG).tracing.enabled  # the plain router stays untraced
 
 
 def test_envoy_matches_the_compose_services(configs):
     """compose's envoy runs deploy/envoy/envoy.yaml: its listener is the published port, its
     ext_proc cluster is the router's extproc port, each backend cluster a service's port."""
-    envoy_yaml = DEPLOY / "envoy" / "envoy.yaml"
+    envoy_yaml = ENVOY_YAML
     cfg = yaml.safe_load(envoy_yaml.read_text())
     router_cfg = load_config(ROUTER_CONFIG)
     for variant, config in configs.items():
@@ -341,6 +513,133 @@ def test_envoy_matches_the_compose_services(configs):
                 assert router_cfg.extproc.enabled and port == router_cfg.extproc.port
             else:
                 assert port in container_ports(services[names[host]]), (c["name"], port)
+
+
+def hcm(listener: dict[str, Any]) -> dict[str, Any]:
+    (f,) = [f for chain in listener["filter_chains"] for f in chain["filters"]
+            if f["name"] == "envoy.filters.network.http_connection_manager"]
+    return f["typed_config"]
+
+
+def lb_endpoints(cluster: dict[str, Any]) -> list[tuple[str, int]]:
+    return [(sa["address"], sa["port_value"])
+            for locality in cluster["load_assignment"]["endpoints"]
+            for e in locality["lb_endpoints"]
+            for sa in [e["endpoint"]["address"]["socket_address"]]]
+
+
+def test_shared_cache_envoy_balances_both_replicas(configs):
+    """envoy-shared-cache (the stack's own Envoy image) publishes its listener and sends every
+    request to one cluster of both shared-cache replicas on the router's port, round robin,
+    with a health check on the router's readiness."""
+    cfg = yaml.safe_load(ENVOY_SHARED_CACHE.read_text())
+    shared = load_config(SHARED_CACHE_CONFIG)
+    replicas_ = {n for n, p in ROUTERS.items() if p == SHARED_CACHE_CONFIG}
+    (listener,) = cfg["static_resources"]["listeners"]
+    routes = [r for vh in hcm(listener)["route_config"]["virtual_hosts"] for r in vh["routes"]]
+    assert {r["route"]["cluster"] for r in routes} == {"routers"}
+    assert not [f for f in hcm(listener)["http_filters"] if "ext_proc" in f["name"]]
+    (cluster,) = [c for c in cfg["static_resources"]["clusters"] if c["name"] == "routers"]
+    assert cluster["lb_policy"] == "ROUND_ROBIN" and cluster["type"] == "STRICT_DNS"
+    (hc,) = cluster["health_checks"]
+    assert hc["http_health_check"]["path"] == "/ready"
+    for variant, config in configs.items():
+        services = config["services"]
+        names = hostnames(config)
+        envoy = services["envoy-shared-cache"]
+        assert envoy["image"] == services["envoy"]["image"]
+        assert flag(command(envoy), "-c") == bind_target(envoy, ENVOY_SHARED_CACHE)
+        listen = listener["address"]["socket_address"]
+        assert listen["address"] == "0.0.0.0"
+        assert (listen["port_value"], listen["port_value"]) in published_ports(envoy)
+        endpoints = lb_endpoints(cluster)
+        assert len(endpoints) == len(set(endpoints)) == 2
+        assert {names.get(host) for host, _ in endpoints} == replicas_, (variant, endpoints)
+        assert {port for _, port in endpoints} == {shared.listen.port}
+        assert set(envoy.get("depends_on") or {}) == replicas_
+
+
+@pytest.mark.integration
+async def test_shared_cache_envoy_alternates_and_skips_an_unready_replica(tmp_path):
+    """The file's own Envoy config, addresses moved to loopback (and the health check's period
+    shortened), in front of two servers: requests alternate; a server whose /ready fails gets
+    none until it passes again."""
+    from aiohttp import web
+
+    from router_svc.ops.envoy_launcher import EnvoyProcess
+
+    ready = {"a": True, "b": True}
+    seen: list[str] = []
+
+    def app_for(name: str) -> web.Application:
+        async def chat(request: web.Request) -> web.Response:
+            seen.append(name)
+            return web.json_response({"replica": name})
+
+        async def is_ready(request: web.Request) -> web.Response:
+            return web.Response(status=200 if ready[name] else 503)
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        app.router.add_get("/ready", is_ready)
+        return app
+
+    runners, ports = [], {}
+    for name in ("a", "b"):
+        runner = web.AppRunner(app_for(name))
+        await runner.setup()
+        ports[name] = free_port()
+        await web.TCPSite(runner, "127.0.0.1", ports[name]).start()
+        runners.append(runner)
+    cfg = yaml.safe_load(ENVOY_SHARED_CACHE.read_text())
+    admin_port, listen_port = free_port(), free_port()
+    cfg["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": admin_port}
+    cfg["static_resources"]["listeners"][0]["address"]["socket_address"] = {
+        "address": "127.0.0.1", "port_value": listen_port}
+    (cluster,) = cfg["static_resources"]["clusters"]
+    cluster["type"] = "STATIC"
+    cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": [
+        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
+        for p in ports.values()]}]
+    cluster["health_checks"][0].update(interval="0.2s", no_traffic_interval="0.2s")
+    envoy = EnvoyProcess(cfg, tmp_path)
+    await asyncio.to_thread(envoy.start)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+
+            async def health() -> dict[str, str]:
+                async with s.get(f"{envoy.admin_url}/clusters") as r:
+                    text = await r.text()
+                flags = dict(re.findall(r"^routers::127\.0\.0\.1:(\d+)::health_flags::(\S+)$",
+                                        text, re.M))
+                return {n: flags.get(str(p), "") for n, p in ports.items()}
+
+            async def both_healthy():
+                return set((await health()).values()) == {"healthy"}
+
+            await _eventually(both_healthy, "both servers healthy in Envoy")
+            body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+            for _ in range(8):
+                async with s.post(f"{envoy.url}/v1/chat/completions", json=body) as r:
+                    assert r.status == 200
+            assert sorted(seen) == ["a"] * 4 + ["b"] * 4
+            assert all(x != y for x, y in itertools.pairwise(seen)), seen  # round robin
+
+            ready["b"] = False
+
+            async def b_out():
+                return "failed_active_hc" in (await health())["b"]
+
+            await _eventually(b_out, "b taken out of rotation")
+            seen.clear()
+            for _ in range(6):
+                async with s.post(f"{envoy.url}/v1/chat/completions", json=body) as r:
+                    assert r.status == 200
+            assert seen == ["a"] * 6
+    finally:
+        await asyncio.to_thread(envoy.stop)
+        for runner in runners:
+            await runner.cleanup()
 
 
 def test_prometheus_scrapes_compose_services(configs):
@@ -829,9 +1128,12 @@ async def test_real_prometheus_scrapes_the_router(router_factory, tmp_path):
 
 @pytest.mark.parametrize("variant", ["gpu", "cpu"])
 def test_inner_services_listen_on_localhost_only(configs, variant):
-    """Triton, Prometheus and Grafana are for this host; the router and Envoy serve clients."""
+    """Triton, Prometheus, Grafana, Milvus and Jaeger are for this host; the routers and the
+    Envoys serve clients (etcd and MinIO publish nothing: only Milvus talks to them)."""
     services = configs[variant]["services"]
-    for name in ("triton", "prometheus", "grafana"):
+    for name in ("milvus-etcd", "milvus-minio", "router-shared-a", "router-shared-b"):
+        assert not published_ports(services[name]), name  # behind envoy-shared-cache / Milvus
+    for name in ("triton", "prometheus", "grafana", "milvus-standalone", "jaeger"):
         for p in services[name].get("ports", []):
             host = p.get("host_ip") if isinstance(p, dict) else str(p).rsplit(":", 2)[0]
             assert host == "127.0.0.1", (name, p)
@@ -851,11 +1153,10 @@ def _seconds(value: str) -> float:
     return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)(ms|h|m|s)", value))
 
 
-def test_stop_grace_period_covers_the_routers_drain(configs):
-    from router_svc.config.loading import load_config
-
-    cfg = load_config(ROUTER_CONFIG)
+@pytest.mark.parametrize("name", sorted(ROUTERS))
+def test_stop_grace_period_covers_the_routers_drain(configs, name):
+    cfg = load_config(ROUTERS[name])
     drain = max(60.0, cfg.extproc.grace_s + 5)  # ops.serve: the HTTP door's shutdown timeout
     for variant in ("gpu", "cpu"):
-        grace = configs[variant]["services"]["router"].get("stop_grace_period", "10s")
+        grace = configs[variant]["services"][name].get("stop_grace_period", "10s")
         assert _seconds(str(grace)) > drain, (variant, grace)

@@ -200,13 +200,16 @@ class RequestEdit:
 
 def request_edit(model: str, target: BackendTarget, body: dict[str, Any],
                  router_headers: Mapping[str, str], endpoint: str,
-                 client_path: str) -> RequestEdit:
+                 client_path: str, trace_headers: Mapping[str, str] | None = None,
+                 ) -> RequestEdit:
     """The edit for a request routed to ``model`` (the router's name for it) at ``target``.
 
     ``body``: what goes upstream (model rewritten, PII redacted, usage asked for on streams);
     ``router_headers``: the ``x-router-*`` headers, also sent to the backend.
     ``content-length`` is set to the new body's: Envoy keeps the client's in buffered mode
-    and refuses a body that does not match it.
+    and refuses a body that does not match it. ``trace_headers``: the W3C ``traceparent``
+    (and ``tracestate``) of the router's backend-call span, in place of the client's (Envoy
+    sends the request, so the upstream learns its parent span from this edit).
     """
     raw = json.dumps(body).encode("utf-8")
     creds, remove = credential_edit(target)
@@ -215,4 +218,8 @@ def request_edit(model: str, target: BackendTarget, body: dict[str, Any],
     path = upstream_path(target.base_url, endpoint, client_path)
     if path is not None:
         set_h[":path"] = path
+    if trace_headers:
+        set_h.update(trace_headers)
+        if "tracestate" not in trace_headers:  # the client's belongs to its own parent span
+            remove.append("tracestate")
     return RequestEdit(body=raw, set_headers=set_h, remove_headers=remove)

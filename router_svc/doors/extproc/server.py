@@ -127,7 +127,7 @@ class EnvoyRequest:
             return self.answer(Local(error_answer(err, {"Allow": "POST"}), "method_not_allowed"))
         flow = self.runtime.flow
         assert flow is not None
-        self.exchange = flow.begin(endpoint)
+        self.exchange = flow.begin(endpoint, self.headers, door="extproc")
         try:
             self.exchange.check_media_type(media_type(self.headers.get("content-type")))
             check_raw_encoding(self.headers.get("content-encoding"))
@@ -158,10 +158,12 @@ class EnvoyRequest:
         if isinstance(outcome, Local):
             return self.answer(outcome)
         self.answered = True
+        relay = ex.relay(outcome, time.perf_counter())  # (the backend call's span starts)
         edit = request_edit(outcome.model, outcome.target, outcome.body, outcome.headers,
-                            outcome.endpoint.backend_path, self.headers.get(":path", ""))
+                            outcome.endpoint.backend_path, self.headers.get(":path", ""),
+                            relay.trace_headers)
         self.watch = ResponseWatch(
-            outcome, ex.relay(outcome, time.perf_counter()),
+            outcome, relay,
             on_status=lambda status, retry_after: ex.backend_status(outcome, status,
                                                                     retry_after))
         return edit.reply()

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -36,6 +36,9 @@ from router_svc.flow.answers import (
 )
 from router_svc.flow.request import Exchange, Forward, Local, Outcome
 from router_svc.flow.runtime import Runtime
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger("router_svc")
 
@@ -104,7 +107,7 @@ async def handle_generation(request: web.Request, endpoint: Endpoint) -> web.Str
     """Render the flow's outcome: a local answer, or the backend's answer relayed."""
     flow = request.app[RUNTIME].flow
     assert flow is not None
-    ex = flow.begin(endpoint)
+    ex = flow.begin(endpoint, request.headers)
     status = 500
     try:
         try:
@@ -163,8 +166,8 @@ async def forward_json(request: web.Request, ex: Exchange, fwd: Forward) -> web.
     assert proxy is not None
     relay = ex.relay(fwd)
     res = await proxy.post_json(fwd.target, fwd.endpoint.backend_path, fwd.body,
-                                request.headers)
-    ex.answered(fwd)
+                                request.headers, trace_headers=relay.trace_headers)
+    ex.answered(fwd, res.status)
     await relay.json_ended(res.body)
     # The backend's own bytes: parsed above for usage and the cache, not re-encoded; a masked
     # request's answer is re-encoded with the client's values put back.
@@ -185,8 +188,8 @@ async def forward_stream(request: web.Request, ex: Exchange,
     resp: web.StreamResponse | None = None
     try:
         async with proxy.stream(fwd.target, fwd.endpoint.backend_path, fwd.body,
-                                request.headers) as up:
-            ex.answered(fwd)
+                                request.headers, trace_headers=relay.trace_headers) as up:
+            ex.answered(fwd, up.result.status)
             resp = web.StreamResponse(headers={**fwd.headers, **SSE_HEADERS})
             await resp.prepare(request)
             try:
@@ -321,12 +324,14 @@ async def openapi(request: web.Request) -> web.Response:
 
 def create_app(config: Config, *, runtime: Runtime | None = None,
                tokenizer: Path | None = None, startup_timeout_s: float = 60.0,
-               ) -> web.Application:
-    """The HTTP door. Without ``runtime`` the app starts and stops one of its own."""
+               span_exporter: SpanExporter | None = None) -> web.Application:
+    """The HTTP door. Without ``runtime`` the app starts and stops one of its own
+    (``span_exporter``: where its spans go in place of OTLP, e.g. a test's)."""
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=config.proxy.max_body_bytes)
     if runtime is None:
-        runtime = Runtime(config, tokenizer=tokenizer, startup_timeout_s=startup_timeout_s)
+        runtime = Runtime(config, tokenizer=tokenizer, startup_timeout_s=startup_timeout_s,
+                          span_exporter=span_exporter)
 
         async def run(app: web.Application) -> AsyncIterator[None]:
             async with runtime.running():

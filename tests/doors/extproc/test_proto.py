@@ -174,6 +174,20 @@ def test_request_edit_sets_body_length_and_routing_headers():
     assert set_headers(c.header_mutation) == h
 
 
+def test_request_edit_carries_the_routers_traceparent():
+    target = BackendTarget("http://127.0.0.1:9101/v1", "phi-4")
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    edit = request_edit("phi4", target, {}, {}, "/chat/completions", "/v1/chat/completions",
+                        {"traceparent": tp})
+    assert edit.set_headers["traceparent"] == tp
+    assert "tracestate" in edit.remove_headers  # the client's, of another parent span
+    edit = request_edit("phi4", target, {}, {}, "/chat/completions", "/v1/chat/completions",
+                        {"traceparent": tp, "tracestate": "v=1"})
+    assert edit.set_headers["tracestate"] == "v=1" and "tracestate" not in edit.remove_headers
+    off = request_edit("phi4", target, {}, {}, "/chat/completions", "/v1/chat/completions")
+    assert "traceparent" not in off.set_headers and "tracestate" not in off.remove_headers
+
+
 # ---------------------------------------------------------------- request headers
 
 
