@@ -10,6 +10,14 @@ everything, so the router runs no classification for it) and, for part c, LiteLL
     target per round, alternating targets every round; added p50/p99 latency = router minus
     direct, per round, median over rounds. Target: p50 added <= 1 ms. Also the CPU time
     the router and forwarder processes spend per request (/proc), steadier than latency here.
+    With ``--tracing``, a second router with ``tracing.enabled`` (every request sampled)
+    runs as target ``router+tracing`` in the same rounds, exporting over OTLP/gRPC to
+    ``perf/otlp_sink.py``, a local collector that accepts and drops spans: what tracing adds
+    per pass-through request = router+tracing minus router, per round, median over rounds.
+    Target: p50 added <= 0.1 ms. A collector that accepts is production's steady state (the
+    exporter thread encodes and sends every span); an endpoint that is not listening would
+    measure the failure mode instead (connection retries, then spans dropped when the queue
+    is full), and an in-process exporter that drops spans would skip the encoding and send.
 (b) the ``auto`` path (classification + routing + proxy) versus Triton-only classification of
     the same prompts (the router's async TritonClient: one prompt per request at the same
     concurrency, and pre-batched ``--triton-batch`` rows per request), closed loop at
@@ -66,11 +74,14 @@ from _stack import (
     start_backend,
     start_forwarder,
     start_litellm,
+    start_otlp_sink,
     triton_url_or_start,
 )
 from _stack import start_router as start_router_proc
 
 ADDED_P50_TARGET_MS = 1.0
+TRACING_P50_TARGET_MS = 0.1
+TRACED = "router+tracing"
 AUTO_TARGET = 0.80
 PARTS = ("a", "b", "c", "d")
 
@@ -92,6 +103,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.add_argument("--rate", type=float, default=50.0,
                    help="open-loop request rate, requests/s (default: %(default)s)")
     a.add_argument("--max-tokens", type=int, default=32, help="(default: %(default)s)")
+    a.add_argument("--tracing", action="store_true",
+                   help="also run a router with tracing on (every request sampled, OTLP/gRPC "
+                        "to perf/otlp_sink.py) as target 'router+tracing'")
     b = ap.add_argument_group("(b) auto path vs Triton-only")
     b.add_argument("--concurrency", type=int, default=64,
                    help="closed-loop concurrency (default: %(default)s)")
@@ -218,6 +232,18 @@ async def part_a(args, session, prog, targets: dict[str, tuple[str, dict]],
         if name == "router" and direct:
             row["target_check"] = (f"p50 added <= {ADDED_P50_TARGET_MS:g} ms: "
                                    + ("met" if row["added_p50_ms"] <= ADDED_P50_TARGET_MS
+                                      else "not met"))
+        untraced = runs.get("router", [])
+        if name == TRACED and untraced:  # what tracing adds: the same router without it
+            row["tracing_p50_ms"] = median(r["p50_ms"] - u["p50_ms"]
+                                           for r, u in zip(rs, untraced, strict=True))
+            row["tracing_p99_ms"] = median(r["p99_ms"] - u["p99_ms"]
+                                           for r, u in zip(rs, untraced, strict=True))
+            row["tracing_cpu_us_per_req"] = median(
+                r.get("cpu_us_per_req", float("nan")) - u.get("cpu_us_per_req", float("nan"))
+                for r, u in zip(rs, untraced, strict=True))
+            row["target_check"] = (f"tracing adds p50 <= {TRACING_P50_TARGET_MS:g} ms: "
+                                   + ("met" if row["tracing_p50_ms"] <= TRACING_P50_TARGET_MS
                                       else "not met"))
         row["per_round_p50_ms"] = " ".join(f"{r['p50_ms']:.2f}" for r in rs)
         out.append(row)
@@ -436,10 +462,32 @@ async def run(args, out: Output) -> dict[str, list[dict]]:
                         targets["litellm"] = (f"{litellm_url}/v1/chat/completions",
                                               litellm_auth)
                     pids = {"router": router.proc.pid, "forwarder": fwd.proc.pid}
+                    sink_stats = None
+                    if args.tracing:
+                        sink, endpoint, sink_stats = start_otlp_sink(work)
+                        stack.callback(sink.stop)
+                        tcfg = router_config(url, args.model_dir / "tokenizer.json",
+                                             backend_url, free_port(), cache=args.cache,
+                                             tracing={"enabled": True, "endpoint": endpoint,
+                                                      "protocol": "grpc",
+                                                      "sample_ratio": 1.0})
+                        traced, traced_url = start_router_proc(work, tcfg, "router-tracing")
+                        stack.callback(traced.stop)
+                        targets[TRACED] = (f"{traced_url}/v1/chat/completions", {})
+                        pids[TRACED] = traced.proc.pid
+                        say(f"(a) router with tracing on {traced_url}, spans to {endpoint} "
+                            "(perf/otlp_sink.py)")
                     if base_url:
                         targets["router@base"] = (f"{base_url}/v1/chat/completions", {})
                         pids["router@base"] = base.proc.pid
                     results["a"] = await part_a(args, session, prog, targets, texts, pids)
+                    if sink_stats:  # the spans did go out: count what the collector got
+                        await asyncio.sleep(6)  # the batch processor's 5 s schedule
+                        async with session.get(sink_stats) as r:
+                            got = await r.json()
+                        out.meta["otlp_sink"] = got
+                        say(f"(a) the OTLP sink received {got['spans']} spans in "
+                            f"{got['exports']} exports ({got['bytes']} bytes)")
                 if "b" in args.part_set:
                     rows = token_rows(args.model_dir / "tokenizer.json", texts, args.max_len,
                                       args.seq_len)
@@ -518,6 +566,11 @@ def main(argv=None) -> int:
         for r in results["a"]:
             if r.get("target_check"):
                 print(f"\nrouter: {r['target_check']}")
+            if "tracing_p50_ms" in r:
+                print(f"tracing on, every request sampled, minus tracing off: p50 "
+                      f"{r['tracing_p50_ms'] * 1000:+.0f} us, p99 "
+                      f"{r['tracing_p99_ms'] * 1000:+.0f} us, router CPU "
+                      f"{r['tracing_cpu_us_per_req']:+.0f} us/request")
             if "above_floor_p50_ms" in r:
                 print(f"router above the bare aiohttp forwarder (the floor of one more hop): "
                       f"p50 {r['above_floor_p50_ms']:+.2f} ms, "
