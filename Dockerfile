@@ -46,6 +46,9 @@ RUN sed -i \
     && grep -q '^tokenizer: /models/' /etc/router-svc/config.yaml \
     && router-svc check-config /etc/router-svc/config.yaml
 
+# The CPU Triton's entrypoint (compose.cpu.yaml and the Kubernetes cpu overlay run it from here).
+COPY deploy/triton_cpu.py /opt/router-svc/triton_cpu.py
+
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin router
 USER 10001:10001
 WORKDIR /tmp

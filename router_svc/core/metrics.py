@@ -207,6 +207,7 @@ class Metrics:
     cache_hit_similarity: Histogram
     cache_backend_errors_total: Counter
     inflight_requests: Gauge
+    triton_servers: Gauge
     fallbacks_total: Counter
     breaker_opens_total: Counter
     # (metric, label values) -> child: prometheus_client's labels() validates and locks on
@@ -253,8 +254,8 @@ class Metrics:
         ) -> Histogram:
             return Histogram(PREFIX + name, doc, labels, registry=reg, buckets=buckets)
 
-        def gauge(name: str, doc: str) -> Gauge:
-            return Gauge(PREFIX + name, doc, registry=reg)
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(PREFIX + name, doc, labels, registry=reg)
 
         metrics = cls(
             registry=reg,
@@ -316,6 +317,8 @@ class Metrics:
                 "Shared cache (Milvus) calls that failed or ran past their deadline; the "
                 "cache was bypassed", ("op",)),
             inflight_requests=gauge("inflight_requests", "Requests being handled"),
+            triton_servers=gauge("triton_servers",
+                                 "Triton servers of triton.url, by state (up, down)", ("state",)),
             fallbacks_total=counter(
                 "fallbacks_total", "Requests sent on to another model after a backend failed",
                 ("from_model", "to_model", "reason")),

@@ -100,6 +100,12 @@ class Runtime:
             (log.info if self.gate.enabled else log.warning)(self.gate.describe())
             yield self
 
+    def triton_servers(self) -> dict[str, int]:
+        """For ``/ready``: the servers of ``triton.url`` up and down (skipped until probed)."""
+        members = self.triton.members if self.triton is not None else []
+        down = sum(m.down for m in members)
+        return {"up": len(members) - down, "down": down}
+
     async def ready(self) -> bool:
         return (self.triton is not None and self.model_problem is None
                 and await self.triton.ready())
@@ -178,6 +184,9 @@ class Runtime:
                           max_inflight=CALLS_PER_TRITON * len(client.members))
         # Each Triton of a fleet gets as many calls at once as a lone one does.
         client.on_size = lambda n: batcher.set_max_inflight(CALLS_PER_TRITON * n)
+        for state, down in (("up", False), ("down", True)):
+            metrics.triton_servers.labels(state).set_function(
+                lambda down=down: sum(m.down == down for m in client.members))
         await batcher.start()
         pm = config.classifier.pii_model
         clf = Classifier(tok, batcher, list(info.categories), list(info.pii_tags),

@@ -317,6 +317,11 @@ async def test_two_tritons_one_killed_under_load_and_back(router_factory, traine
                   f"after the kill; {len([t for t in done if t > killed_at])} answered since")
             assert len(after_kill) <= 5, after_kill
             assert not late, late
+            async with s.get(f"{url}/ready") as r:  # the dead one is said, the router serves
+                ready = await r.json()
+            assert r.status == 200 and ready["triton_servers"] == {"up": 1, "down": 1}, ready
+            async with s.get(f"{url}/metrics") as r:
+                assert 'router_triton_servers{state="down"} 1.0' in await r.text()
 
             # Back on the same ports: the probe finds it and calls reach it again.
             second_triton.stop()
@@ -327,6 +332,8 @@ async def test_two_tritons_one_killed_under_load_and_back(router_factory, traine
             while (count := await inferred_or_none(second)) is None or count == 0:
                 assert time.monotonic() < deadline, "the restarted Triton got no calls"
                 await asyncio.sleep(0.2)
+            async with s.get(f"{url}/ready") as r:
+                assert (await r.json())["triton_servers"] == {"up": 2, "down": 0}
         finally:
             stop.set()
             await asyncio.gather(*workers)

@@ -310,6 +310,7 @@ async def ready(request: web.Request) -> web.Response:
     ok = await rt.ready()
     # A degraded cache (Milvus down: bypassed) is reported, never a reason to be unready.
     return web.json_response({"ready": ok, "triton": "ready" if ok else "unavailable",
+                              "triton_servers": rt.triton_servers(),
                               "cache": rt.cache_state()}, status=200 if ok else 503)
 
 
