@@ -11,6 +11,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -526,14 +527,12 @@ def window_spans(n_tokens: int, window: int, stride: int) -> list[tuple[int, int
     return spans
 
 
-def redact(text: str, entities: Iterable[PiiEntity]) -> str:
-    """Replace each entity span with ``<TYPE>``.
-
-    Overlapping spans become one placeholder over their union, named after the highest-scoring
-    entity among them, so no fragment of either survives. Replacing right to left keeps the
-    offsets of the spans still to do valid.
-    """
-    clusters: list[list] = []  # [start, end, entity naming the placeholder]
+def overlap_clusters(text: str,
+                     entities: Iterable[PiiEntity]) -> list[tuple[int, int, PiiEntity]]:
+    """The entities' spans (clipped to ``text``, empty ones dropped) with overlapping ones
+    merged: ``(start, end, entity)`` in text order, the entity the highest-scoring of those
+    merged, so one placeholder covers the union and no fragment of either survives."""
+    clusters: list[list[Any]] = []  # [start, end, entity naming the placeholder]
     for e in sorted(entities, key=lambda e: (e.start, -e.end)):
         start, end = max(0, e.start), min(len(text), e.end)
         if start >= end:
@@ -545,6 +544,15 @@ def redact(text: str, entities: Iterable[PiiEntity]) -> str:
                 c[2] = e
         else:
             clusters.append([start, end, e])
-    for start, end, e in reversed(clusters):
+    return [(a, b, e) for a, b, e in clusters]
+
+
+def redact(text: str, entities: Iterable[PiiEntity]) -> str:
+    """Replace each entity span with ``<TYPE>``.
+
+    Overlapping spans become one placeholder over their union (``overlap_clusters``).
+    Replacing right to left keeps the offsets of the spans still to do valid.
+    """
+    for start, end, e in reversed(overlap_clusters(text, entities)):
         text = f"{text[:start]}<{e.type}>{text[end:]}"
     return text

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from router_svc.classify.pii import PiiEntity
+from router_svc.classify.pii import PiiEntity, overlap_clusters
 
 # What a placeholder looks like; only those of the request's mapping are replaced.
 PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*_[0-9]+>")
@@ -66,7 +66,7 @@ class Numbering:
         """``text`` with each entity replaced by its placeholder. Overlapping spans become
         one placeholder over their union, of the highest-scoring entity's type (as
         ``classify.pii.redact`` does), so no fragment of either survives."""
-        clusters = _clusters(text, entities)
+        clusters = overlap_clusters(text, entities)
         names = [self.placeholder(e.type, text[a:b]) for a, b, e in clusters]  # left to right
         for (a, b, _), name in zip(reversed(clusters), reversed(names), strict=True):
             text = f"{text[:a]}{name}{text[b:]}"
@@ -84,22 +84,6 @@ def taken_placeholders(texts: Iterable[str]) -> set[str]:
         if "<" in t:
             out.update(PLACEHOLDER.findall(t))
     return out
-
-
-def _clusters(text: str, entities: Iterable[PiiEntity]) -> list[tuple[int, int, PiiEntity]]:
-    clusters: list[list[Any]] = []  # [start, end, entity naming the placeholder]
-    for e in sorted(entities, key=lambda e: (e.start, -e.end)):
-        start, end = max(0, e.start), min(len(text), e.end)
-        if start >= end:
-            continue
-        if clusters and start < clusters[-1][1]:
-            c = clusters[-1]
-            c[1] = max(c[1], end)
-            if e.score > c[2].score:
-                c[2] = e
-        else:
-            clusters.append([start, end, e])
-    return [(a, b, e) for a, b, e in clusters]
 
 
 @dataclass(frozen=True)
