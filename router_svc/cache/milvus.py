@@ -44,7 +44,7 @@ import numpy as np
 
 from router_svc.cache.keys import KINDS, texts_compatible
 from router_svc.cache.response import CachedResponse
-from router_svc.cache.store import CacheEvents, CacheStats, Hit, SemanticCache
+from router_svc.cache.store import CacheEvents, CacheStats, Hit, SemanticCache, UnitVectors
 from router_svc.config.schema import ConfigError
 from router_svc.core import json_codec
 
@@ -161,7 +161,7 @@ class MilvusCache(SemanticCache):
              "removed", "guarded", "busy", "invalid"), 0)
         self._warned_at = -1e9
         self._suppressed = 0
-        self._warned_dim = False
+        self._unit = UnitVectors(dim)
 
     # ------------------------------------------------------------------ health
 
@@ -341,17 +341,8 @@ class MilvusCache(SemanticCache):
     # ------------------------------------------------------------------ vectors and counters
 
     def _vector(self, embedding: Any) -> list[float] | None:
-        v = np.asarray(embedding, dtype=np.float32).reshape(-1)
-        if v.size != self.dim:
-            if not self._warned_dim:
-                log.error("cache: embedding has %d dimensions, the cache %d; not cached",
-                          v.size, self.dim)
-                self._warned_dim = True
-            return None
-        norm = float(np.linalg.norm(v))
-        if not np.isfinite(norm) or norm == 0.0:
-            return None
-        return (v / norm).tolist()
+        v = self._unit(embedding)
+        return None if v is None else v.tolist()
 
     def _count(self, key: str, n: int = 1) -> None:
         self._n[key] += n

@@ -189,6 +189,28 @@ class SemanticCache(ABC):
 # --------------------------------------------------------------------------- the store
 
 
+class UnitVectors:
+    """Embeddings as unit vectors of the cache's dimension (both backends): ``None`` for one of
+    another size (logged once: the served model does not fit the cache) or of no length."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._warned = False
+
+    def __call__(self, embedding: Any) -> np.ndarray | None:
+        v = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        if v.size != self.dim:
+            if not self._warned:
+                log.error("cache: embedding has %d dimensions, the cache %d; not cached",
+                          v.size, self.dim)
+                self._warned = True
+            return None
+        norm = float(np.linalg.norm(v))
+        if not np.isfinite(norm) or norm == 0.0:
+            return None
+        return v / norm
+
+
 class HnswCache(SemanticCache):
     """In-process semantic cache: an index per partition (exact while small, hnswlib HNSW
     from ``params.hnsw_min_entries`` on), a global LRU over all entries, and a TTL.
@@ -239,22 +261,10 @@ class HnswCache(SemanticCache):
             ("lookups", "hits", "misses", "stores", "duplicates", "evictions", "expirations",
              "removed", "guarded", "reused", "rebuilds", "busy", "invalid"), 0)
         self._closed = False
-        self._warned_dim = False
+        self._vector = UnitVectors(dim)
         self._promoting: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def _vector(self, embedding: Any) -> np.ndarray | None:
-        v = np.asarray(embedding, dtype=np.float32).reshape(-1)
-        if v.size != self.dim:
-            if not self._warned_dim:
-                log.error("cache: embedding has %d dimensions, the cache %d; not cached",
-                          v.size, self.dim)
-                self._warned_dim = True
-            return None
-        norm = float(np.linalg.norm(v))
-        if not np.isfinite(norm) or norm == 0.0:
-            return None
-        return v / norm
 
     # ---- bookkeeping (caller holds the lock)
 
