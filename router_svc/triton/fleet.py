@@ -75,7 +75,6 @@ class Member:
     down: bool = False
     version: str = ""  # the newest version it was seen serving; "" not yet known
     inflight: int = 0
-    calls: int = 0  # calls sent, for tests and logs
     source: str = ""  # the configured address it came from
 
 
@@ -133,8 +132,7 @@ class TritonFleet:
         for m in added:
             m.client.info = self.info
         self.members = [m for m in self.members if m.url in wanted] + added
-        if added or gone:
-            log.info("Triton fleet: %s", ", ".join(m.url for m in self.members) or "empty")
+        log.info("Triton fleet: %s", ", ".join(m.url for m in self.members) or "empty")
         for m in gone:
             await m.client.close()
         if self.on_size:
@@ -260,7 +258,6 @@ class TritonFleet:
 
     async def _infer_on(self, m: Member, ids: np.ndarray, mask: np.ndarray) -> InferOutputs:
         m.inflight += 1
-        m.calls += 1
         try:
             out = await m.client.infer(ids, mask)
         except TritonUnavailable as e:
