@@ -22,13 +22,15 @@ RUN apt-get update \
 # `pip install .`: the runtime dependencies of pyproject.toml, none of the extras, at the versions
 # of constraints.txt (the ones the test suite passed with; README.md, "Pinned dependencies").
 # ROUTER_SVC_EXTRAS (build argument, empty by default) adds extras: compose.yaml's shared-cache
-# replicas are built with `milvus` (pymilvus, for cache.backend: milvus).
+# replicas are built with `milvus` (pymilvus, for cache.backend: milvus). xds-protos carries an old
+# copy of opentelemetry-proto's files (which one wins depends on install order): reinstall the SDK's.
 ARG ROUTER_SVC_EXTRAS=
 COPY pyproject.toml README.md constraints.txt /tmp/src/
 COPY router_svc /tmp/src/router_svc
 RUN pip install -c /tmp/src/constraints.txt /tmp/src \
     && if [ -n "$ROUTER_SVC_EXTRAS" ]; then \
         pip install -c /tmp/src/constraints.txt "/tmp/src[$ROUTER_SVC_EXTRAS]"; fi \
+    && pip install --no-deps --force-reinstall -c /tmp/src/constraints.txt opentelemetry-proto \
     && rm -rf /tmp/src \
     && python -c "import importlib.util as u, sys; sys.exit('torch must not be in the router image' if u.find_spec('torch') else 0)"
 

@@ -31,5 +31,9 @@ ensure_venv() {
   echo "installing router-svc[$want] into .venv (first run: a few minutes)" >&2
   # torch==2.13.0 (pinned in the build extra) is the CPU wheel; a looser pin pulls CUDA builds.
   .venv/bin/python -m pip install --disable-pip-version-check -c constraints.txt -e ".[$want]"
+  # xds-protos (Envoy's ext_proc messages) ships an old copy of opentelemetry-proto's files; which
+  # copy wins depends on pip's install order. Put the OpenTelemetry SDK's own copy back on top.
+  .venv/bin/python -m pip install --disable-pip-version-check -q --no-deps --force-reinstall \
+    -c constraints.txt opentelemetry-proto
   echo "$hash" > ".venv/.installed-$want"
 }

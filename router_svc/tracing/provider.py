@@ -25,7 +25,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from router_svc.config.loading import TracingConfig
+from router_svc.config.loading import ConfigError, TracingConfig
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -52,16 +52,23 @@ def _version() -> str:
 
 def otlp_exporter(config: TracingConfig) -> SpanExporter:
     """The OTLP exporter the config names (``tracing.protocol``, ``tracing.endpoint``)."""
-    if config.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    try:
+        if config.protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        u = urlsplit(config.endpoint)
-        return OTLPSpanExporter(endpoint=config.endpoint, insecure=u.scheme == "http",
-                                timeout=EXPORT_TIMEOUT_S)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HttpSpanExporter,
-    )
-
+            u = urlsplit(config.endpoint)
+            return OTLPSpanExporter(endpoint=config.endpoint, insecure=u.scheme == "http",
+                                    timeout=EXPORT_TIMEOUT_S)
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpSpanExporter,
+        )
+    except ImportError as e:
+        # xds-protos carries an old copy of opentelemetry-proto's files; installed after it,
+        # the exporter cannot import its messages.
+        raise ConfigError([
+            f"tracing.enabled: the OTLP exporter cannot be imported ({e}); reinstall the SDK's "
+            "messages over the copy in xds-protos: pip install --no-deps --force-reinstall "
+            "opentelemetry-proto (with -c constraints.txt)"]) from e
     return HttpSpanExporter(endpoint=config.endpoint, timeout=EXPORT_TIMEOUT_S)
 
 

@@ -3,6 +3,9 @@ processor, the service named, parent-based sampling, and the last spans flushed 
 
 from __future__ import annotations
 
+import sys
+
+import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
     OTLPSpanExporter as GrpcExporter,
 )
@@ -11,7 +14,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from router_svc.config.loading import TracingConfig
+from router_svc.config.loading import ConfigError, TracingConfig
 from router_svc.tracing.provider import Tracing, otlp_exporter
 from router_svc.tracing.spans import RequestTrace
 
@@ -61,3 +64,23 @@ def test_the_exporter_follows_the_protocol() -> None:
     assert http._endpoint == "http://jaeger:4318/v1/traces"
     grpc.shutdown()
     http.shutdown()
+
+
+@pytest.mark.parametrize("protocol, module", [
+    ("grpc", "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"),
+    ("http/protobuf", "opentelemetry.exporter.otlp.proto.http.trace_exporter"),
+])
+def test_an_exporter_that_cannot_be_imported_is_a_config_error_naming_the_fix(
+        monkeypatch: pytest.MonkeyPatch, protocol: str, module: str) -> None:
+    # What an install gets when xds-protos' old copy of opentelemetry-proto landed last.
+    monkeypatch.setitem(sys.modules, module, None)
+    fix = r"tracing\.enabled.*--force-reinstall opentelemetry-proto"
+    with pytest.raises(ConfigError, match=fix):
+        otlp_exporter(TracingConfig(enabled=True, protocol=protocol, endpoint="http://c:4317"))
+
+
+def test_the_sdks_own_opentelemetry_proto_is_the_one_installed() -> None:
+    # The install scripts reinstall it over xds-protos' copy; the OTLP exporters import this.
+    from opentelemetry.proto.common.v1 import common_pb2
+
+    assert hasattr(common_pb2, "InstrumentationScope")
