@@ -69,13 +69,17 @@ class BuildOptions:
     threads: int | None = None  # torch intra-op threads (None: one per core)
     presidio_repeat: int = 3
     context_fraction: float = 0.3
+    # The cache's hit verifier (export/pair_verifier.py), written next to the model; its own
+    # training pass, so a quick build leaves it out.
+    pair_verifier: bool = True
+    pair_verifier_epochs: int = 1
 
 
 def quick_options(**overrides) -> BuildOptions:
     """A real but small build for the test suite (a few minutes on 2 cores): one trainable
     head layer (a linear PII head on the frozen encoder misses card numbers), on a subset."""
     base = {"head_layers": 1, "epochs": 3, "generated_pii": 3000, "offtopic": 400,
-            "limit": 2500}
+            "limit": 2500, "pair_verifier": False}
     return BuildOptions(**{**base, **overrides})
 
 
@@ -306,6 +310,15 @@ def build(opts: BuildOptions) -> dict:
         q = out / INT8_MODEL_FILE
         timer.run("quantise int8", quantize_int8, onnx_path, q)
         report["int8"] = str(q)
+    if opts.pair_verifier:
+        from export.pair_verifier import VerifierOptions
+        from export.pair_verifier import train as train_pair_verifier
+
+        pv = timer.run("train pair verifier", train_pair_verifier, VerifierOptions(
+            out_dir=out, data_dir=opts.data_dir, epochs=opts.pair_verifier_epochs,
+            seed=opts.seed, threads=opts.threads,
+            limit=opts.limit * 4 if opts.limit else None))
+        report["pair_verifier"] = {"train": pv["train"], "validation": pv["validation"]}
     report["labels"] = {"categories": list(CATEGORIES), "pii_tags": list(PII_TAGS)}
     report["embedding_dim"] = int(model.category_head[1].in_features)
     report["steps_seconds"] = timer.steps
@@ -404,6 +417,10 @@ def print_summary(report: dict) -> None:
         ("ONNX parity max |diff|", f"{report['parity']['max_abs_diff']:.2e}"),
         ("ONNX argmax identical", str(report["parity"]["argmax_identical"])),
     ]
+    if pv := report.get("pair_verifier"):
+        cut = pv["validation"]["by_logit_cut"]["0"]
+        rows.append(("pair verifier, validation P / R at p 0.5",
+                     f"{cut['precision']:.3f} / {cut['recall']:.3f}"))
     rows += [(f"time: {k}", f"{v:.0f} s") for k, v in report["steps_seconds"].items()]
     for r in rows:
         t.add_row(*r)

@@ -39,3 +39,20 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     export_onnx(tiny_dual_head(seed), out_dir / "model.onnx")
     shutil.copyfile(minilm_path() / "tokenizer.json", out_dir / "tokenizer.json")
     return out_dir
+
+
+def build_tiny_pair_verifier(path: Path, seed: int = 0) -> Path:
+    """A tiny, randomly initialised cross-encoder with the contract of
+    ``export/pair_verifier.py`` (``pair_verifier.onnx``: token ids, mask, types -> logit)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from export.pair_verifier import export_onnx
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=TINY_VOCAB, hidden_size=32, num_hidden_layers=2,
+                     num_attention_heads=2, intermediate_size=64, num_labels=1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(BertForSequenceClassification(cfg).eval(), path)
+    return path

@@ -16,13 +16,14 @@ import logging
 import os
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from router_svc.cache.capture import StreamCapture
 from router_svc.cache.keys import Kind, cache_directives, cache_tenant, request_fingerprint
+from router_svc.cache.pair_model import ModelVerifier, PairModel
 from router_svc.cache.store import (
     CachedResponse,
     CachePlan,
@@ -33,7 +34,7 @@ from router_svc.cache.store import (
     plan_request,
     run_maintenance,
 )
-from router_svc.config.loading import CacheConfig
+from router_svc.config.loading import CacheConfig, ConfigError, VerifierConfig
 from router_svc.core import json_codec
 from router_svc.core.auth import Caller
 from router_svc.core.messages import usage_requested
@@ -66,6 +67,47 @@ def one_blas_thread() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
+
+
+VERIFIER_FILE = "pair_verifier.onnx"  # written by export/pair_verifier.py next to the tokenizer
+
+
+def verifier_path(config: VerifierConfig, tokenizer: Path) -> Path | None:
+    """The cross-encoder file ``cache.verifier.model`` names, or None (text rules alone).
+
+    "auto" takes the one next to the tokenizer when the model build wrote it; a path that is
+    not a file is a ``ConfigError``."""
+    if config.model == "off":
+        return None
+    if config.model == "auto":
+        found = Path(tokenizer).parent / VERIFIER_FILE
+        if found.is_file():
+            return found
+        log.warning("cache: no %s next to %s: candidate hits are vetted by the text rules "
+                    "alone (cache.verifier.model); `router-svc model build` writes it",
+                    VERIFIER_FILE, tokenizer)
+        return None
+    path = Path(config.model)
+    if not path.is_file():
+        raise ConfigError([f"cache.verifier.model: {path} is not a file; give the "
+                           f"{VERIFIER_FILE} written by the model build, \"auto\" or \"off\""])
+    return path
+
+
+@contextlib.contextmanager
+def open_verifier(config: VerifierConfig, tokenizer: Path) -> Iterator[ModelVerifier | None]:
+    path = verifier_path(config, tokenizer)
+    if path is None:
+        yield None
+        return
+    verifier = ModelVerifier(PairModel(path, tokenizer, threads=config.threads),
+                             config.min_probability, config.timeout_s)
+    log.info("cache: candidate hits verified by %s (serve at p >= %g)", path,
+             config.min_probability)
+    try:
+        yield verifier
+    finally:
+        verifier.close()
 
 
 @contextlib.asynccontextmanager
@@ -221,6 +263,8 @@ class CacheFront:
         self.cache = cache
         self._env = os.environ if environ is None else environ
         self.memo = RepeatMemo(config.capacity)
+        self.verifier: ModelVerifier | None = None  # the cross-encoder (cache.verifier)
+        self.metrics: Metrics | None = None
 
     @property
     def enabled(self) -> bool:
@@ -252,6 +296,14 @@ class CacheFront:
             with span("cache.lookup") as s:
                 hit = await self.cache.lookup(plan.partition, plan.embedding,
                                               self.config.threshold, plan.text)
+                if hit is not None and self.verifier is not None and plan.text is not None:
+                    verdict = await self.verifier.check(plan.text, hit.text)
+                    if self.metrics is not None:
+                        self.metrics.count_cache_verification(verdict.outcome)
+                    if s is not None:
+                        s.set_attribute("router.cache.verifier", verdict.outcome)
+                    if not verdict.serve:
+                        hit = None
                 if s is not None:
                     s.set_attribute("router.cache", "hit" if hit else "miss")
                     if hit is not None:

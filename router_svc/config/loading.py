@@ -55,6 +55,7 @@ from router_svc.config.schema import (
     RoutingOnError,
     TracingConfig,
     TritonConfig,
+    VerifierConfig,
     parse_addresses,
 )
 from router_svc.labels import CATEGORIES, PII_TYPES
@@ -68,7 +69,8 @@ __all__ = [
     "ModelScore",
     "OnErrorConfig", "PiiAction",
     "PiiModelConfig", "PiiOnError", "PiiPolicy", "ProxyConfig", "RoutingConfig",
-    "RoutingOnError", "TracingConfig", "TritonConfig", "load_config", "parse_config",
+    "RoutingOnError", "TracingConfig", "TritonConfig", "VerifierConfig", "load_config",
+    "parse_config",
 ]
 
 # --------------------------------------------------------------------------- the sections
@@ -153,7 +155,11 @@ def _check_milvus(ctx: Ctx, c: CacheConfig, environ: Mapping[str, str]) -> None:
 def _resolve_paths(s: dict[str, Any], base_dir: str | os.PathLike[str]) -> None:
     c = s["cache"]
     if c.persistence_dir is not None and not c.persistence_dir.is_absolute():
-        s["cache"] = dataclasses.replace(c, persistence_dir=Path(base_dir) / c.persistence_dir)
+        c = s["cache"] = dataclasses.replace(c, persistence_dir=Path(base_dir) / c.persistence_dir)
+    v = c.verifier
+    if v.model not in ("auto", "off") and not Path(v.model).is_absolute():
+        s["cache"] = dataclasses.replace(
+            c, verifier=dataclasses.replace(v, model=str(Path(base_dir) / v.model)))
     a = s["auth"]
     if a.keys_file is not None and not a.keys_file.is_absolute():
         s["auth"] = dataclasses.replace(a, keys_file=Path(base_dir) / a.keys_file)

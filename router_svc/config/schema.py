@@ -176,6 +176,22 @@ MilvusConsistency = Literal["Strong", "Bounded", "Session", "Eventually"]
 
 
 @dataclass(frozen=True)
+class VerifierConfig:
+    """The hit verifier's model (``router_svc.cache.pair_model``): a cross-encoder that reads a
+    candidate hit's two texts together after the text rules passed it."""
+
+    # "auto": pair_verifier.onnx next to the tokenizer if the model build wrote one (else the
+    # text rules alone, with a warning); a path (relative to the config file); "off".
+    model: str = "auto"
+    # The least probability (of "the same question") the model must give a candidate to serve
+    # it; chosen with perf/cache_verify.py on the development splits.
+    min_probability: float = _bounded(0.5, lo=0, hi=1)
+    # A verdict later than this (or more than 16 pairs waiting) makes the candidate a miss.
+    timeout_s: float = _bounded(0.25, lo=0, lo_open=True)
+    threads: int = _bounded(1, lo=1)  # onnxruntime intra-op threads of the router's copy
+
+
+@dataclass(frozen=True)
 class MilvusConfig:
     """The shared cache on Milvus (``cache.backend: milvus``, ``router_svc.cache.milvus``)."""
 
@@ -198,6 +214,7 @@ class CacheConfig:
     # hnswlib: in this process (snapshots on disk); milvus: one cache shared by every replica.
     backend: CacheBackend = "hnswlib"
     milvus: MilvusConfig = field(default_factory=MilvusConfig)
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
     # Minimum cosine similarity of the last user turn for a hit: the lowest threshold whose
     # hits meet the 0.95 precision target on every development set (MRPC train+val, STS-B
     # dev), so a cached answer is rarely one to another question.

@@ -89,6 +89,8 @@ PII_ACTIONS = frozenset({"redact", "mask", "reject", "allow", "route"})
 CACHE_RESULTS = frozenset({"hit", "miss"})
 # cache_evictions_total{reason}: LRU at capacity, or past the TTL.
 CACHE_EVICTION_REASONS = frozenset({"capacity", "expired"})
+# router_svc.cache.pair_model's verdicts on a candidate hit.
+VERIFIER_OUTCOMES = frozenset({"served", "refused", "busy", "error", "same_text"})
 # Why a model was chosen: router_svc.core.selection's reason codes, plus the cache short-cut.
 ROUTING_REASONS = frozenset({*REASONS, "cache_hit"})
 # errors_total{reason}. Includes router_svc.backend.errors.UpstreamError reasons.
@@ -206,6 +208,7 @@ class Metrics:
     cache_lookup_seconds: Histogram
     cache_hit_similarity: Histogram
     cache_backend_errors_total: Counter
+    cache_verifications_total: Counter
     inflight_requests: Gauge
     triton_servers: Gauge
     fallbacks_total: Counter
@@ -316,6 +319,11 @@ class Metrics:
                 "cache_backend_errors_total",
                 "Shared cache (Milvus) calls that failed or ran past their deadline; the "
                 "cache was bypassed", ("op",)),
+            cache_verifications_total=counter(
+                "cache_verifications_total",
+                "Candidate cache hits judged by the hit verifier's model (cache.verifier): "
+                "served, refused, busy or error (both a miss), same_text (no model call)",
+                ("outcome",)),
             inflight_requests=gauge("inflight_requests", "Requests being handled"),
             triton_servers=gauge("triton_servers",
                                  "Triton servers of triton.url, by state (up, down)", ("state",)),
@@ -377,6 +385,10 @@ class Metrics:
         self.cache_lookup_seconds.observe(seconds)
         if similarity is not None:
             self.cache_hit_similarity.observe(similarity)
+
+    def count_cache_verification(self, outcome: str) -> None:
+        self._child(self.cache_verifications_total,
+                    outcome if outcome in VERIFIER_OUTCOMES else OTHER).inc()
 
     def count_cache_store(self) -> None:
         self.cache_stores_total.inc()

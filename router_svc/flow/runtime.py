@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router_svc.backend.proxy import Proxy
-from router_svc.cache.front import CacheFront, model_id, open_cache, open_milvus_cache
+from router_svc.cache.front import (
+    CacheFront,
+    model_id,
+    open_cache,
+    open_milvus_cache,
+    open_verifier,
+)
 from router_svc.classify.batcher import Batcher, BatchStats
 from router_svc.classify.classifier import Classifier
 from router_svc.classify.tokenization import TextTokenizer
@@ -214,11 +220,13 @@ class Runtime:
         opener = open_milvus_cache if self.config.cache.backend == "milvus" else open_cache
         async with opener(self.config.cache, dim=info.embedding_dim, model=mid,
                           metrics=self.metrics) as cache:
-            self.cache.cache = cache
-            try:
-                yield
-            finally:
-                self.cache.cache = None
+            with open_verifier(self.config.cache.verifier, self.tokenizer) as verifier:
+                self.cache.cache = cache
+                self.cache.verifier, self.cache.metrics = verifier, self.metrics
+                try:
+                    yield
+                finally:
+                    self.cache.cache = self.cache.verifier = None
 
 
 async def wait_for_model(client: TritonFleet, timeout_s: float) -> ModelInfo:

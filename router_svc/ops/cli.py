@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true",
                    help="small frozen-encoder build in about a minute (tests, smoke runs)")
     b.add_argument("--limit", type=int, help="use at most N examples per data set (smoke test)")
+    b.add_argument("--no-pair-verifier", dest="pair_verifier", action="store_false",
+                   help="leave out the cache's hit verifier model (pair_verifier.onnx; the "
+                        "cache then vets hits with its text rules alone)")
 
     h = msub.add_parser("heldout", help="write the build's held-out splits as eval files",
                         description="mmlu_val.jsonl (for eval category) and pii_test.json (for "
@@ -209,6 +212,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 quantize=args.quantize,
                 limit=args.limit,
                 threads=args.threads,
+                pair_verifier=args.pair_verifier,
             )
         )
         return 0

@@ -128,6 +128,33 @@ async def test_near_duplicate_hits_and_same_words_or_opposite_miss(router_factor
     assert "unsafe" in other.choices[0].message.content
 
 
+@pytest.fixture(scope="module")
+def tiny_pair_verifier(tmp_path_factory):
+    from export.tiny import build_tiny_pair_verifier
+
+    return build_tiny_pair_verifier(tmp_path_factory.mktemp("pv") / "pair_verifier.onnx")
+
+
+@pytest.mark.parametrize("min_probability, paraphrase_state", [(1.0, "miss"), (0.0, "hit")])
+async def test_the_verifier_model_decides_a_candidate_hit(router_factory, backends,
+                                                          tiny_pair_verifier, min_probability,
+                                                          paraphrase_state):
+    url = await cached_router(router_factory, repeat_memo=False, verifier={
+        "model": str(tiny_pair_verifier), "min_probability": min_probability})
+    stored, _ = await chat(url, QUESTION)
+    _, h = await chat(url, PARAPHRASE)  # a candidate the text rules pass: the model decides
+    assert h["x-router-cache"] == paraphrase_state
+    assert calls(backends) == (2 if paraphrase_state == "miss" else 1)
+    again, h = await chat(url, QUESTION)  # the very same text: served without the model
+    assert h["x-router-cache"] == "hit"
+    assert again.choices[0].message.content == stored.choices[0].message.content
+    async with aiohttp.ClientSession() as s, s.get(f"{url}/metrics") as r:
+        text = await r.text()
+    outcome = "refused" if paraphrase_state == "miss" else "served"
+    assert f'router_cache_verifications_total{{outcome="{outcome}"}} 1.0' in text
+    assert 'router_cache_verifications_total{outcome="same_text"} 1.0' in text
+
+
 async def test_tenants_never_share_answers(router_factory, backends):
     url = await cached_router(router_factory)
     _, ha = await chat(url, QUESTION, key="alice-key")
