@@ -104,6 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-batch-tokens", type=int, default=0,
                     help="batching.max_batch_tokens of the router (padded tokens per Triton "
                          "call); 0 keeps the config's (default: %(default)s)")
+    ap.add_argument("--max-job-tokens", type=int, default=0,
+                    help="batching.max_job_tokens of the router (one request's padded tokens "
+                         "per Triton call); 0 keeps the config's (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     add_output_args(ap)
     args = ap.parse_args(argv)
@@ -432,6 +435,8 @@ async def run(args, out: Output) -> tuple[list[Sample], dict[str, list[float]], 
             cfg["batching"]["max_queue_wait_ms"] = args.max_queue_wait_ms
         if args.max_batch_tokens > 0:
             cfg["batching"]["max_batch_tokens"] = args.max_batch_tokens
+        if args.max_job_tokens > 0:
+            cfg["batching"]["max_job_tokens"] = args.max_job_tokens
         router, base = start_router(work, cfg)
         stack.callback(router.stop)
         say(f"router {base}, demo backend {backend_url}, Triton {url}")

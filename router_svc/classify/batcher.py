@@ -8,7 +8,8 @@ at once, and what arrives while the slots are busy gathers into the next batch, 
 ``max_wait`` > 0 adds a fixed wait for company on top.
 
 A batch takes rows, not whole jobs: every queued job gets a max-min fair share of the batch
-(``fair_shares``) and a job with rows left goes to the back of the round robin. A long prompt
+(``fair_shares``), at most ``max_job_tokens`` of its padded tokens, and a job with rows left
+goes to the back of the round robin. A long prompt
 (hundreds of windows) thus no longer holds the model for all its calls while a one-row request
 behind it waits: that request's row goes into the very next batch. A job's future resolves
 when all its rows are done, outputs in row order.
@@ -80,6 +81,7 @@ class _Job:
     in_queue: bool = True
     timer: asyncio.TimerHandle | None = None
     trace: JobTrace | None = None
+    per_call: int = 1 << 30  # the most of its rows one Triton call may carry
 
     def __post_init__(self) -> None:
         self.unsent = len(self.rows)
@@ -181,6 +183,7 @@ class Batcher:
         max_queue: int = 1024,
         max_inflight: int = 2,
         max_batch_tokens: int = 8192,
+        max_job_tokens: int | None = None,
         # None: no limit (offline tools: an evaluation queues thousands of texts at once);
         # the router passes batching.max_queue_wait_ms.
         max_queue_wait_s: float | None = None,
@@ -190,6 +193,10 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_batch_tokens = max_batch_tokens
+        # One job's padded tokens per call. A model instance runs one call at a time, so what
+        # a request arriving behind a long prompt waits for is that prompt's call in progress:
+        # smaller calls of a long prompt keep it short. None: no bound beyond the batch's.
+        self.max_job_tokens = max_job_tokens
         # A job none of whose rows went out this long after it was submitted fails: work
         # nobody can still want does not pile up in front of Triton. Once a job has started,
         # only the caller's deadline applies: a long prompt alone on a slow model may take
@@ -263,6 +270,8 @@ class Batcher:
         start_by = None if self.max_queue_wait_s is None else now + self.max_queue_wait_s
         job = _Job(rows, asyncio.get_running_loop().create_future(), deadline, start_by,
                    enqueued=now, trace=trace)
+        if self.max_job_tokens is not None:
+            job.per_call = max(1, self.max_job_tokens // max(map(len, rows)))
         self._arm(job)
         self._queue.append(job)
         self._open.add(job)
@@ -358,7 +367,7 @@ class Batcher:
         for job in [j for j in self._queue if j.future.done() or j.expired(now)]:
             self._settle(job, None if job.future.done() else _too_late(job))
         jobs = list(self._queue)
-        shares = fair_shares([j.queued for j in jobs], self.max_batch_size)
+        shares = fair_shares([min(j.queued, j.per_call) for j in jobs], self.max_batch_size)
         batch: list[_Item] = []
         waiting: list[_Job] = []  # got nothing this time: first in the next batch
         served: list[_Job] = []

@@ -186,6 +186,7 @@ class Runtime:
         batcher = Batcher(infer, max_batch_size=min(b.max_batch_size, info.max_batch_size),
                           max_wait_s=b.max_wait_ms / 1000, max_queue=b.max_queue,
                           max_batch_tokens=b.max_batch_tokens,
+                          max_job_tokens=b.max_job_tokens,
                           max_queue_wait_s=b.max_queue_wait_ms / 1000, stats=stats,
                           max_inflight=CALLS_PER_TRITON * len(client.members))
         # Each Triton of a fleet gets as many calls at once as a lone one does.

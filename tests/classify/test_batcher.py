@@ -312,6 +312,26 @@ async def test_a_small_request_is_not_stuck_behind_a_large_one():
     assert [t for t in model.sent() if t != 7] == list(range(1000, 1040))
 
 
+async def test_max_job_tokens_keeps_a_long_prompts_calls_small():
+    """Alone, a 40-row request of 16-token rows goes in calls of 64 tokens (4 rows), not of
+    the batch's 16 rows; others' rows still fill the rest of a batch."""
+    model = GatedModel()
+    b = await started(model, max_batch_size=16, max_inflight=1, max_job_tokens=64)
+    try:
+        large = asyncio.create_task(b.submit([row(1000 + i, 16) for i in range(40)]))
+        assert await model.arrived.get() == [1000, 1001, 1002, 1003]
+        small = [asyncio.create_task(b.submit([row(t, 16)])) for t in (7, 8)]
+        await asyncio.sleep(0)
+        model.let_through()
+        out = await large
+        await asyncio.gather(*small)
+    finally:
+        await b.stop()
+    assert [int(o.embedding[0]) for o in out] == list(range(1000, 1040))
+    assert sorted(model.tags[1]) == [7, 8, 1004, 1005, 1006, 1007]
+    assert all(len([t for t in call if t >= 1000]) <= 4 for call in model.tags)
+
+
 async def test_large_requests_interleave_and_each_gets_its_rows_in_order():
     """Two large requests of mixed lengths and small ones between them, few slots: every
     caller gets all its rows, in its order, each trimmed to its own length."""
