@@ -58,6 +58,7 @@ class LabelledPair:
     b: str
     label: int  # 1: the same question or statement; 0: an answer to one is wrong for the other
     kind: str  # where it came from: "mrpc", "identity", "swap", "negation", ...
+    target: float | None = None  # a graded training target (STS scores); None: the label
 
 
 def _tokens(text: str) -> list[str]:

@@ -48,7 +48,7 @@ class VerifierOptions:
     data_dir: Path
     epochs: int = 2
     batch_size: int = 32
-    lr: float = 4e-5
+    lr: float = 5e-5
     seed: int = 0
     questions: int = 4000  # MMLU-Pro stems for question-shaped positives and negatives
     limit: int | None = None  # at most this many training pairs (quick builds)
@@ -78,19 +78,27 @@ def _questions(data_dir: Path, n: int, rng: random.Random) -> list[str]:
     return qs[:n]
 
 
+def graded_target(source: str, p: Pair) -> float | None:
+    """STS pairs carry a 0-5 score: 5 -> 1, 4 (the paraphrase cut) -> 0.5, 3 and below -> 0,
+    so p >= 0.5 means "score >= 4" and the model also learns how far from it a pair is."""
+    if source in ("STS-B", "semeval-sts"):
+        return min(1.0, max(0.0, (p.score - 3.0) / 2.0))
+    return None
+
+
 def labelled(pairs: list[tuple[str, Pair]], questions: list[str], rng: random.Random,
              names: list[str]) -> list[LabelledPair]:
     """The pairs with their labels, each paraphrase's meaning-changed and surface-edited copies,
     and the questions' own; both orders of a pair are equally likely."""
     out: list[LabelledPair] = []
 
-    def add(a: str, b: str, label: int, kind: str) -> None:
+    def add(a: str, b: str, label: int, kind: str, target: float | None = None) -> None:
         if rng.random() < 0.5:
             a, b = b, a
-        out.append(LabelledPair(a, b, label, kind))
+        out.append(LabelledPair(a, b, label, kind, target))
 
     for source, p in pairs:
-        add(p.a, p.b, int(p.paraphrase), source)
+        add(p.a, p.b, int(p.paraphrase), source, graded_target(source, p))
         if not p.paraphrase:
             continue
         if (edit := perturbed(p.b, rng, names)) is not None:
@@ -129,12 +137,14 @@ def load_tokenizer(path: Path):
 
 
 def _batches(data: list[LabelledPair], size: int, rng: random.Random) -> list[list[LabelledPair]]:
-    # Similar lengths together (less padding), batches in random order.
-    chunks = [data[i:i + size * 50] for i in range(0, len(data), size * 50)]
+    # Similar lengths together within small random groups (8 batches): less padding, while a
+    # batch still mixes sources and kinds (sorting groups of 50 batches grouped them).
+    order = list(data)
+    rng.shuffle(order)
     out = []
-    for c in chunks:
-        c = sorted(c, key=lambda p: len(p.a) + len(p.b))
-        out.extend(c[i:i + size] for i in range(0, len(c), size))
+    for i in range(0, len(order), size * 8):
+        group = sorted(order[i:i + size * 8], key=lambda p: len(p.a) + len(p.b))
+        out.extend(group[j:j + size] for j in range(0, len(group), size))
     rng.shuffle(out)
     return out
 
@@ -196,7 +206,8 @@ def train(opts: VerifierOptions, progress: bool = True) -> dict:
         model.train()
         for batch in (batches if epoch == 0 else _batches(data, opts.batch_size, rng)):
             ids, mask, types = _encode(tokenizer, batch)
-            y = torch.tensor([p.label for p in batch], dtype=torch.float32)
+            y = torch.tensor([p.label if p.target is None else p.target for p in batch],
+                             dtype=torch.float32)
             loss = loss_fn(model(input_ids=ids, attention_mask=mask,
                                  token_type_ids=types).logits[:, 0], y)
             optim.zero_grad()
