@@ -83,9 +83,9 @@ def verifier_path(config: VerifierConfig, tokenizer: Path) -> Path | None:
         found = Path(tokenizer).parent / VERIFIER_FILE
         if found.is_file():
             return found
-        log.warning("cache: no %s next to %s: candidate hits are vetted by the text rules "
-                    "alone (cache.verifier.model); `router-svc model build` writes it",
-                    VERIFIER_FILE, tokenizer)
+        log.info("cache: no %s next to %s: candidate hits are vetted by the text rules "
+                 "(cache.verifier.model; `router-svc model build --pair-verifier` writes one)",
+                 VERIFIER_FILE, tokenizer)
         return None
     path = Path(config.model)
     if not path.is_file():

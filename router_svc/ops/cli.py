@@ -98,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true",
                    help="small frozen-encoder build in about a minute (tests, smoke runs)")
     b.add_argument("--limit", type=int, help="use at most N examples per data set (smoke test)")
-    b.add_argument("--no-pair-verifier", dest="pair_verifier", action="store_false",
-                   help="leave out the cache's hit verifier model (pair_verifier.onnx; the "
-                        "cache then vets hits with its text rules alone)")
+    b.add_argument("--pair-verifier", action="store_true",
+                   help="also train the cache's hit verifier model (pair_verifier.onnx, "
+                        "experimental; ~30 min on 2 cores)")
 
     h = msub.add_parser("heldout", help="write the build's held-out splits as eval files",
                         description="mmlu_val.jsonl (for eval category) and pii_test.json (for "
