@@ -164,7 +164,7 @@ class BatchingConfig:
     # Padded tokens of one request per Triton call: a long prompt goes in calls of this size,
     # so a request arriving behind it waits for one such call, not one of max_batch_tokens
     # (perf/responsiveness.py). Many requests together still fill max_batch_tokens.
-    max_job_tokens: int = _bounded(2048, lo=1)
+    max_job_tokens: int = _bounded(512, lo=1)
     # A request none of whose rows went to Triton this long after it was queued fails (its
     # rows are dropped): no work piles up for callers that gave up. A started one runs on.
     max_queue_wait_ms: float = _bounded(10_000.0, lo=0, lo_open=True)
