@@ -515,3 +515,17 @@ def plot_bars(path: Path, title: str, groups: list[str], series: dict[str, list[
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def mmlu_questions(data_dir: Path) -> list[str]:
+    path = data_dir / "mmlu_pro" / "questions.jsonl"
+    if not path.is_file():
+        sys.exit(f"error: {path} not found; pass --data-dir (the shared data folder)")
+    """MMLU-Pro question texts, whitespace folded (one paragraph each); exits if missing."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            q = json.loads(line).get("question") if line.strip() else None
+            if isinstance(q, str) and q.strip():
+                out.append(" ".join(q.split()))  # one line each: the prompt stays one paragraph
+    return out

@@ -76,6 +76,7 @@ from _common import (
     latency_ms,
     markdown_table,
     median,
+    mmlu_questions,
     progress,
     ratio,
     say,
@@ -203,19 +204,6 @@ class Text:
     body: bytes  # the request body
     tokens: int  # the text's tokens (no special tokens)
     chars: int
-
-
-def load_questions(data_dir: Path) -> list[str]:
-    path = data_dir / "mmlu_pro" / "questions.jsonl"
-    if not path.is_file():
-        sys.exit(f"error: {path} not found; pass --data-dir (the shared data folder)")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            q = json.loads(line).get("question") if line.strip() else None
-            if isinstance(q, str) and q.strip():
-                out.append(" ".join(q.split()))  # one line: the prompt stays one paragraph
-    return out
 
 
 def load_tokenizer(path: Path):
@@ -516,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = make_variants(args.precision_list, args.window_list, default_windows())
     tok = load_tokenizer(args.model_dir / "tokenizer.json")
     per_length = args.warmup + args.rounds * args.requests_per_round
-    texts = make_texts(tok, load_questions(args.data_dir), args.length_list, per_length,
+    texts = make_texts(tok, mmlu_questions(args.data_dir), args.length_list, per_length,
                        args.seed)
     info: dict[str, Any] = {
         "variants": [v.name for v in variants], "baseline": variants[0].name,

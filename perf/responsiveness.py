@@ -55,6 +55,7 @@ from _common import (
     check_model_dir,
     latency_ms,
     markdown_table,
+    mmlu_questions,
     progress,
     ratio,
     say,
@@ -117,19 +118,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------- request bodies
-
-
-def mmlu_questions(data_dir: Path) -> list[str]:
-    path = data_dir / "mmlu_pro" / "questions.jsonl"
-    if not path.is_file():
-        sys.exit(f"error: {path} not found; pass --data-dir (the shared data folder)")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            q = json.loads(line).get("question") if line.strip() else None
-            if isinstance(q, str) and q.strip():
-                out.append(" ".join(q.split()))  # one line each: the prompt stays one paragraph
-    return out
 
 
 def small_prompts(questions: list[str], n: int, rng: random.Random) -> list[str]:
