@@ -181,6 +181,7 @@ def train(opts: VerifierOptions, progress: bool = True) -> dict:
 
     if opts.threads:
         torch.set_num_threads(opts.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(opts.seed)
     rng = random.Random(opts.seed)
     t0 = time.monotonic()
@@ -195,6 +196,7 @@ def train(opts: VerifierOptions, progress: bool = True) -> dict:
         data = data[:opts.limit]
     tokenizer = load_tokenizer(minilm_path() / "tokenizer.json")
     model = BertForSequenceClassification.from_pretrained(str(minilm_path()), num_labels=1)
+    model.to(device)
     batches = _batches(data, opts.batch_size, rng)
     steps = len(batches) * opts.epochs
     optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.01)
@@ -205,9 +207,9 @@ def train(opts: VerifierOptions, progress: bool = True) -> dict:
     for epoch in range(opts.epochs):
         model.train()
         for batch in (batches if epoch == 0 else _batches(data, opts.batch_size, rng)):
-            ids, mask, types = _encode(tokenizer, batch)
+            ids, mask, types = (t.to(device) for t in _encode(tokenizer, batch))
             y = torch.tensor([p.label if p.target is None else p.target for p in batch],
-                             dtype=torch.float32)
+                             dtype=torch.float32, device=device)
             loss = loss_fn(model(input_ids=ids, attention_mask=mask,
                                  token_type_ids=types).logits[:, 0], y)
             optim.zero_grad()
@@ -219,6 +221,7 @@ def train(opts: VerifierOptions, progress: bool = True) -> dict:
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
     bar.close()
     train_s = time.monotonic() - t0
+    model.to("cpu")  # validation and the ONNX export on the CPU
     logits = predict(model, tokenizer, val)
     labels = np.array([p.label for p in val])
     by_kind: dict[str, dict[str, float]] = {}
@@ -234,7 +237,8 @@ def train(opts: VerifierOptions, progress: bool = True) -> dict:
     report = {
         "options": {k: str(v) for k, v in asdict(opts).items()},
         "train": {"pairs": len(data), "kinds": dict(Counter(p.kind for p in data)),
-                  "positives": sum(p.label for p in data), "seconds": round(train_s, 1)},
+                  "positives": sum(p.label for p in data), "seconds": round(train_s, 1),
+                  "device": str(device)},
         "validation": {"pairs": len(val), "by_kind": by_kind, "by_logit_cut": cuts},
     }
     (out / REPORT_NAME).write_text(json.dumps(report, indent=2))
