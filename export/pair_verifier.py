@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from export.data import load_mmlu
 from export.pair_data import LabelledPair, names_in, perturbed, surface_edit
+from router_svc.cache.pair_model import pair_tokenizer
 from router_svc.ops.pairs import Pair, load_pairs
 
 ONNX_NAME = "pair_verifier.onnx"
 REPORT_NAME = "pair_verifier.json"
-MAX_LENGTH = 128  # both texts together; the cache compares long prompts exactly instead
 MAX_CHARS = 400  # longer questions are not used for training (see cache/verify.py, LONG_CHARS)
 
 TRAIN_FILES = ("para_msr_msr-para-train.tsv", "glue_STS-B_original_sts-train.tsv",
@@ -68,12 +69,7 @@ def _questions(data_dir: Path, n: int, rng: random.Random) -> list[str]:
     path = data_dir / "mmlu_pro" / "questions.jsonl"
     if n <= 0 or not path.is_file():
         return []
-    qs = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            q = json.loads(line).get("question", "").strip()
-            if 10 <= len(q) <= MAX_CHARS:
-                qs.append(q)
+    qs = [e.text for e in load_mmlu(path)[0] if 10 <= len(e.text) <= MAX_CHARS]
     rng.shuffle(qs)
     return qs[:n]
 
@@ -125,15 +121,6 @@ def _encode(tokenizer, batch: list[LabelledPair]):
         n = len(e.ids)
         ids[i, :n], mask[i, :n], types[i, :n] = e.ids, e.attention_mask, e.type_ids
     return torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types)
-
-
-def load_tokenizer(path: Path):
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(path))
-    tok.enable_truncation(MAX_LENGTH, strategy="longest_first")
-    tok.no_padding()
-    return tok
 
 
 def _batches(data: list[LabelledPair], size: int, rng: random.Random) -> list[list[LabelledPair]]:
@@ -194,7 +181,7 @@ def train(opts: VerifierOptions, progress: bool = True) -> dict:
                    names)
     if opts.limit:
         data = data[:opts.limit]
-    tokenizer = load_tokenizer(minilm_path() / "tokenizer.json")
+    tokenizer = pair_tokenizer(minilm_path() / "tokenizer.json")
     model = BertForSequenceClassification.from_pretrained(str(minilm_path()), num_labels=1)
     model.to(device)
     batches = _batches(data, opts.batch_size, rng)

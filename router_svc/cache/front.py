@@ -294,16 +294,7 @@ class CacheFront:
         hit = None
         if plan.lookup:
             with span("cache.lookup") as s:
-                hit = await self.cache.lookup(plan.partition, plan.embedding,
-                                              self.config.threshold, plan.text)
-                if hit is not None and self.verifier is not None and plan.text is not None:
-                    verdict = await self.verifier.check(plan.text, hit.text)
-                    if self.metrics is not None:
-                        self.metrics.count_cache_verification(verdict.outcome)
-                    if s is not None:
-                        s.set_attribute("router.cache.verifier", verdict.outcome)
-                    if not verdict.serve:
-                        hit = None
+                hit = await self._lookup(plan, s)
                 if s is not None:
                     s.set_attribute("router.cache", "hit" if hit else "miss")
                     if hit is not None:
@@ -316,6 +307,21 @@ class CacheFront:
         if hit is not None:
             self._remember(found)
         return found
+
+    async def _lookup(self, plan: CachePlan, s: Any) -> Hit | None:
+        """The store's candidate (nearest above the threshold, text rules passed), served only
+        if the verifier's model, when there is one, agrees; ``s``: the lookup's span or None."""
+        assert self.cache is not None
+        hit = await self.cache.lookup(plan.partition, plan.embedding, self.config.threshold,
+                                      plan.text)
+        if hit is None or self.verifier is None or plan.text is None:
+            return hit
+        verdict = await self.verifier.check(plan.text, hit.text)
+        if self.metrics is not None:
+            self.metrics.count_cache_verification(verdict.outcome)
+        if s is not None:
+            s.set_attribute("router.cache.verifier", verdict.outcome)
+        return hit if verdict.serve else None
 
     def _remember(self, lookup: Lookup) -> None:
         if lookup.memo is not None:
@@ -338,8 +344,7 @@ class CacheFront:
             return None
         plan = known.plan
         with span("cache.lookup", {"router.cache.repeat": True}) as s:
-            hit = await self.cache.lookup(plan.partition, plan.embedding,
-                                          self.config.threshold, plan.text)
+            hit = await self._lookup(plan, s)
             if s is not None:
                 s.set_attribute("router.cache", "hit" if hit else "miss")
         if hit is None:  # expired, evicted, flushed or invalidated

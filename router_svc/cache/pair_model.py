@@ -18,13 +18,14 @@ import asyncio
 import hashlib
 import logging
 import math
-import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from router_svc.cache.verify import normalise_whitespace
 
 log = logging.getLogger("router_svc.cache")
 
@@ -33,12 +34,19 @@ MAX_PENDING = 16  # pairs queued for the worker; more: refused as busy
 MEMO_ENTRIES = 4096  # verdicts remembered by a digest of the two texts (never the texts)
 
 
-def _same(a: str, b: str) -> bool:
-    return " ".join(a.split()) == " ".join(b.split())
-
-
 def probability(logit: float) -> float:
     return 1.0 / (1.0 + math.exp(-logit)) if logit > -50 else 0.0
+
+
+def pair_tokenizer(path: Path):
+    """The tokenizer as the model was trained with it: both texts, at most ``MAX_LENGTH``
+    tokens together (the longer one cut first), no padding."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path))
+    tok.enable_truncation(MAX_LENGTH, strategy="longest_first")
+    tok.no_padding()
+    return tok
 
 
 class PairModel:
@@ -46,7 +54,6 @@ class PairModel:
 
     def __init__(self, onnx_path: Path, tokenizer_path: Path, threads: int = 1) -> None:
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -58,10 +65,7 @@ class PairModel:
         if names != want:
             raise ValueError(f"{onnx_path}: inputs {sorted(names)}, expected {sorted(want)} "
                              "(a model written by export/pair_verifier.py)")
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        self.tokenizer.enable_truncation(MAX_LENGTH, strategy="longest_first")
-        self.tokenizer.no_padding()
-        self.path = Path(onnx_path)
+        self.tokenizer = pair_tokenizer(tokenizer_path)
 
     def logit(self, a: str, b: str) -> float:
         """The model's logit for (the request's text, the stored text): one row. It was trained
@@ -78,7 +82,6 @@ class PairModel:
 class Verdict:
     outcome: str  # one of router_svc.core.metrics.VERIFIER_OUTCOMES
     probability: float | None = None
-    seconds: float = 0.0
 
     @property
     def serve(self) -> bool:
@@ -113,20 +116,19 @@ class ModelVerifier:
         h.update(b.encode())
         return h.digest()
 
-    def _verdict(self, logit: float, seconds: float) -> Verdict:
+    def _verdict(self, logit: float) -> Verdict:
         p = probability(logit)
-        return Verdict("served" if p >= self.min_probability else "refused", p, seconds)
+        return Verdict("served" if p >= self.min_probability else "refused", p)
 
     async def check(self, text: str, stored: str) -> Verdict:
-        if _same(text, stored):
+        if normalise_whitespace(text) == normalise_whitespace(stored):
             return Verdict("same_text", 1.0)
-        t0 = time.perf_counter()
         key = self._key(text, stored)
         if (logit := self._memo.get(key)) is not None:
             self._memo.move_to_end(key)
-            return self._verdict(logit, time.perf_counter() - t0)
+            return self._verdict(logit)
         if self._pending >= self.max_pending:
-            return Verdict("busy", None, time.perf_counter() - t0)
+            return Verdict("busy")
         # Counted until the worker is done with it, also after a deadline gave up waiting.
         loop = asyncio.get_running_loop()
         self._pending += 1
@@ -135,11 +137,11 @@ class ModelVerifier:
         try:
             logit = await asyncio.wait_for(asyncio.wrap_future(job), self.timeout_s)
         except TimeoutError:
-            return Verdict("busy", None, time.perf_counter() - t0)
+            return Verdict("busy")
         except Exception:
             log.exception("cache: the hit verifier model failed; the candidate is a miss")
-            return Verdict("error", None, time.perf_counter() - t0)
+            return Verdict("error")
         self._memo[key] = logit
         if len(self._memo) > self._memo_entries:
             self._memo.popitem(last=False)
-        return self._verdict(logit, time.perf_counter() - t0)
+        return self._verdict(logit)
