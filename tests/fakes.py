@@ -38,7 +38,8 @@ class FakeClassifier:
     async def classify(self, category_text: str, segments: list[str],
                        max_tokens: int | None = None,
                        deadline: float | None = None,
-                       context_texts: Sequence[str] = ()) -> Classification:
+                       context_texts: Sequence[str] = (),
+                       call_timeout_s: float | None = None) -> Classification:
         self.calls.append((category_text, list(segments)))
         if context_texts:
             self.context_calls.append(list(context_texts))

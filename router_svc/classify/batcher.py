@@ -226,6 +226,22 @@ class Batcher:
         self.max_inflight = n
         self._wake.set()
 
+    def _per_call(self, longest: int) -> int:
+        """The most rows of one job a Triton call carries (``max_job_tokens``)."""
+        if self.max_job_tokens is None:
+            return 1 << 30
+        return max(1, self.max_job_tokens // longest)
+
+    def calls_for(self, rows: Sequence[Sequence[int]]) -> int:
+        """The fewest Triton calls that carry a job of ``rows`` (more when other jobs share
+        the calls): what a caller's time budget for the job scales with."""
+        if not rows:
+            return 0
+        longest = max(map(len, rows))
+        per_call = min(self._per_call(longest), self.max_batch_size,
+                       max(1, self.max_batch_tokens // longest))
+        return -(-len(rows) // per_call)
+
     @property
     def depth(self) -> int:
         """Rows waiting to be taken into a batch."""
@@ -270,8 +286,7 @@ class Batcher:
         start_by = None if self.max_queue_wait_s is None else now + self.max_queue_wait_s
         job = _Job(rows, asyncio.get_running_loop().create_future(), deadline, start_by,
                    enqueued=now, trace=trace)
-        if self.max_job_tokens is not None:
-            job.per_call = max(1, self.max_job_tokens // max(map(len, rows)))
+        job.per_call = self._per_call(max(map(len, rows)))
         self._arm(job)
         self._queue.append(job)
         self._open.add(job)

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import hashlib
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -240,12 +241,16 @@ class Classifier:
     async def classify(self, category_text: str, segments: list[str],
                        max_tokens: int | None = None,
                        deadline: float | None = None,
-                       context_texts: Sequence[str] = ()) -> Classification:
+                       context_texts: Sequence[str] = (),
+                       call_timeout_s: float | None = None) -> Classification:
         """``max_tokens``: the most tokens the texts may hold (``TooMuchText`` beyond it,
         before any inference). ``deadline`` (``time.monotonic()`` seconds): rows not sent to
         the model by then are dropped (``batcher.DeadlineExceeded``). ``context_texts``:
         more texts to categorise in the same model call (``Classification.context``), e.g. a
-        conversation's earlier turns."""
+        conversation's earlier turns. ``call_timeout_s``: the time one Triton call may take;
+        the inference is bounded by it times the calls the request needs plus one (for the
+        queue in front), so a long prompt gets the time its size needs and a stalled model
+        still fails in a bounded time (``TimeoutError``)."""
         large = len(category_text) + sum(map(len, segments)) > OFF_LOOP_CHARS
         with span("tokenize") as s:
             if large:
@@ -260,7 +265,16 @@ class Classifier:
                                   "router.off_loop": large})
         if max_tokens is not None and plan.tokens > max_tokens:
             raise TooMuchText(plan.tokens, max_tokens)
-        outputs = await self._infer(plan, deadline)
+        if call_timeout_s is None:
+            outputs = await self._infer(plan, deadline)
+        else:
+            calls = self.batcher.calls_for([w.ids for w in plan.rows])
+            now = time.monotonic()
+            # The last call must be sent one call's time before the end; it may then run.
+            send_by = now + call_timeout_s * calls
+            deadline = send_by if deadline is None else min(deadline, send_by)
+            outputs = await asyncio.wait_for(self._infer(plan, deadline),
+                                             timeout=deadline - now + call_timeout_s)
         if large:
             return await asyncio.to_thread(self.decode, plan, outputs, segments)
         return self.decode(plan, outputs, segments)

@@ -6,7 +6,6 @@ No HTTP here: the caller hands over the parsed JSON body and gets a ``Routed`` b
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 import logging
@@ -161,18 +160,16 @@ class Router:
         if self.classifier is None:
             raise ClassifierDown("no classifier configured")
         t = time.perf_counter()
-        budget = self.config.triton.timeout_s * 2
         try:
-            # The gRPC deadline bounds the Triton call; this bounds queueing in front of it too,
-            # and the batcher drops rows still unsent at the deadline instead of running them.
+            # The classifier bounds the inference by triton.timeout_s per Triton call the
+            # request needs (plus one for the queue): a long prompt gets the time its size
+            # needs, a stalled model still fails. The gRPC deadline bounds each call, and the
+            # batcher drops rows still unsent at the deadline instead of running them.
             extra = {"context_texts": list(context)} if context else {}
             with span("classify"):
-                return await asyncio.wait_for(
-                    self.classifier.classify(category_text, segments,
-                                             max_tokens=self.config.limits.max_scan_tokens,
-                                             deadline=time.monotonic() + budget, **extra),
-                    timeout=budget,
-                )
+                return await self.classifier.classify(
+                    category_text, segments, max_tokens=self.config.limits.max_scan_tokens,
+                    call_timeout_s=self.config.triton.timeout_s, **extra)
         except TooMuchText as e:
             raise too_much_text(f"{e.tokens} tokens", e.limit) from None
         except QueueFull as e:
