@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from router_svc.classify.exemplars import FILE_NAME as EXEMPLARS_FILE
 from router_svc.labels import CATEGORIES, PII_TAGS
 from router_svc.triton.repository import INT8_MODEL_FILE
 
@@ -285,6 +286,29 @@ def build(opts: BuildOptions) -> dict:
         "rows": len(short_ex), "accuracy": short["accuracy"],
         "share_above_threshold": short["val_share_above_threshold"],
         "accuracy_above_threshold": short["val_accuracy_above_threshold"]}
+    # ---- category exemplars: the head's second opinion in the router (classify/exemplars.py)
+    from export.exemplars import GENERIC_TURNS, below_share, make_exemplars, vote_report
+    from export.train import embed_cached
+
+    n_topic = len(mmlu_train)  # train_ex starts with them and ends with the chit-chat
+    topic_vecs = timer.run("embed exemplars", embed_cached, model, c_train, range(n_topic))
+    none_vecs = np.concatenate([
+        embed_cached(model, c_train, range(len(train_ex) - len(off_train), len(train_ex))),
+        embed_texts(model, tok, list(GENERIC_TURNS))])
+    exemplars = make_exemplars(topic_vecs, [e.category for e in train_ex[:n_topic]], none_vecs)
+    report["category_exemplars"] = {
+        "count": len(exemplars.vectors), "k": exemplars.k, "tau": exemplars.tau,
+        "weight": exemplars.weight,
+        "val": vote_report(exemplars, val_logits / temperature,
+                           embed_cached(model, c_val, range(len(val_ex))), y, opts.threshold),
+        "short_prompts": vote_report(
+            exemplars, predict_cached(model, c_short)[0] / temperature,
+            embed_cached(model, c_short, range(len(short_ex))),
+            np.array([e.category for e in short_ex]), opts.threshold),
+        "offtopic_below_threshold": below_share(
+            exemplars, off_logits / temperature, embed_cached(model, c_off, range(len(off_ex))),
+            opts.threshold),
+    }
     _, pii_logits = predict_cached(model, c_pii)
     report["pii_token_f1_val"] = token_f1(pii_logits, [e.tags for e in pii_test_ex])
 
@@ -295,6 +319,7 @@ def build(opts: BuildOptions) -> dict:
     # ---- export
     out = opts.out_dir
     out.mkdir(parents=True, exist_ok=True)
+    exemplars.save(out / EXEMPLARS_FILE)
     onnx_path = out / "model.onnx"
     raw_path = out / "model.raw.onnx.tmp"
     timer.run("export onnx", export_onnx, model, raw_path)
@@ -412,6 +437,12 @@ def print_summary(report: dict) -> None:
          f"{cat['val_share_above_threshold']:.1%} ({cat['val_accuracy_above_threshold']:.3f})"),
         ("short prompts: accuracy, above threshold",
          f"{sh['accuracy']:.3f}, {sh['share_above_threshold']:.1%}"),
+        *(() if "category_exemplars" not in report else [
+            (f"with {report['category_exemplars']['count']} exemplars: val, short prompts "
+             "accuracy (above threshold)",
+             ", ".join(f"{r['accuracy']:.3f} ({r['share_above_threshold']:.1%})" for r in (
+                 report["category_exemplars"]["val"]["with_exemplars"],
+                 report["category_exemplars"]["short_prompts"]["with_exemplars"])))]),
         ("PII token F1 (held-out templates)", f"{report['pii_token_f1_val']:.3f}"),
         ("STS-B Spearman before → after",
          f"{report['sts_spearman_before']:.4f} → {report['sts_spearman_after']:.4f}"),

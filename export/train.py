@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -208,6 +209,23 @@ def predict_cached(model: DualHeadModel, cached: Cached, batch_size: int = 64):
             cat_out[i] = c[j].numpy()
             pii_out[i] = p[j, : lengths[i]].numpy()
     return cat_out, pii_out
+
+
+def embed_cached(model: DualHeadModel, cached: Cached, indices: Sequence[int],
+                 batch_size: int = 64) -> np.ndarray:
+    """The embedding branch's output for the cached examples at ``indices``."""
+    model.eval()
+    idx = list(indices)
+    lengths = [cached.hidden[i].shape[0] for i in idx]
+    out: np.ndarray | None = None
+    with torch.no_grad():
+        for b in length_batches(lengths, batch_size, random.Random(0), shuffle=False):
+            h, mask, _, _ = collate(cached, [idx[j] for j in b])
+            e = model.embedding_from_shared(h.float(), mask).numpy()
+            if out is None:
+                out = np.zeros((len(idx), e.shape[1]), np.float32)
+            out[b] = e
+    return out if out is not None else np.zeros((0, 0), np.float32)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:

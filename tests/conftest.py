@@ -51,7 +51,8 @@ def _source_hash() -> str:
     from export.build import quick_options
 
     h = hashlib.sha256(repr(quick_options()).encode())
-    names = ["backbone", "build", "data", "modeling", "onnx_export", "pii_templates", "train"]
+    names = ["backbone", "build", "data", "exemplars", "modeling", "onnx_export",
+             "pii_templates", "train"]
     files = [ROOT / "export" / f"{n}.py" for n in names] + [
         ROOT / "router_svc" / "labels.py", ROOT / "router_svc" / "classify" / "tokenization.py"]
     for f in files:

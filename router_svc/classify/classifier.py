@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from router_svc.classify.batcher import Batcher, JobTrace, RowOutput
+from router_svc.classify.exemplars import Exemplars
 from router_svc.classify.pii import PiiEntity, decode_bio, merge_windows, softmax
 from router_svc.classify.recognisers import recognise, union
 from router_svc.classify.tokenization import TextTokenizer, Window
@@ -145,16 +146,21 @@ def split_paragraphs(text: str) -> list[str]:
     return parts if len(parts) > 1 else [text]
 
 
-def pool_category(outputs: list[RowOutput]) -> tuple[int, float, np.ndarray]:
+def pool_category(outputs: list[RowOutput],
+                  exemplars: Exemplars | None = None) -> tuple[int, float, np.ndarray]:
     """The category of a text read in windows, and its cache embedding.
 
     The category is the most confident window's (windows do not cross paragraphs): a question
-    after a long generic preamble is decided by the question, not averaged away by it. The
-    embedding is the mean of the windows' (normalised), so the cache key covers the whole
+    after a long generic preamble is decided by the question, not averaged away by it; with
+    ``exemplars``, that window's probabilities are refined by its nearest exemplars' vote.
+    The embedding is the mean of the windows' (normalised), so the cache key covers the whole
     text.
     """
     probs = [softmax(o.category_logits.astype(np.float64), axis=-1) for o in outputs]
     best_window = max(range(len(probs)), key=lambda k: float(probs[k].max()))
+    if exemplars is not None:
+        probs[best_window] = exemplars.refine(probs[best_window],
+                                              outputs[best_window].embedding)
     best = int(np.argmax(probs[best_window]))
     if len(outputs) == 1:
         embedding = np.asarray(outputs[0].embedding, dtype=np.float32)
@@ -181,7 +187,8 @@ class Classifier:
     def __init__(self, tokenizer: TextTokenizer, batcher: Batcher, categories: list[str],
                  pii_tags: list[str], *, pii_threshold: float = 0.5, window: int = 256,
                  stride: int = 192, recognisers: bool = True, memory_entries: int = 10_000,
-                 pii_type_thresholds: Mapping[str, float] | None = None):
+                 pii_type_thresholds: Mapping[str, float] | None = None,
+                 exemplars: Exemplars | None = None):
         self.tokenizer = tokenizer
         self.batcher = batcher
         self.categories = categories
@@ -195,6 +202,8 @@ class Classifier:
         # run on the same text the model reads, so offsets map back the same way.
         self.recognisers = recognisers
         self.memory = ScanMemory(memory_entries)
+        # The category head's second opinion (``classify.exemplars``); None: the head alone.
+        self.exemplars = exemplars
 
     def plan(self, category_text: str, segments: list[str],
              context_texts: Sequence[str] = ()) -> RowPlan:
@@ -299,7 +308,8 @@ class Classifier:
 
     def decode(self, plan: RowPlan, outputs: list[RowOutput],
                segments: list[str]) -> Classification:
-        best, confidence, embedding = pool_category([outputs[r] for r in plan.category_rows])
+        best, confidence, embedding = pool_category([outputs[r] for r in plan.category_rows],
+                                                    self.exemplars)
         pii: list[list[PiiEntity]] = []
         for i, (text, rows) in enumerate(zip(segments, plan.segment_rows, strict=True)):
             if (seen := plan.known.get(i)) is not None:
@@ -313,13 +323,14 @@ class Classifier:
             entities = merge_windows(per_window)
             pii.append(union(entities, recognise(text)) if self.recognisers else entities)
             if rows:
-                k, conf, _ = pool_category([outputs[r] for r in rows])
+                k, conf, _ = pool_category([outputs[r] for r in rows], self.exemplars)
                 spans = tuple((e.type, e.start, e.end, e.score) for e in pii[-1])
                 self.memory.put(text, Scanned(spans, (k, conf), _text_tokens(
                     [plan.rows[r] for r in rows], self.window, self.stride)))
         context = []
         for j, rows in enumerate(plan.context_rows):
-            k, conf = plan.context_known.get(j) or pool_category([outputs[r] for r in rows])[:2]
+            k, conf = (plan.context_known.get(j)
+                       or pool_category([outputs[r] for r in rows], self.exemplars)[:2])
             context.append((self.categories[k], conf))
         return Classification(category=self.categories[best], confidence=confidence,
                               embedding=embedding, pii=pii, context=context)

@@ -160,6 +160,11 @@ def _resolve_paths(s: dict[str, Any], base_dir: str | os.PathLike[str]) -> None:
     if v.model not in ("auto", "off") and not Path(v.model).is_absolute():
         s["cache"] = dataclasses.replace(
             c, verifier=dataclasses.replace(v, model=str(Path(base_dir) / v.model)))
+    cls = s["classifier"]
+    ex = cls.category_model.exemplars
+    if ex not in ("auto", "off") and not Path(ex).is_absolute():
+        s["classifier"] = dataclasses.replace(cls, category_model=dataclasses.replace(
+            cls.category_model, exemplars=str(Path(base_dir) / ex)))
     a = s["auth"]
     if a.keys_file is not None and not a.keys_file.is_absolute():
         s["auth"] = dataclasses.replace(a, keys_file=Path(base_dir) / a.keys_file)

@@ -104,6 +104,10 @@ class RoutingConfig:
 @dataclass(frozen=True)
 class CategoryModelConfig:
     threshold: float = _bounded(0.6, lo=0, hi=1)
+    # The category's second opinion from the embedding (``classify.exemplars``): "auto" takes
+    # category_exemplars.npz next to the tokenizer if the model build wrote one; a path
+    # (relative to the config file); "off" (the head alone).
+    exemplars: str = "auto"
 
 
 @dataclass(frozen=True)

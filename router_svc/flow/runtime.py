@@ -24,8 +24,10 @@ from router_svc.cache.front import (
     open_milvus_cache,
     open_verifier,
 )
+from router_svc.classify import exemplars as exemplar_files
 from router_svc.classify.batcher import Batcher, BatchStats
 from router_svc.classify.classifier import Classifier
+from router_svc.classify.exemplars import Exemplars, ExemplarsError
 from router_svc.classify.tokenization import TextTokenizer
 from router_svc.config.loading import Config, ConfigError
 from router_svc.core.auth import Gate
@@ -168,6 +170,8 @@ class Runtime:
             check_labels(config, info.categories)
             self.model_info = info
             tok = TextTokenizer(self.tokenizer)
+            exemplars = open_exemplars(config.classifier.category_model.exemplars,
+                                       Path(self.tokenizer).parent, info)
         except BaseException:
             await client.close()  # start-up failed: do not leak the gRPC channel
             raise
@@ -200,7 +204,7 @@ class Runtime:
                          pii_threshold=pm.threshold, pii_type_thresholds=pm.type_thresholds,
                          window=min(pm.window_tokens, info.max_sequence_length),
                          stride=pm.window_stride, recognisers=pm.recognisers,
-                         memory_entries=pm.memory_entries)
+                         memory_entries=pm.memory_entries, exemplars=exemplars)
         self.router = Router(config, clf, metrics)
         self._classifier_obj = clf
         try:
@@ -247,3 +251,22 @@ async def wait_for_model(client: TritonFleet, timeout_s: float) -> ModelInfo:
                     f"Triton at {client.url} (triton.url) did not serve model "
                     f"{client.model_name!r} within {timeout_s:g}s: {e}", e.status) from e
             await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+def open_exemplars(setting: str, model_dir: Path, info: ModelInfo) -> Exemplars | None:
+    """``classifier.category_model.exemplars`` for the served model; a file that is missing
+    (named explicitly) or does not fit the model is a ``ConfigError`` at start-up."""
+    try:
+        path = exemplar_files.exemplar_file(setting, model_dir)
+        if path is None:
+            if setting == "auto":
+                log.info("classifier: no %s in %s: the category head decides alone "
+                         "(python -m export.exemplars --model-dir DIR writes one)",
+                         exemplar_files.FILE_NAME, model_dir)
+            return None
+        ex = exemplar_files.load_exemplars(path, info.categories, info.embedding_dim)
+    except ExemplarsError as e:
+        raise ConfigError([f"classifier.category_model.exemplars: {e}"]) from None
+    log.info("classifier: the category head refined by %d exemplars from %s (k %d, weight %g)",
+             len(ex.vectors), path, ex.k, ex.weight)
+    return ex
