@@ -152,6 +152,7 @@ async def served_classifier(served: ServedModelOptions, pii_threshold: float = 0
     """A classifier over a given Triton, or over an embedded one started for the evaluation."""
     from router_svc.classify.batcher import Batcher
     from router_svc.classify.tokenization import TextTokenizer
+    from router_svc.flow.runtime import open_exemplars
     from router_svc.ops.up import served_model_file
     from router_svc.triton.client import TritonClient
     from router_svc.triton.launcher import TritonServer
@@ -175,9 +176,10 @@ async def served_classifier(served: ServedModelOptions, pii_threshold: float = 0
         await batcher.start()
         stack.push_async_callback(batcher.stop)
         tok = TextTokenizer(Path(served.model_dir) / "tokenizer.json")
+        exemplars = open_exemplars(served.exemplars, Path(served.model_dir), info)
         yield Classifier(tok, batcher, list(info.categories), list(info.pii_tags),
                          pii_threshold=pii_threshold, window=min(256, info.max_sequence_length),
-                         pii_type_thresholds=pii_type_thresholds)
+                         pii_type_thresholds=pii_type_thresholds, exemplars=exemplars)
 
 
 async def classify_all(clf: Classifier, items: list[tuple[str, list[str]]],
@@ -250,12 +252,14 @@ async def eval_category(opts: CategoryEvalOptions) -> str:
         "offtopic_below_threshold": float((off_conf < th).mean()),
         "per_category_f1": dict(zip(cats, map(float, f1), strict=True)),
         "calibration": softmax_conf_table(conf, correct),
+        "coverage_curve": coverage_curve(conf, correct, off_conf),
         "texts_per_second": len(examples) / secs,
     }
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "category.json").write_text(json.dumps(summary, indent=2))
     _plot_confusion(cm, cats, out / "category_confusion.png")
+    _plot_coverage(summary["coverage_curve"], th, out / "category_coverage.png")
     # Every row that is wrong or under the threshold (it would go to the default model),
     # with the model's answer: what a person reads to see which prompts the head misjudges.
     with (out / "category_errors.jsonl").open("w") as f:
@@ -267,6 +271,43 @@ async def eval_category(opts: CategoryEvalOptions) -> str:
     _print_category(summary)
     return (f"accuracy={acc:.3f} macro_f1={np.mean(f1):.3f} ece={ece:.3f} "
             f"offtopic_below_{th}={summary['offtopic_below_threshold']:.3f}")
+
+
+def coverage_curve(conf: np.ndarray, correct: np.ndarray, off_conf: np.ndarray,
+                   thresholds: Sequence[float] = tuple(np.round(np.arange(0, 1, 0.05), 2)),
+                   ) -> list[dict[str, float]]:
+    """What ``classifier.category_model.threshold`` trades, per threshold: the share of rows
+    routed by their category (``coverage``), the accuracy of those rows, and the share of
+    off-topic prompts that would be routed by a category (they should not be)."""
+    out = []
+    for t in thresholds:
+        above = conf >= t
+        out.append({"threshold": float(t), "coverage": float(above.mean()),
+                    "accuracy_above": float(correct[above].mean()) if above.any() else 1.0,
+                    "offtopic_above": float((off_conf >= t).mean()) if len(off_conf) else 0.0})
+    return out
+
+
+def _plot_coverage(curve: list[dict[str, float]], chosen: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [c["threshold"] for c in curve]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(xs, [c["coverage"] for c in curve], label="routed by category (coverage)")
+    ax.plot(xs, [c["accuracy_above"] for c in curve], label="accuracy of those")
+    ax.plot(xs, [c["offtopic_above"] for c in curve], linestyle=":",
+            label="off-topic routed by a category")
+    ax.axvline(chosen, color="black", linewidth=0.8, label=f"threshold {chosen}")
+    ax.set_xlabel("classifier.category_model.threshold")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title("Category: coverage and accuracy over the threshold")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _plot_confusion(cm: np.ndarray, labels: list[str], path: Path) -> None:

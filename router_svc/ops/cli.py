@@ -24,6 +24,10 @@ def _add_triton_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--model-name", default=MODEL_NAME)
     _add_int8_arg(p)
+    p.add_argument("--exemplars", default="auto",
+                   help="the category's exemplar vote: auto (the build's "
+                   "category_exemplars.npz in --model-dir, if any), off (the head alone), or a "
+                   "file (default: %(default)s)")
 
 
 def _add_int8_arg(p: argparse.ArgumentParser) -> None:
@@ -220,7 +224,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from router_svc.ops.up import ServedModelOptions
 
         served = ServedModelOptions(triton_url=args.triton_url, model_dir=args.model_dir,
-                                    model_name=args.model_name, int8=args.int8)
+                                    model_name=args.model_name, int8=args.int8,
+                                    exemplars=args.exemplars)
         if args.eval_command == "conversations":
             from router_svc.ops import conversation_eval as ce
 

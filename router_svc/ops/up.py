@@ -74,6 +74,9 @@ class ServedModelOptions:
     model_dir: Path = DEFAULT_MODEL_DIR  # model.onnx and tokenizer.json
     model_name: str = MODEL_NAME
     int8: bool = False  # serve model.int8.onnx from model_dir
+    # classifier.category_model.exemplars for the measurement: "auto" (the build's file in
+    # model_dir, if any), "off" (the category head alone), or a path
+    exemplars: str = "auto"
 
 
 class PortInUse(Exception):

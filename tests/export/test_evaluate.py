@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -39,8 +40,9 @@ def test_eval_options_are_the_command_lines(monkeypatch, tmp_path):
         CategoryEvalOptions(data))  # the same defaults
     assert _cli_eval_options(monkeypatch, "pii", "--data", str(data)) == PiiEvalOptions(data)
     served = ["--triton-url", "h:1", "--model-dir", str(model_dir), "--model-name", "x",
-              "--int8"]
-    want = ServedModelOptions(triton_url="h:1", model_dir=model_dir, model_name="x", int8=True)
+              "--int8", "--exemplars", "off"]
+    want = ServedModelOptions(triton_url="h:1", model_dir=model_dir, model_name="x", int8=True,
+                              exemplars="off")
     assert _cli_eval_options(
         monkeypatch, "category", "--data", str(data), "--threshold", "0.7", "--out", str(out),
         *served) == CategoryEvalOptions(data, threshold=0.7, out=out, served=want)
@@ -79,6 +81,13 @@ def test_eval_category_through_triton(tmp_path, trained_triton, trained_model_di
     report = json.loads((tmp_path / "out" / "category.json").read_text())
     assert report["rows"] == 120 and sum(report["skipped_rows"].values()) == 2
     assert (tmp_path / "out" / "category_confusion.png").stat().st_size > 10_000
+    assert (tmp_path / "out" / "category_coverage.png").stat().st_size > 10_000
+    curve = report["coverage_curve"]
+    coverage = [c["coverage"] for c in curve]
+    assert coverage[0] == 1.0 and coverage == sorted(coverage, reverse=True)
+    at = next(c for c in curve if c["threshold"] == 0.6)
+    assert at["coverage"] == report["share_above_threshold"]
+    assert at["offtopic_above"] == pytest.approx(1 - report["offtopic_below_threshold"])
     errors = [json.loads(x) for x in (tmp_path / "out" / "category_errors.jsonl").open()]
     wrong = round((1 - report["accuracy"]) * 120)
     low_right = sum(e["gold"] == e["ours"] for e in errors)
@@ -95,6 +104,33 @@ def test_build_scores_the_short_prompts_and_eval_reads_them(trained_model_dir):
         "category_short_prompts"]
     assert short["rows"] == len(rows)
     assert short["accuracy"] > 0.3  # 14 classes: chance is 0.07
+
+
+def test_the_builds_exemplars_are_served_and_measured(tmp_path, trained_triton,
+                                                     trained_model_dir):
+    """The build ships category exemplars for its model; the evaluation reads them as the
+    router does ("auto") and without them ("off"): the vote makes more rows confident."""
+    from router_svc.classify.exemplars import FILE_NAME, load_exemplars
+    from router_svc.labels import CATEGORIES
+
+    report = json.loads((trained_model_dir / "build_report.json").read_text())
+    ex = load_exemplars(trained_model_dir / FILE_NAME, CATEGORIES, embedding_dim=384)
+    assert len(ex.vectors) == report["category_exemplars"]["count"] > 100
+    rows, _ = load_mmlu(DATA / "mmlu_pro" / "questions.jsonl")
+    _, val = split_mmlu(rows, 0.1, 0)
+    data = tmp_path / "cat.jsonl"
+    data.write_text("".join(json.dumps({"question": e.text, "category": e.category}) + "\n"
+                            for e in val[:150]))
+    served = _served(trained_triton, trained_model_dir)
+    got = {}
+    for how in ("off", "auto"):
+        out = tmp_path / how
+        opts = CategoryEvalOptions(data, threshold=0.6, out=out,
+                                   served=dataclasses.replace(served, exemplars=how))
+        assert evaluate.main(opts) == 0
+        got[how] = json.loads((out / "category.json").read_text())
+    assert got["auto"]["share_above_threshold"] > got["off"]["share_above_threshold"]
+    assert got["auto"]["offtopic_below_threshold"] >= 0.9  # chit-chat is still no category
 
 
 def test_eval_pii_through_triton(tmp_path, trained_triton, trained_model_dir, capsys):
