@@ -144,6 +144,12 @@ def micro(per_type: dict[str, PRF], types: set[str] | None = None) -> PRF:
     return out
 
 
+# Hand-written greetings, thanks and small talk (never trained on, no build template makes
+# them): they must stay under the category threshold.
+CHITCHAT = tuple(line.strip() for line in (Path(__file__).parent / "eval_data" / "chitchat.txt")
+                 .read_text().splitlines() if line.strip())
+
+
 @contextlib.asynccontextmanager
 async def served_classifier(served: ServedModelOptions, pii_threshold: float = 0.5,
                             max_batch: int = 32,
@@ -223,6 +229,7 @@ async def eval_category(opts: CategoryEvalOptions) -> str:
         res = await classify_all(clf, [(text, []) for text in texts], "category")
         secs = time.perf_counter() - t
         off_res = await classify_all(clf, [(o, []) for o in off], "off-topic")
+        chat_res = await classify_all(clf, [(c, []) for c in CHITCHAT], "chit-chat")
     idx = {c: i for i, c in enumerate(cats)}
     y = np.array([idx[e.category] for e in examples])
     pred = np.array([idx[r.category] for r in res])
@@ -250,6 +257,10 @@ async def eval_category(opts: CategoryEvalOptions) -> str:
         "share_above_threshold": float((conf >= th).mean()),
         "accuracy_above_threshold": float(correct[conf >= th].mean()) if (conf >= th).any() else 0,
         "offtopic_below_threshold": float((off_conf < th).mean()),
+        # hand-written small talk no build template produces (export/eval_data/chitchat.txt)
+        "chitchat_below_threshold": float(np.mean([r.confidence < th for r in chat_res])),
+        "chitchat_above_threshold": [c for c, r in zip(CHITCHAT, chat_res, strict=True)
+                                     if r.confidence >= th],
         "per_category_f1": dict(zip(cats, map(float, f1), strict=True)),
         "calibration": softmax_conf_table(conf, correct),
         "coverage_curve": coverage_curve(conf, correct, off_conf),
@@ -349,6 +360,8 @@ def _print_category(s: dict) -> None:
     t.add_row(f"share ≥ {s['threshold']} (accuracy there)",
               f"{s['share_above_threshold']:.1%} ({s['accuracy_above_threshold']:.3f})")
     t.add_row(f"off-topic < {s['threshold']}", f"{s['offtopic_below_threshold']:.1%}")
+    t.add_row(f"hand-written chit-chat < {s['threshold']}",
+              f"{s['chitchat_below_threshold']:.1%}")
     Console().print(t)
 
 
