@@ -308,8 +308,16 @@ class Classifier:
 
     def decode(self, plan: RowPlan, outputs: list[RowOutput],
                segments: list[str]) -> Classification:
-        best, confidence, embedding = pool_category([outputs[r] for r in plan.category_rows],
-                                                    self.exemplars)
+        pooled: dict[tuple[int, ...], tuple[int, float, np.ndarray]] = {}
+
+        def pool(rows: list[int]) -> tuple[int, float, np.ndarray]:
+            # The category text is often one of the segments: pool (and vote) once.
+            key = tuple(rows)
+            if key not in pooled:
+                pooled[key] = pool_category([outputs[r] for r in rows], self.exemplars)
+            return pooled[key]
+
+        best, confidence, embedding = pool(plan.category_rows)
         pii: list[list[PiiEntity]] = []
         for i, (text, rows) in enumerate(zip(segments, plan.segment_rows, strict=True)):
             if (seen := plan.known.get(i)) is not None:
@@ -323,14 +331,13 @@ class Classifier:
             entities = merge_windows(per_window)
             pii.append(union(entities, recognise(text)) if self.recognisers else entities)
             if rows:
-                k, conf, _ = pool_category([outputs[r] for r in rows], self.exemplars)
+                k, conf, _ = pool(rows)
                 spans = tuple((e.type, e.start, e.end, e.score) for e in pii[-1])
                 self.memory.put(text, Scanned(spans, (k, conf), _text_tokens(
                     [plan.rows[r] for r in rows], self.window, self.stride)))
         context = []
         for j, rows in enumerate(plan.context_rows):
-            k, conf = (plan.context_known.get(j)
-                       or pool_category([outputs[r] for r in rows], self.exemplars)[:2])
+            k, conf = plan.context_known.get(j) or pool(rows)[:2]
             context.append((self.categories[k], conf))
         return Classification(category=self.categories[best], confidence=confidence,
                               embedding=embedding, pii=pii, context=context)
