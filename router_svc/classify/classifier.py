@@ -16,7 +16,7 @@ import numpy as np
 from router_svc.classify.batcher import Batcher, JobTrace, RowOutput
 from router_svc.classify.exemplars import Exemplars
 from router_svc.classify.pii import PiiEntity, decode_bio, merge_windows, softmax
-from router_svc.classify.recognisers import recognise, union
+from router_svc.classify.recognisers import guarded, recognise
 from router_svc.classify.tokenization import TextTokenizer, Window
 from router_svc.tracing.spans import span
 
@@ -329,7 +329,7 @@ class Classifier:
                 for r in rows
             ]
             entities = merge_windows(per_window)
-            pii.append(union(entities, recognise(text)) if self.recognisers else entities)
+            pii.append(guarded(entities, recognise(text) if self.recognisers else None, text))
             if rows:
                 k, conf, _ = pool(rows)
                 spans = tuple((e.type, e.start, e.end, e.score) for e in pii[-1])

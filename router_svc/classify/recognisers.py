@@ -59,6 +59,7 @@ from router_svc.classify.pii import (
     _is_ip_address,
     passes_iban_check,
     passes_luhn,
+    whole_addresses,
 )
 
 CHECKED = 1.0  # the score of a value whose check passed
@@ -585,6 +586,15 @@ def union(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEntity
             kept = [m for m in kept if not any(m is x for x in rivals)]
             added.append(r)
     return sorted(kept + added, key=lambda e: (e.start, e.end, e.type))
+
+
+def guarded(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEntity] | None,
+            text: str) -> list[PiiEntity]:
+    """What the guard acts on: the model's entities joined with the rules' (``union``; None:
+    the model's alone), under the span conventions (``pii.whole_addresses``)."""
+    found = list(model_entities) if rule_entities is None else union(model_entities,
+                                                                       rule_entities)
+    return whole_addresses(found, text)
 
 
 def _ent(kind: str, text: str, start: int, end: int, score: float = CHECKED) -> PiiEntity:

@@ -550,3 +550,46 @@ def test_person_and_organization_spans_a_space_apart_are_one() -> None:
     assert spans(decode(text, pieces, tags)) == [  # a city and its region stay two places
         ("ORGANIZATION", "Berkshire Hathaway"), ("GPE", "Aalborg"), ("GPE", "NO"),
         ("PERSON", "Ann Lee"), ("PERSON", "Bob")]
+
+
+def _e(kind: str, text: str, part: str, score: float = 0.9) -> PiiEntity:
+    start = text.index(part)
+    return PiiEntity(kind, start, start + len(part), part, score)
+
+
+def test_an_address_split_into_parts_is_one_street_address() -> None:
+    from router_svc.classify.pii import whole_addresses
+
+    text = "Ship it to 233 Elm St.\n Suite 282\n Springfield\n Hungary 34796, thanks. Ana"
+    parts = [_e("STREET_ADDRESS", text, "233 Elm St."), _e("STREET_ADDRESS", text, "Suite 282"),
+             _e("GPE", text, "Springfield"), _e("GPE", text, "Hungary", 0.95),
+             _e("ZIP_CODE", text, "34796"), _e("PERSON", text, "Ana")]
+    out = whole_addresses(parts, text)
+    assert [(e.type, e.text) for e in out] == [
+        ("STREET_ADDRESS", "233 Elm St.\n Suite 282\n Springfield\n Hungary 34796"),
+        ("PERSON", "Ana")]
+    assert out[0].score == 0.95
+
+
+def test_a_city_or_postcode_alone_or_apart_stays_what_it_is() -> None:
+    from router_svc.classify.pii import whole_addresses
+
+    text = "Anna lives in Paris. Her office is at 5 Rue Royale and her zip is 75008."
+    ents = [_e("GPE", text, "Paris"), _e("STREET_ADDRESS", text, "5 Rue Royale"),
+            _e("ZIP_CODE", text, "75008")]
+    assert whole_addresses(ents, text) == ents  # words between the parts: not one address
+    two_cities = "Aalborg NO"
+    cities = [_e("GPE", two_cities, "Aalborg"), _e("GPE", two_cities, "NO")]
+    assert whole_addresses(cities, two_cities) == cities  # no street: no address
+
+
+def test_the_guard_joins_rules_and_model_under_the_conventions() -> None:
+    from router_svc.classify.recognisers import guarded
+
+    text = "Send it to 12 Oak Road, Boston 02134 please"
+    model = [_e("STREET_ADDRESS", text, "12 Oak Road"), _e("GPE", text, "Boston")]
+    rules = [_e("ZIP_CODE", text, "02134", 0.9)]
+    assert [(e.type, e.text) for e in guarded(model, rules, text)] == [
+        ("STREET_ADDRESS", "12 Oak Road, Boston 02134")]
+    assert [(e.type, e.text) for e in guarded(model, None, text)] == [
+        ("STREET_ADDRESS", "12 Oak Road, Boston")]
