@@ -1,7 +1,8 @@
 """``router-svc model build``: data, training, calibration, ONNX export, parity, summary.
 
 Everything the router needs lands in one folder (by default the Triton model version folder):
-``model.onnx``, ``tokenizer.json`` and ``build_report.json`` (every measured figure).
+``model.onnx``, ``tokenizer.json``, ``category_exemplars.npz`` (``export/exemplars.py``) and
+``build_report.json`` (every measured figure).
 """
 
 from __future__ import annotations
