@@ -151,6 +151,13 @@ class Runtime:
                 pm = self.config.classifier.pii_model
                 clf.window = min(pm.window_tokens, info.max_sequence_length)
                 clf.memory.clear()  # texts read by the old version are read again
+                if clf.exemplars is not None:
+                    # Built from the old version's embedding and label order: the head decides
+                    # alone until a router start loads the new build's file.
+                    clf.exemplars = None
+                    log.warning("classifier: category exemplars dropped (they belong to the "
+                                "model version they were built with); restart the router to "
+                                "load the new build's")
             old = self.model_info
             self.model_info, self.model_problem, self._bad_version = info, None, None
             removed = await self.cache.flush() if self.cache.enabled else 0

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import yaml
 from tritonclient.grpc.aio import InferenceServerClient
 
+from router_svc.classify.exemplars import Exemplars
 from router_svc.config.loading import EXAMPLE_CONFIG, parse_config
 from router_svc.core.errors import ServiceUnavailable
 from router_svc.flow.runtime import Runtime
@@ -41,9 +43,16 @@ async def test_labels_follow_the_served_version(tiny_model_dir, tmp_path):
                                       f"--load-model={MODEL_NAME}"])
     await server.astart()
     data = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    # exemplars for version 1 (random vectors of the tiny model's 32-wide embedding)
+    exemplars = tmp_path / "exemplars.npz"
+    rng = np.random.default_rng(0)
+    Exemplars(rng.normal(size=(20, 32)).astype(np.float32),
+              np.eye(len(CATEGORIES), dtype=np.float32)[rng.integers(0, len(CATEGORIES), 20)],
+              tuple(CATEGORIES)).save(exemplars)
     data |= {"triton": {"url": server.grpc_url, "timeout_s": 10},
              "tokenizer": str(tiny_model_dir / "tokenizer.json"),
-             "classifier": {"on_error": {"routing": "fail_closed", "pii": "block"}}}
+             "classifier": {"on_error": {"routing": "fail_closed", "pii": "block"},
+                            "category_model": {"exemplars": str(exemplars)}}}
     rt = Runtime(parse_config(data, tmp_path), startup_timeout_s=30)
     admin = InferenceServerClient(server.grpc_url)
     try:
@@ -52,6 +61,7 @@ async def test_labels_follow_the_served_version(tiny_model_dir, tmp_path):
             assert rt.model_info.version == "1"
             await rt.router.route("chat", BODY)
             assert rt.router.classifier.categories == list(CATEGORIES)
+            assert rt.router.classifier.exemplars is not None
 
             reordered = list(reversed(CATEGORIES))
             new_version(server, "2", list(CATEGORIES), reordered)
@@ -59,6 +69,8 @@ async def test_labels_follow_the_served_version(tiny_model_dir, tmp_path):
             routed = await rt.router.route("chat", BODY)
             assert rt.model_info.version == "2"
             assert rt.router.classifier.categories == reordered
+            # built for version 1's embedding and label order: not applied to version 2's
+            assert rt.router.classifier.exemplars is None
             assert routed.decision.category in reordered
             assert await rt.ready()
 
