@@ -6,6 +6,8 @@
 #   $MODEL_REPOSITORY/semantic_router/config.pbtxt   copied from the committed GPU config, every run
 #   $MODEL_REPOSITORY/semantic_router/1/model.onnx   `router-svc model build`, only when missing
 #                                    tokenizer.json   (the router reads it from the same volume)
+#                                    category_exemplars.npz (the router's category vote; written
+#                                    for an older model without one when the data is here)
 #
 # Environment: MODEL_REPOSITORY (default /models), MODEL_CONFIG (the config.pbtxt to copy),
 # DATA_DIR (default /data: the training data, ../shared/data bind-mounted read-only),
@@ -25,6 +27,14 @@ echo "model-builder: $model/config.pbtxt from the committed GPU config"
 
 if [ -f "$model/1/model.onnx" ] && [ -f "$model/1/tokenizer.json" ]; then
   echo "model-builder: $model/1 already holds model.onnx and tokenizer.json; nothing to build"
+  # A model built before the build wrote the category exemplars: add them (minutes), if the
+  # data to make them is here; without them the router's category head decides alone.
+  if [ ! -f "$model/1/category_exemplars.npz" ] && [ -f "$model/1/build_report.json" ] \
+      && [ -f "$data/mmlu_pro/questions.jsonl" ]; then
+    echo "model-builder: writing the category exemplars for it (router-svc model exemplars)"
+    router-svc model exemplars --model-dir "$model/1" --data-dir "$data" \
+      || echo "model-builder: warning: no category exemplars written; the router's head decides alone" >&2
+  fi
   exit 0
 fi
 
@@ -40,7 +50,7 @@ trap 'rm -rf "$scratch"' EXIT
 echo "model-builder: building the model into $model/1 (router-svc model build ${MODEL_BUILD_ARGS:-})"
 # shellcheck disable=SC2086  # MODEL_BUILD_ARGS is a list of arguments
 router-svc model build --out "$scratch/1" --data-dir "$data" ${MODEL_BUILD_ARGS:-}
-for f in tokenizer.json build_report.json model.onnx; do  # model.onnx last: it marks "done"
+for f in tokenizer.json build_report.json category_exemplars.npz model.onnx; do  # model.onnx last: it marks "done"
   if [ -f "$scratch/1/$f" ]; then
     cp "$scratch/1/$f" "$model/1/.$f.tmp" && mv "$model/1/.$f.tmp" "$model/1/$f"
   fi

@@ -3,7 +3,7 @@
 The build's own MMLU-Pro training questions, labelled with their category, and its chit-chat
 plus the generic conversation turns below, labelled as no topic (uniform), embedded by the
 model's embedding branch. The validation questions and the hand-written short prompts are
-never exemplars: they measure the vote. ``python -m export.exemplars --model-dir DIR`` writes
+never exemplars: they measure the vote. ``router-svc model exemplars --model-dir DIR`` writes
 the file for a model built before the build did so.
 """
 

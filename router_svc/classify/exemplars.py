@@ -14,6 +14,7 @@ pairs its classifier with embedding similarity the same way).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,10 +52,16 @@ class Exemplars:
         return combine(probs, self.vote(embedding), self.weight)
 
     def save(self, path: Path) -> None:
-        np.savez_compressed(path, vectors=self.vectors.astype(np.float16),
-                            labels=self.labels.astype(np.float16),
-                            categories=np.array(self.categories),
-                            params=np.array([self.k, self.tau, self.weight], np.float64))
+        """Written whole or not at all (a temporary file, then renamed): a router starting
+        meanwhile never reads half a file."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, vectors=self.vectors.astype(np.float16),
+                                labels=self.labels.astype(np.float16),
+                                categories=np.array(self.categories),
+                                params=np.array([self.k, self.tau, self.weight], np.float64))
+        os.replace(tmp, path)
 
 
 def combine(head: np.ndarray, vote: np.ndarray, weight: float) -> np.ndarray:
@@ -94,14 +101,14 @@ def load_exemplars(path: Path, categories: list[str] | tuple[str, ...],
     if cats != tuple(categories):
         raise ExemplarsError(f"{path}: its categories {list(cats)} are not the served "
                              f"model's {list(categories)}; rebuild it for this model "
-                             "(python -m export.exemplars --model-dir DIR)")
+                             "(router-svc model exemplars --model-dir DIR)")
     if vectors.ndim != 2 or labels.shape != (len(vectors), len(cats)) or not len(vectors):
         raise ExemplarsError(f"{path}: vectors {vectors.shape} and labels {labels.shape} "
                              "do not match")
     if vectors.shape[1] != embedding_dim:
         raise ExemplarsError(f"{path}: {vectors.shape[1]}-dimensional exemplars, the served "
                              f"model's embedding has {embedding_dim}; rebuild it for this model "
-                             "(python -m export.exemplars --model-dir DIR)")
+                             "(router-svc model exemplars --model-dir DIR)")
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return Exemplars(vectors / np.maximum(norms, 1e-12), labels, cats, k=max(1, int(k)),
                      tau=tau, weight=weight)

@@ -268,7 +268,7 @@ def open_exemplars(setting: str, model_dir: Path, info: ModelInfo) -> Exemplars 
         if path is None:
             if setting == "auto":
                 log.info("classifier: no %s in %s: the category head decides alone "
-                         "(python -m export.exemplars --model-dir DIR writes one)",
+                         "(router-svc model exemplars --model-dir DIR writes one)",
                          exemplar_files.FILE_NAME, model_dir)
             return None
         ex = exemplar_files.load_exemplars(path, info.categories, info.embedding_dim)

@@ -114,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--out", type=Path, default=Path("eval_out/heldout"))
     h.add_argument("--seed", type=int, default=0)
 
+    x = msub.add_parser("exemplars", help="write category_exemplars.npz for a model built "
+                        "before the build did (the category's exemplar vote)",
+                        description="The build's MMLU-Pro training questions and its "
+                        "chit-chat, embedded by the model in --model-dir (its build_report.json "
+                        "gives the split's seed), written next to it; prints the category "
+                        "figures with and without the vote.")
+    x.add_argument("--model-dir", type=Path, default=Path("model_repository/semantic_router/1"))
+    x.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+
     ev = sub.add_parser("eval", help="evaluate the served model")
     esub = ev.add_subparsers(dest="eval_command", required=True)
     ec = esub.add_parser("category", help="accuracy, macro-F1, confusion matrix, calibration")
@@ -198,6 +207,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "model":
         from export.build import BuildOptions, build, quick_options, write_heldout
 
+        if args.model_command == "exemplars":
+            from export.exemplars import main as write_exemplars
+
+            return write_exemplars(["--model-dir", str(args.model_dir),
+                                    "--data-dir", str(args.data_dir)])
         if args.model_command == "heldout":
             for name, path in write_heldout(args.data_dir, args.out, args.seed).items():
                 print(f"{name}: {path}")

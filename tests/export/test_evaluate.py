@@ -222,3 +222,14 @@ def test_eval_int8_quantises_a_missing_int8_model_and_serves_it(tmp_path, tiny_m
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.fullmatch(r"precision=[\d.]+ recall=[\d.]+ f1=[\d.]+ overlap_f1=[\d.]+", last), last
     assert json.loads((tmp_path / "out" / "pii.json").read_text())["rows"] == 5
+
+
+def test_model_exemplars_command_runs_the_exemplar_writer(monkeypatch, tmp_path):
+    from export import exemplars
+    from router_svc.ops.cli import main
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(exemplars, "main", lambda argv: seen.append(argv) or 0)
+    assert main(["model", "exemplars", "--model-dir", str(tmp_path / "m"),
+                 "--data-dir", str(tmp_path / "d")]) == 0
+    assert seen == [["--model-dir", str(tmp_path / "m"), "--data-dir", str(tmp_path / "d")]]

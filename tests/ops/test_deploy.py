@@ -787,9 +787,14 @@ def _builder_env(tmp_path: Path, data: Path, stub_exit: int = 0) -> dict[str, st
     stub.write_text(
         "#!/bin/sh\n"
         f'echo "$@" >> {tmp_path}/calls\n'
-        'out=""; prev=""\n'
-        'for a in "$@"; do [ "$prev" = "--out" ] && out="$a"; prev="$a"; done\n'
+        'out=""; dir=""; prev=""\n'
+        'for a in "$@"; do [ "$prev" = "--out" ] && out="$a"; '
+        '[ "$prev" = "--model-dir" ] && dir="$a"; prev="$a"; done\n'
+        f'if [ "$2" = exemplars ]; then [ {stub_exit} = 0 ] && '
+        'echo ex > "$dir/category_exemplars.npz"; '
+        f"exit {stub_exit}; fi\n"
         'mkdir -p "$out" && echo onnx > "$out/model.onnx" && echo tok > "$out/tokenizer.json"\n'
+        'echo ex > "$out/category_exemplars.npz"\n'
         f"exit {stub_exit}\n")
     stub.chmod(0o755)
     return {**os.environ, "PATH": f"{stub_dir}:{os.environ['PATH']}",
@@ -809,7 +814,8 @@ def test_model_builder_builds_once_and_copies_the_config(tmp_path):
     assert first.returncode == 0, first.stderr
     assert (model / "config.pbtxt").read_text() == (
         ROOT / "model_repository/semantic_router/config.pbtxt").read_text()
-    assert sorted(p.name for p in (model / "1").iterdir()) == ["model.onnx", "tokenizer.json"]
+    assert sorted(p.name for p in (model / "1").iterdir()) == [
+        "category_exemplars.npz", "model.onnx", "tokenizer.json"]
     (call,) = (tmp_path / "calls").read_text().splitlines()
     args = call.split()
     assert args[:2] == ["model", "build"]
@@ -820,6 +826,32 @@ def test_model_builder_builds_once_and_copies_the_config(tmp_path):
     assert second.returncode == 0, second.stderr
     assert "nothing to build" in second.stdout
     assert len((tmp_path / "calls").read_text().splitlines()) == 1
+
+
+def test_model_builder_adds_exemplars_to_a_model_built_before(tmp_path):
+    """A volume from before the build wrote exemplars: the builder writes them next to the
+    model (and nothing else); a failure there leaves the model serving without them."""
+    data = tmp_path / "data"
+    (data / "mmlu_pro").mkdir(parents=True)
+    (data / "mmlu_pro" / "questions.jsonl").write_text("{}\n")
+    version = tmp_path / "models" / "semantic_router" / "1"
+    version.mkdir(parents=True)
+    for f in ("model.onnx", "tokenizer.json", "build_report.json"):
+        (version / f).write_text("old\n")
+    res = run(["sh", str(MODEL_BUILDER)], env=_builder_env(tmp_path, data, stub_exit=1))
+    assert res.returncode == 0, res.stderr  # a failed exemplar step does not stop the stack
+    assert "no category exemplars written" in res.stderr
+    (call,) = (tmp_path / "calls").read_text().splitlines()
+    assert call.split()[:2] == ["model", "exemplars"]
+    assert flag(call.split(), "--model-dir") == str(version)
+    assert flag(call.split(), "--data-dir") == str(data)
+
+    res = run(["sh", str(MODEL_BUILDER)], env=_builder_env(tmp_path, data))
+    assert res.returncode == 0, res.stderr
+    assert (version / "category_exemplars.npz").is_file()
+    assert (version / "model.onnx").read_text() == "old\n"  # not rebuilt
+    res = run(["sh", str(MODEL_BUILDER)], env=_builder_env(tmp_path, data))
+    assert len((tmp_path / "calls").read_text().splitlines()) == 2  # once written, left alone
 
 
 def test_model_builder_without_data_or_with_a_failed_build(tmp_path):
