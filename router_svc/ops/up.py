@@ -239,6 +239,22 @@ def ensure_model(model_dir: Path, data_dir: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def ensure_exemplars(model_dir: Path, data_dir: Path) -> None:
+    """``category_exemplars.npz`` for a model built before the build wrote it (the category's
+    exemplar vote; about 2 minutes on 2 cores). Skipped, with the router's own note at start,
+    when the model has no build report (not built here) or the data is not there."""
+    from router_svc.classify.exemplars import FILE_NAME
+
+    if ((model_dir / FILE_NAME).is_file() or not (model_dir / "build_report.json").is_file()
+            or not (Path(data_dir) / "mmlu_pro" / "questions.jsonl").is_file()):
+        return
+    from export.exemplars import main as write_exemplars
+
+    _say(f"{model_dir} has no {FILE_NAME} (built before the build wrote it): writing it "
+         "(about 2 minutes on CPU)")
+    write_exemplars(["--model-dir", str(model_dir), "--data-dir", str(data_dir)])
+
+
 def ensure_int8(model_dir: Path) -> None:
     """``model.int8.onnx`` quantised from ``model.onnx`` if missing (seconds; no torch)."""
     from router_svc.triton.repository import INT8_MODEL_FILE
@@ -420,6 +436,7 @@ def up(opts: UpOptions) -> int:
         check_ports(p)
         if p.triton_url is None:
             ensure_model(p.model_dir, opts.data_dir)
+            ensure_exemplars(p.model_dir, opts.data_dir)
             if p.int8:
                 ensure_int8(p.model_dir)
         elif not (p.model_dir / "tokenizer.json").is_file():

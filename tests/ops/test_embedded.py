@@ -21,6 +21,7 @@ from router_svc.ops.up import (
     PortInUse,
     UpOptions,
     check_ports,
+    ensure_exemplars,
     ensure_int8,
     ensure_model,
     plan,
@@ -164,6 +165,29 @@ def test_missing_model_is_built_beside_then_moved_in(tmp_path, monkeypatch):
     assert not seen["out"].exists()
     ensure_model(model_dir, tmp_path)  # present: no second build
     assert len(list(model_dir.parent.iterdir())) == 1
+
+
+def test_exemplars_are_written_for_a_model_built_before(monkeypatch, tmp_path):
+    from export import exemplars
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(exemplars, "main", lambda argv: calls.append(argv) or 0)
+    model_dir, data = tmp_path / "m", tmp_path / "data"
+    model_dir.mkdir()
+    (data / "mmlu_pro").mkdir(parents=True)
+    for f in ("model.onnx", "tokenizer.json"):
+        (model_dir / f).write_text(f)
+    ensure_exemplars(model_dir, data)
+    assert calls == []  # no build report: not built by router-svc, nothing to rebuild from
+    (model_dir / "build_report.json").write_text("{}")
+    ensure_exemplars(model_dir, data)
+    assert calls == []  # no training data here
+    (data / "mmlu_pro" / "questions.jsonl").write_text("{}\n")
+    ensure_exemplars(model_dir, data)
+    assert calls == [["--model-dir", str(model_dir), "--data-dir", str(data)]]
+    (model_dir / "category_exemplars.npz").write_bytes(b"x")
+    ensure_exemplars(model_dir, data)
+    assert len(calls) == 1  # present: left alone
 
 
 def test_int8_is_quantised_from_the_built_model_when_missing(tiny_model_dir, tmp_path):
