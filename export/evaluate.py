@@ -832,9 +832,8 @@ def pii_systems(texts: list[str], model_entities: list[list[PiiEntity]]
     def spans(ents: list[list[PiiEntity]]) -> list[list[Span]]:
         return [[(e.type, e.start, e.end) for e in row] for row in ents]
 
-    return {"model": spans([whole_addresses(m, x) for m, x in zip(model_entities, texts,
-                                                                   strict=True)]),
-            "rules": spans(rules), "union": spans(both)}, secs
+    # ``model_entities`` come from ``Classifier.decode``: already under the span conventions.
+    return {"model": spans(model_entities), "rules": spans(rules), "union": spans(both)}, secs
 
 
 def convention_spans(spans: list[Span], text: str) -> list[Span]:

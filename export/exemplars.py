@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from router_svc.classify.exemplars import FILE_NAME, Exemplars
+from router_svc.classify.pii import softmax
 from router_svc.labels import CATEGORIES
 
 # Turns that carry no subject of their own, only a reference to the answer before them: their
@@ -58,8 +59,7 @@ def make_exemplars(topic_vectors: np.ndarray, topic_labels: Sequence[int],
 def vote_report(ex: Exemplars, logits: np.ndarray, embeddings: np.ndarray, y: np.ndarray,
                 threshold: float) -> dict[str, dict[str, float]]:
     """Accuracy and coverage above ``threshold`` of the head alone and with the vote."""
-    z = logits - logits.max(1, keepdims=True)
-    head = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    head = softmax(logits, axis=-1)
     refined = np.stack([ex.refine(p, e) for p, e in zip(head, embeddings, strict=True)])
     out = {}
     for name, p in (("head", head), ("with_exemplars", refined)):
@@ -71,8 +71,8 @@ def vote_report(ex: Exemplars, logits: np.ndarray, embeddings: np.ndarray, y: np
 
 def below_share(ex: Exemplars, logits: np.ndarray, embeddings: np.ndarray,
                 threshold: float) -> float:
-    z = logits - logits.max(1, keepdims=True)
-    head = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    """The share of rows that stay under ``threshold`` with the vote (chit-chat must)."""
+    head = softmax(logits, axis=-1)
     return float(np.mean([ex.refine(p, e).max() < threshold
                           for p, e in zip(head, embeddings, strict=True)]))
 

@@ -37,7 +37,6 @@ class FakeClassifier:
 
     async def classify(self, category_text: str, segments: list[str],
                        max_tokens: int | None = None,
-                       deadline: float | None = None,
                        context_texts: Sequence[str] = (),
                        call_timeout_s: float | None = None) -> Classification:
         self.calls.append((category_text, list(segments)))

@@ -249,17 +249,16 @@ class Classifier:
 
     async def classify(self, category_text: str, segments: list[str],
                        max_tokens: int | None = None,
-                       deadline: float | None = None,
                        context_texts: Sequence[str] = (),
                        call_timeout_s: float | None = None) -> Classification:
         """``max_tokens``: the most tokens the texts may hold (``TooMuchText`` beyond it,
-        before any inference). ``deadline`` (``time.monotonic()`` seconds): rows not sent to
-        the model by then are dropped (``batcher.DeadlineExceeded``). ``context_texts``:
-        more texts to categorise in the same model call (``Classification.context``), e.g. a
-        conversation's earlier turns. ``call_timeout_s``: the time one Triton call may take;
-        the inference is bounded by it times the calls the request needs plus one (for the
-        queue in front), so a long prompt gets the time its size needs and a stalled model
-        still fails in a bounded time (``TimeoutError``)."""
+        before any inference). ``context_texts``: more texts to categorise in the same model
+        call (``Classification.context``), e.g. a conversation's earlier turns.
+        ``call_timeout_s``: the time one Triton call may take; the inference is bounded by it
+        times the calls the request needs plus one (for the queue in front), so a long prompt
+        gets the time its size needs and a stalled model still fails in a bounded time
+        (``TimeoutError``; rows not sent one call's time before the end are dropped,
+        ``batcher.DeadlineExceeded``). None: no bound (offline evaluation)."""
         large = len(category_text) + sum(map(len, segments)) > OFF_LOOP_CHARS
         with span("tokenize") as s:
             if large:
@@ -275,15 +274,13 @@ class Classifier:
         if max_tokens is not None and plan.tokens > max_tokens:
             raise TooMuchText(plan.tokens, max_tokens)
         if call_timeout_s is None:
-            outputs = await self._infer(plan, deadline)
+            outputs = await self._infer(plan, None)
         else:
             calls = self.batcher.calls_for([w.ids for w in plan.rows])
-            now = time.monotonic()
             # The last call must be sent one call's time before the end; it may then run.
-            send_by = now + call_timeout_s * calls
-            deadline = send_by if deadline is None else min(deadline, send_by)
-            outputs = await asyncio.wait_for(self._infer(plan, deadline),
-                                             timeout=deadline - now + call_timeout_s)
+            send_by = time.monotonic() + call_timeout_s * calls
+            outputs = await asyncio.wait_for(self._infer(plan, send_by),
+                                             timeout=call_timeout_s * (calls + 1))
         if large:
             return await asyncio.to_thread(self.decode, plan, outputs, segments)
         return self.decode(plan, outputs, segments)

@@ -152,19 +152,24 @@ def _check_milvus(ctx: Ctx, c: CacheConfig, environ: Mapping[str, str]) -> None:
                   "milvus needs the pymilvus client: pip install 'router-svc[milvus]'")
 
 
+def _model_file(setting: str, base_dir: str | os.PathLike[str]) -> str:
+    """A file setting that may also be "auto" or "off": a relative path is the config
+    folder's."""
+    if setting in ("auto", "off") or Path(setting).is_absolute():
+        return setting
+    return str(Path(base_dir) / setting)
+
+
 def _resolve_paths(s: dict[str, Any], base_dir: str | os.PathLike[str]) -> None:
     c = s["cache"]
     if c.persistence_dir is not None and not c.persistence_dir.is_absolute():
         c = s["cache"] = dataclasses.replace(c, persistence_dir=Path(base_dir) / c.persistence_dir)
     v = c.verifier
-    if v.model not in ("auto", "off") and not Path(v.model).is_absolute():
-        s["cache"] = dataclasses.replace(
-            c, verifier=dataclasses.replace(v, model=str(Path(base_dir) / v.model)))
+    s["cache"] = dataclasses.replace(c, verifier=dataclasses.replace(
+        v, model=_model_file(v.model, base_dir)))
     cls = s["classifier"]
-    ex = cls.category_model.exemplars
-    if ex not in ("auto", "off") and not Path(ex).is_absolute():
-        s["classifier"] = dataclasses.replace(cls, category_model=dataclasses.replace(
-            cls.category_model, exemplars=str(Path(base_dir) / ex)))
+    s["classifier"] = dataclasses.replace(cls, category_model=dataclasses.replace(
+        cls.category_model, exemplars=_model_file(cls.category_model.exemplars, base_dir)))
     a = s["auth"]
     if a.keys_file is not None and not a.keys_file.is_absolute():
         s["auth"] = dataclasses.replace(a, keys_file=Path(base_dir) / a.keys_file)
