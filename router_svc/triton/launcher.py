@@ -208,7 +208,11 @@ class TritonServer:
             ("backend_utils", "triton_python_backend_utils.py"),
             ("stub", "triton_python_backend_stub"),
         ):
-            shutil.copy2(paths[key], backend / name)
+            # Copied aside, then renamed over: on a restart a stub of the old server may still
+            # run the installed file, which cannot be written in place (ETXTBSY).
+            tmp = backend / f".{name}.tmp"
+            shutil.copy2(paths[key], tmp)
+            os.replace(tmp, backend / name)
         repo = self.work_dir / "models"
         write_python_repository(
             repo, self.model_dir, config_text=self.config_text, model_file=self.model_file,
@@ -344,11 +348,11 @@ class TritonServer:
                 await asyncio.wait_for(stop.wait(), backoff)
             if stop.is_set():
                 return
-            await self.astop()  # what is left of the old session, and its log
             try:
+                await self.astop()  # what is left of the old session, and its log
                 await self.astart()
-            except TritonStartError as e:
-                say(f"Triton restart failed: {e}")
+            except Exception as e:  # the supervisor must outlive any failed restart
+                say(f"Triton restart failed: {e!r}")
                 backoff = min(backoff * 2, max_backoff_s)
                 continue
             say(f"Triton restarted on {self.grpc_url}")

@@ -484,3 +484,64 @@ def test_ports_the_caller_will_bind_are_not_given_to_triton(tmp_path, monkeypatc
     monkeypatch.setattr(launcher, "free_port", lambda: next(handed_out))
     server = TritonServer(tmp_path, work_dir=tmp_path, avoid_ports=[7001, 7002])
     assert (server.http_port, server.grpc_port, server.metrics_port) == (7003, 7004, 7005)
+
+
+def test_a_restart_installs_the_backend_over_a_stub_still_running(tiny_model_dir, tmp_path):
+    """When only the server died, a stub of it may still run the installed stub binary: the
+    restart's install must not write that file in place (ETXTBSY), as it once did."""
+    import subprocess
+
+    server = TritonServer(tiny_model_dir, work_dir=tmp_path / "triton")
+    server._prepare()
+    stub = tmp_path / "triton" / "backends" / "python" / "triton_python_backend_stub"
+    original = stub.read_bytes()
+    shutil.copy2(shutil.which("sleep"), stub)  # an executable that keeps running
+    busy = subprocess.Popen([str(stub), "60"])
+    try:
+        time.sleep(0.2)
+        assert busy.poll() is None
+        server._prepare()  # the file is in use: copied aside and renamed over
+        assert stub.read_bytes() == original
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+async def test_the_supervisor_outlives_a_failed_restart(tiny_model_dir, tmp_path):
+    """A restart that raises (any error, not only a start timeout) is said and tried again
+    after the backoff; the supervisor never ends silently while Triton is down."""
+    import subprocess
+
+    server = TritonServer(tiny_model_dir, work_dir=tmp_path / "triton")
+    server.process = subprocess.Popen(["true"])
+    server.process.wait()  # Triton has died
+    said: list[str] = []
+    restarted = asyncio.Event()
+    attempts = 0
+
+    async def astart():
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise OSError(26, "Text file busy")
+        server.process = subprocess.Popen(["sleep", "60"])
+        restarted.set()
+        return server
+
+    async def astop():
+        return None
+
+    server.astart, server.astop = astart, astop  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(server.supervise(stop, said.append, poll_s=0.05))
+    try:
+        await asyncio.wait_for(restarted.wait(), 10)
+        await asyncio.sleep(0.1)
+        assert not task.done()
+        assert any("restart failed" in s and "Text file busy" in s for s in said), said
+        assert any("Triton restarted" in s for s in said), said
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        server.process.kill()
+        server.process.wait()
