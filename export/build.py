@@ -288,17 +288,29 @@ def build(opts: BuildOptions) -> dict:
         "share_above_threshold": short["val_share_above_threshold"],
         "accuracy_above_threshold": short["val_accuracy_above_threshold"]}
     # ---- category exemplars: the head's second opinion in the router (classify/exemplars.py)
-    from export.exemplars import GENERIC_TURNS, below_share, make_exemplars, vote_report
+    from export.exemplars import (
+        GENERIC_TURNS,
+        SEEDS,
+        below_share,
+        load_examples,
+        make_exemplars,
+        vote_report,
+    )
     from export.train import embed_cached
 
     n_topic = len(mmlu_train)  # train_ex starts with them and ends with the chit-chat
-    topic_vecs = timer.run("embed exemplars", embed_cached, model, c_train, range(n_topic))
+    seeds = load_examples(SEEDS)
+    topic_vecs = np.concatenate([
+        timer.run("embed exemplars", embed_cached, model, c_train, range(n_topic)),
+        embed_texts(model, tok, [t for t, _ in seeds])])
     none_vecs = np.concatenate([
         embed_cached(model, c_train, range(len(train_ex) - len(off_train), len(train_ex))),
         embed_texts(model, tok, list(GENERIC_TURNS))])
-    exemplars = make_exemplars(topic_vecs, [e.category for e in train_ex[:n_topic]], none_vecs)
+    exemplars = make_exemplars(topic_vecs, [e.category for e in train_ex[:n_topic]]
+                               + [c for _, c in seeds], none_vecs)
     report["category_exemplars"] = {
-        "count": len(exemplars.vectors), "k": exemplars.k, "tau": exemplars.tau,
+        "count": len(exemplars.vectors), "seeds": len(seeds), "k": exemplars.k,
+        "tau": exemplars.tau,
         "weight": exemplars.weight,
         "val": vote_report(exemplars, val_logits / temperature,
                            embed_cached(model, c_val, range(len(val_ex))), y, opts.threshold),

@@ -393,6 +393,9 @@ _SMALL_TALK = (
     "tell me a fun fact", "make me laugh", "say something nice", "do you dream?",
     "what's new?", "how have you been?", "i'm back", "guess what", "wanna chat?",
     "you there?", "can i ask you something?", "what do you like to do for fun?",
+    # Connectivity checks people send to a new endpoint before asking anything.
+    "ping", "just testing", "test message, please ignore", "is this working?", "hello world",
+    "mic check", "can you see this?", "is this thing on?", "sending a test", "check check",
 )
 _CLOSINGS = (
     "thanks!", "thank you so much", "thanks a lot", "that was helpful, thanks", "you're awesome",

@@ -1,10 +1,12 @@
 """The category exemplars a model build ships (``router_svc/classify/exemplars.py``).
 
-The build's own MMLU-Pro training questions, labelled with their category, and its chit-chat
-plus the generic conversation turns below, labelled as no topic (uniform), embedded by the
-model's embedding branch. The validation questions and the hand-written short prompts are
-never exemplars: they measure the vote. ``router-svc model exemplars --model-dir DIR`` writes
-the file for a model built before the build did so.
+The build's own MMLU-Pro training questions, labelled with their category; hand-written short
+user-style questions per category (``category_seeds.jsonl``: exam questions are long and formal,
+users' are not); and its chit-chat plus the generic conversation turns below, labelled as no
+topic (uniform), all embedded by the model's embedding branch. The validation questions and the
+hand-written short prompts of ``eval_data`` are never exemplars: they measure the vote.
+``router-svc model exemplars --model-dir DIR`` writes the file for a model built before the
+build did so, and ``--examples FILE`` adds an operator's own labelled prompts.
 """
 
 from __future__ import annotations
@@ -19,6 +21,35 @@ import numpy as np
 from router_svc.classify.exemplars import FILE_NAME, Exemplars
 from router_svc.classify.pii import softmax
 from router_svc.labels import CATEGORIES
+
+SEEDS = Path(__file__).parent / "category_seeds.jsonl"
+
+
+class ExamplesError(ValueError):
+    """A labelled-examples file with a line that is not ``{"text": ..., "category": ...}``."""
+
+
+def load_examples(path: Path) -> list[tuple[str, int]]:
+    """(text, category index) of a JSONL file of ``{"text", "category"}`` lines (the shipped
+    seeds, or an operator's own examples); a bad line is an error naming the file and line."""
+    rows = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            text, category = row["text"], row["category"]
+        except (ValueError, TypeError, KeyError) as e:
+            raise ExamplesError(f"{path} line {n}: expected a JSON object with \"text\" and "
+                                f"\"category\" ({e})") from None
+        if category not in CATEGORIES:
+            raise ExamplesError(f"{path} line {n}: category {category!r} is not one of "
+                                f"{', '.join(CATEGORIES)}")
+        if not isinstance(text, str) or not text.strip():
+            raise ExamplesError(f"{path} line {n}: \"text\" must be a non-empty string")
+        rows.append((text, CATEGORIES.index(category)))
+    return rows
+
 
 # Turns that carry no subject of their own, only a reference to the answer before them: their
 # neighbours vote for no category, so "explain that again" does not move a conversation.
@@ -126,16 +157,23 @@ def main(argv: list[str] | None = None) -> int:
                     help="a built model: model.onnx, tokenizer.json, build_report.json")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--threshold", type=float, default=0.6)
+    ap.add_argument("--examples", type=Path, action="append", default=[],
+                    help="a JSONL file of your own labelled prompts ({\"text\", \"category\"} "
+                    "per line), added to the exemplars; repeatable")
     a = ap.parse_args(argv)
+    try:
+        extra = [row for f in [SEEDS, *a.examples] for row in load_examples(f)]
+    except (OSError, ExamplesError) as e:
+        ap.error(str(e))
     opts = json.loads((a.model_dir / "build_report.json").read_text())["options"]
     seed, offtopic = int(opts["seed"]), int(opts["offtopic"])
     mmlu, _ = D.load_mmlu(a.data_dir / "mmlu_pro/questions.jsonl")
     train, val = D.split_mmlu(mmlu, val_fraction=0.1, seed=seed)  # as the build split it
     short = D.load_mmlu(SHORT_PROMPTS)[0]
     run = onnx_runner(a.model_dir)
-    _, topic = run([e.text for e in train])
+    _, topic = run([e.text for e in train] + [t for t, _ in extra])
     _, none = run(D.offtopic_prompts(offtopic, seed) + list(GENERIC_TURNS))
-    ex = make_exemplars(topic, [e.label for e in train], none)
+    ex = make_exemplars(topic, [e.label for e in train] + [c for _, c in extra], none)
     ex.save(a.model_dir / FILE_NAME)
     t = Table(title=f"category exemplars: {len(ex.vectors)} -> {a.model_dir / FILE_NAME}")
     for col in ("set", "", "accuracy", f"above {a.threshold}", "accuracy there"):

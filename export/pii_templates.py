@@ -280,6 +280,120 @@ PII_TEMPLATES: tuple[str, ...] = (
     "Onboarding: {{person}}, {{age}}, {{job}}, start {{date}}, laptop IP {{ipv4}}, "
     "payroll IBAN {{iban}}, SSN {{ssn}}.",
     "i am {{person}} my card is {{cc}} and my phone {{phone}} please call",
+    # -- names as modifiers, possessives, and subjects or objects of long sentences -------------
+    # The model read a name in these positions as a place ("the <Name> retrospective").
+    "Are there still tickets for the {{person}} concert at {{org}} on {{weekday}}?",
+    "Write a short review of the {{last}} retrospective I saw in {{city}} over the holidays.",
+    "What do {{person}} fans usually call themselves online?",
+    "Which {{last}} novel should I start with if I only have a week of evenings?",
+    "My niece wants a {{person}} poster for her room; where can I find an official one?",
+    "Why did the {{person}} biography get such mixed reviews?",
+    "Summarise {{person}}'s argument from this essay in three bullet points.",
+    "I borrowed {{first#1}}'s bike and bent the wheel. How do I tell {{first#1}} without "
+    "ruining the friendship?",
+    "{{person}} had already forwarded {{person}} the signed lease when the landlord changed "
+    "his mind about the deposit, so who is liable now?",
+    "After the quarterly review {{person}} told the board that {{person}} would run the "
+    "{{city}} office until a permanent replacement was found. Rewrite this as a press release.",
+    "According to {{person}}'s lawyer, {{person}} never signed the second contract. Summarise "
+    "the dispute neutrally.",
+    "Compare the {{person}} and {{person}} interviews and tell me who sounded more confident.",
+    "Draft a toast for {{first}} and {{first}}'s wedding from the point of view of the best man.",
+    "We need a name for the {{last}} family reunion group chat, something funny.",
+    "{{person}}, {{person}} and {{person}} are on call {{weekday}}; make a table of who covers "
+    "which hours.",
+    "Rank these speakers by talk length: {{person}}, {{person}}, {{person}}, {{person}}.",
+    "When {{first}} finally called {{person}} back, the offer from {{org}} had expired. Write "
+    "the rest of the story.",
+    "Is it true that {{person}}'s grandfather founded {{org}}?",
+    # -- names right after a role that is no job title (the role stays O) ----------------------
+    "Longtime subscriber {{person}} wrote in to complain about the paywall. Draft a reply.",
+    "Reply to commenter {{first}}, who says our tutorial skips a step.",
+    "Our neighbour {{person}} keeps parking across the driveway; write a friendly note.",
+    "Fellow volunteer {{person}} asked me for a reference. What should I put in it?",
+    "In the case summary, defendant {{person}} claims that {{person}} signed first. Extract "
+    "the parties.",
+    "Guest speaker {{person}} cancelled at the last minute; write an announcement.",
+    "My bandmate {{first}} and our drummer {{person}} want to split the royalties evenly. Fair?",
+    "Translate for the tour group: \"Your guide today is {{person}}, and the driver is "
+    "{{first}}.\"",
+    "New member {{person}} from {{city}} just joined the book club; write a welcome post.",
+    # -- names in structured text: CSV, JSON, code, logs, tool calls, mail headers --------------
+    "attendees.csv\nid,full_name,country\n1,{{person}},{{country}}\n2,{{person}},{{country}}\n"
+    "3,{{person}},{{country}}\nCount the attendees per country.",
+    '[{"author": "{{person}}", "reviewer": "{{person}}", "status": "approved"}, '
+    '{"author": "{{person}}", "reviewer": null}]\nWhich pull requests still need a reviewer?',
+    '{"tool": "send_message", "arguments": "{\\"recipient\\": \\"{{person}}\\", \\"text\\": '
+    '\\"running late\\"}"}\nWhy does the tool reject this call?',
+    '{"name": "book_meeting", "arguments": "{\\"attendees\\": [\\"{{email}}\\", '
+    '\\"{{person}}\\"], \\"location\\": \\"{{city}}\\"}"}\nParse the arguments string.',
+    "From: {{person}} <{{email}}>\nTo: {{person}} <{{email}}>\nCc: {{person}}\n"
+    "Subject: handover\n\nWho is expected to act on this thread?",
+    "[{{datetime}}] INFO audit: record opened by \"{{person}}\"\n[{{datetime}}] WARN audit: "
+    "bulk export started by \"{{person}}\"\nWho exported the data?",
+    "git log shows Author: {{person}} <{{email}}> on a commit I made. How do I fix the author?",
+    "assert greet(\"{{first#1}}\") == \"Hello, {{first#1}}!\" fails with a KeyError; why?",
+    "Sort these by surname:\n{{person}}\n{{person}}\n{{person}}\n{{person}}",
+    "owners:\n  - name: {{person}}\n    team: payments\n  - name: {{person}}\n    team: search\n"
+    "Convert this YAML to a markdown table.",
+    "SELECT * FROM staff WHERE manager = '{{person}}' AND office = '{{city}}'; returns no rows.",
+    "Meeting notes\nPresent: {{person}}, {{person}}, {{first}}\nApologies: {{person}}\n"
+    "Turn these into action items.",
+    "BEGIN:VCARD\nN:{{last}};{{first}}\nORG:{{org}}\nTEL:{{phone}}\nEND:VCARD\nIs this a valid "
+    "vCard?",
+    "players = [\"{{person}}\", \"{{person}}\", \"{{person}}\"]\nrandom.shuffle(players) always "
+    "puts the first name last, why?",
+    # -- nationality adjectives before nouns (the noun stays O) ---------------------------------
+    "Is there a good {{nationality}} bakery in {{city}} that opens before 7?",
+    "There's a new {{nationality}} takeaway near my office; what should I order the first time?",
+    "Why were {{nationality}} border guards checking passports on our train?",
+    "Summarise how the {{nationality}} government handled the fuel protests.",
+    "Can a non-resident open an account at a {{nationality}} bank? What documents are needed?",
+    "{{org}} is being bought by a {{nationality}} telecom group; what changes for customers?",
+    "Recommend {{nationality}} rock bands that were popular around {{year}}.",
+    "Which {{nationality}} football club has won the most league titles?",
+    "The {{nationality}} police released CCTV stills on {{weekday}}; do the people in them have "
+    "any rights?",
+    "my local {{nationality}} grocery sells a red smoky spice mix, what could it be",
+    "Draft a menu for a {{nationality}} street-food stall at the {{city}} night market.",
+    "Our {{nationality}} and {{nationality}} subsidiaries report in different currencies; how "
+    "do we consolidate?",
+    "{{first}} says {{nationality}} tap water is fine for tourists. Is that right?",
+    "My {{nrp}} grandmother's stew recipe uses lamb; can I swap in beef?",
+    "Explain the {{nationality}} pension reform to a {{age}}-year-old.",
+    # -- regions around a place name: the region word is O, only the place is GPE ---------------
+    "What's the best month to hike in northern {{country}}?",
+    "We're driving from southern {{country}} to {{city}}; how many days should we plan?",
+    "Is eastern {{country}} safe for solo travellers right now?",
+    "Compare rents in western {{country}} and central {{country}}.",
+    "My cousin lives in upstate {{state}} and wants to move to {{city}}.",
+    "Find a dog-friendly cottage in rural {{country}} for {{date}}.",
+    "House prices in the greater {{city}} area went up again; should I wait to buy?",
+    "Southern {{country}} has had no rain since {{date}}. What crops are most at risk?",
+    "Which airport is closest to the north-west of {{country}}?",
+    "Plan two weeks along coastal {{country}}, ending in {{city}}.",
+    # -- organisations beside generic descriptions (the description stays O) ------------------
+    "{{org}}, a logistics company based in {{city}}, wants to pilot our route planner. Draft "
+    "an intro email.",
+    "Write a LinkedIn post saying I joined {{org}}, a small design agency in {{city}}.",
+    "Background: {{org}} is a multinational investment bank headquartered in {{city}}, "
+    "{{country}}. List its main risks.",
+    "Supplier profile\nName: {{org}}\nType: family-owned packaging manufacturer\nBased in: "
+    "{{city}}\nRate them on delivery reliability.",
+    "We got a quote from {{org}} (an IT consultancy in {{city}}) and one from a freelancer; "
+    "which is better value?",
+    "Is {{org}}, the insurance broker, regulated in {{country}}?",
+    "The startup, based in {{city}}, was acquired by {{org}} in {{year}}. Who benefits most?",
+    # -- job words about groups stay O; a {{job}} is TITLE only as one person's title -----------
+    "The founders of {{org}} were both aerospace engineers before they started it in {{year}}. "
+    "Write the About page.",
+    "Most volunteers at the {{city}} food bank are retired teachers; suggest a thank-you gift.",
+    "{{person}} works as a {{job}} at {{org}}; the rest of the team are data analysts. Write a "
+    "team intro.",
+    "Our nurses and paramedics in {{city}} need a shift rota for {{weekday}}.",
+    "My parents were farmers in {{country}} and I became a {{job}}. Help me with a personal "
+    "statement.",
+    "Do software developers in {{city}} earn more than accountants?",
 )
 
 # Prompts with no PII (about 15% of generated rows), many of them near-misses: numbers that are
@@ -335,6 +449,19 @@ NO_PII_TEMPLATES: tuple[str, ...] = (
     "Write the error message in {{language}} and {{language}} for our app.",
     "what does this {{language}} sentence mean: the cat sleeps",
     "Proofread my {{language}} essay intro for grammar mistakes.",
+    # Near-misses for places, nationalities, organisations and job words: all O.
+    "Which constellations can only be seen from the southern hemisphere?",
+    "My western blot bands are smeared; what usually causes that?",
+    "Explain north-south versus east-west traffic in a data centre network.",
+    "Is a south-facing garden better for growing tomatoes?",
+    "What does central bank independence mean in practice?",
+    "Explain the central limit theorem with a dice example.",
+    "Our team is mostly backend engineers plus {{small}} designers; how should we run design "
+    "reviews?",
+    "What's the difference between a design agency and an in-house design team?",
+    "How do investment banks make money from IPOs?",
+    "Is it worth hiring a logistics company for a small shop shipping {{n}} parcels a month?",
+    "Why do night-shift nurses have higher rates of sleep disorders?",
 )
 
 # The PII types each slot yields; filler slots yield none.
@@ -346,6 +473,7 @@ SLOT_TYPES: dict[str, tuple[str, ...]] = {
     "job": ("TITLE",),
     "nrp": ("NRP",),
     "nrps": ("NRP",),
+    "nationality": ("NRP",),
     "age": ("AGE",),
     "date": ("DATE_TIME",),
     "dob": ("DATE_TIME",),
@@ -385,15 +513,34 @@ def template_types(template: str) -> set[str]:
 
 # -- value pools ----------------------------------------------------------------------------------
 
-# Locales for names, cities, streets, postcodes; en_US weighted up as most prompts are American.
-NAME_LOCALES = ("en_US", "en_US", "en_US", "en_GB", "en_CA", "en_AU", "de_DE", "de_CH", "fr_FR",
-                "es_ES", "it_IT", "nl_NL", "pl_PL", "sv_SE", "da_DK", "fi_FI", "no_NO", "cs_CZ",
-                "pt_BR", "pt_PT", "hu_HU", "el_GR", "sl_SI", "tr_TR")
+# Where names come from; en_US weighted up (about one name in eight) as most prompts are
+# American. Every entry gives Latin-script names: faker locales whose names are Latin as faker
+# writes them, faker's romanised Japanese and Chinese names (ROMANIZED), Cyrillic and Greek names
+# transliterated here (TRANSLITERATED), and small pools of romanised Arabic, Persian and Korean
+# names (NAME_POOLS, which faker lacks). Many of these locales have no addresses of their own
+# (faker falls back to fake US ones), so places come from PLACE_LOCALES instead.
+NAME_LOCALES = ("en_US",) * 7 + (
+    "en_GB", "en_CA", "en_AU", "en_NZ", "en_IN", "en_IN", "de_DE", "de_CH", "fr_FR", "es_ES",
+    "it_IT", "nl_NL", "pl_PL", "sv_SE", "da_DK", "fi_FI", "no_NO", "cs_CZ", "sk_SK", "pt_BR",
+    "pt_PT", "hu_HU", "el_GR", "sl_SI", "hr_HR", "ro_RO", "lt_LT", "lv_LV", "et_EE", "tr_TR",
+    "az_AZ", "es_MX", "es_CO", "es_AR", "es_CL", "id_ID", "vi_VN", "yo_NG", "zu_ZA", "tw_GH",
+    "ja_JP", "zh_CN", "zh_TW", "ru_RU", "ru_RU", "uk_UA", "bg_BG", "ar", "fa", "ko")
+ROMANIZED = ("ja_JP", "zh_CN", "zh_TW")
+# Name orders where the family name may come first ("Nguyen Van An", "Kim Min-jun").
+FAMILY_FIRST = ("vi_VN", "ja_JP", "zh_CN", "zh_TW", "ko")
+# Locales with addresses, cities and postcodes of their own (el_GR's transliterated).
+PLACE_LOCALES = ("en_US", "en_US", "en_US", "en_GB", "en_CA", "en_AU", "en_NZ", "en_IN",
+                 "de_DE", "de_CH", "fr_FR", "es_ES", "it_IT", "nl_NL", "pl_PL", "sv_SE", "da_DK",
+                 "fi_FI", "no_NO", "cs_CZ", "sk_SK", "pt_BR", "pt_PT", "hu_HU", "el_GR", "sl_SI",
+                 "hr_HR", "ro_RO", "es_CO", "es_AR", "es_CL", "id_ID", "zu_ZA")
 # Locales whose faker IBAN is of their own country (others fall back to GB).
 IBAN_LOCALES = ("en_GB", "en_GB", "en_GB", "de_DE", "de_CH", "fr_FR", "es_ES", "it_IT", "nl_NL",
                 "nl_BE", "pl_PL", "da_DK", "fi_FI", "no_NO", "cs_CZ", "pt_PT", "el_GR", "en_IE")
-FAKER_LOCALES = tuple(sorted(set(NAME_LOCALES) | set(IBAN_LOCALES)))
-ENGLISH = ("en_US", "en_GB", "en_CA", "en_AU", "en_IE")
+# The pseudo-locales of NAME_POOLS are no faker locales.
+FAKER_LOCALES = tuple(sorted(
+    {loc for loc in NAME_LOCALES if "_" in loc} | set(PLACE_LOCALES) | set(IBAN_LOCALES)))
+# Address blocks of these locales put the city before the postcode ("Leeds LS1 4AP").
+CITY_FIRST = ("en_US", "en_GB", "en_CA", "en_AU", "en_IE", "en_NZ", "en_IN", "zu_ZA")
 # The country an address of each locale ends with (a Greek street in "Peru" teaches nothing).
 LOCALE_COUNTRY = {
     "en_US": ("USA", "United States"), "en_GB": ("United Kingdom", "UK"), "en_CA": ("Canada",),
@@ -403,8 +550,60 @@ LOCALE_COUNTRY = {
     "sv_SE": ("Sweden",), "da_DK": ("Denmark",), "fi_FI": ("Finland",), "no_NO": ("Norway",),
     "cs_CZ": ("Czech Republic", "Czechia"), "pt_BR": ("Brazil", "Brasil"),
     "pt_PT": ("Portugal",), "hu_HU": ("Hungary",), "el_GR": ("Greece",),
-    "sl_SI": ("Slovenia",), "tr_TR": ("Turkey",),
+    "sl_SI": ("Slovenia",), "en_NZ": ("New Zealand", "NZ"), "en_IN": ("India",),
+    "sk_SK": ("Slovakia",), "hr_HR": ("Croatia", "Hrvatska"), "ro_RO": ("Romania",),
+    "es_CO": ("Colombia",), "es_AR": ("Argentina",), "es_CL": ("Chile",),
+    "id_ID": ("Indonesia",), "zu_ZA": ("South Africa",),
 }
+# Romanised names faker has no Latin-script locale for: (male given, female given, family).
+NAME_POOLS = {
+    "ar": (("Mohammed", "Ahmed", "Omar", "Youssef", "Khalid", "Hassan", "Ali", "Ibrahim", "Karim",
+            "Tariq", "Samir", "Walid", "Nabil", "Faisal", "Hamza", "Mustafa", "Rami", "Ziad",
+            "Bilal", "Anas"),
+           ("Fatima", "Aisha", "Layla", "Nour", "Mariam", "Huda", "Rania", "Salma", "Yasmin",
+            "Amira", "Dina", "Samira", "Hana", "Lina", "Reem", "Zainab"),
+           ("Al-Masri", "Haddad", "Khoury", "Mansour", "Nasser", "Hamdan", "Saleh", "Abdullah",
+            "El-Sayed", "Farouk", "Qasim", "Aziz", "Rahman", "Darwish", "Jaber", "Najjar",
+            "Sabbagh", "Shami", "Zaidi", "Barakat", "Othman", "Al-Farsi", "Benali", "Bouazizi")),
+    "fa": (("Reza", "Mehdi", "Dariush", "Kian", "Arash", "Babak", "Hossein", "Farhad", "Navid",
+            "Saeed", "Amir", "Kaveh"),
+           ("Shirin", "Parisa", "Niloufar", "Mahsa", "Azadeh", "Leila", "Maryam", "Roya", "Sima",
+            "Golnaz"),
+           ("Hosseini", "Rezaei", "Mohammadi", "Karimi", "Ahmadi", "Jafari", "Tehrani", "Moradi",
+            "Sadeghi", "Ghorbani", "Rahimi", "Shirazi", "Kazemi", "Farahani")),
+    "ko": (("Min-jun", "Ji-ho", "Do-yoon", "Seo-jun", "Hyun-woo", "Jae-won", "Dong-hyun",
+            "Sung-min", "Jun-seo", "Tae-yang", "Young-ho"),
+           ("Seo-yeon", "Ha-eun", "Ji-woo", "Su-bin", "Ye-jin", "Eun-ji", "Mi-kyung", "Ji-yeon",
+            "Hye-jin", "Soo-ah"),
+           ("Kim", "Lee", "Park", "Choi", "Jung", "Kang", "Cho", "Yoon", "Jang", "Lim", "Han",
+            "Oh", "Seo", "Shin", "Kwon", "Hwang", "Ahn", "Song", "Yoo", "Hong")),
+}
+# Cyrillic and Greek to Latin as English text usually spells these names ("Юрий Булгаков" ->
+# "Yuriy Bulgakov", "Γιώργος Παπαδόπουλος" -> "Giorgos Papadopoulos"). Greek is looked up
+# without accents; its two-letter sounds come first (see _transliterate).
+_CYRILLIC_COMMON = {
+    "а": "a", "б": "b", "в": "v", "г": "g", "д": "d", "з": "z", "к": "k", "л": "l", "м": "m",
+    "н": "n", "о": "o", "п": "p", "р": "r", "с": "s", "т": "t", "у": "u", "ф": "f", "ц": "ts",
+    "ч": "ch", "ш": "sh", "щ": "shch", "ю": "yu", "я": "ya",
+}
+TRANSLITERATED = {
+    "ru_RU": {**_CYRILLIC_COMMON, "е": "e", "ё": "yo", "ж": "zh", "и": "i", "й": "y", "х": "kh",
+              "ъ": "", "ы": "y", "ь": "", "э": "e"},
+    "uk_UA": {**_CYRILLIC_COMMON, "г": "h", "ґ": "g", "е": "e", "є": "ye", "ж": "zh", "и": "y",
+              "і": "i", "ї": "yi", "й": "y", "х": "kh", "ь": "", "ʼ": ""},
+    "bg_BG": {**_CYRILLIC_COMMON, "е": "e", "ж": "zh", "и": "i", "й": "y", "х": "h", "щ": "sht",
+              "ъ": "a", "ь": "y"},
+    "el_GR": {"ου": "ou", "αι": "ai", "ει": "ei", "οι": "oi", "αυ": "av", "ευ": "ev", "γγ": "ng",
+              "γκ": "gk", "μπ": "mp", "ντ": "nt", "τσ": "ts", "τζ": "tz",
+              "α": "a", "β": "v", "γ": "g", "δ": "d", "ε": "e", "ζ": "z", "η": "i", "θ": "th",
+              "ι": "i", "κ": "k", "λ": "l", "μ": "m", "ν": "n", "ξ": "x", "ο": "o", "π": "p",
+              "ρ": "r", "σ": "s", "ς": "s", "τ": "t", "υ": "y", "φ": "f", "χ": "ch", "ψ": "ps",
+              "ω": "o"},
+}
+# Greek "μπ", "ντ", "γκ" open a word as "b", "d", "g" ("Ντόρα" -> "Dora").
+_GREEK_START = {"μπ": "b", "ντ": "d", "γκ": "g"}
+# Russian "е" after a vowel or at the start of a word is "ye" ("Ефимов" -> "Yefimov").
+_RU_VOWELS = set("аеёиоуыэюяьъ")
 
 COUNTRIES = (
     "United States", "USA", "Canada", "Mexico", "Brazil", "Argentina", "Uruguay", "Chile",
@@ -414,7 +613,10 @@ COUNTRIES = (
     "Estonia", "Latvia", "Lithuania", "Ukraine", "Romania", "Israel", "Egypt", "Morocco",
     "Tunisia", "Nigeria", "Kenya", "South Africa", "India", "Pakistan", "China", "Japan",
     "South Korea", "Vietnam", "Thailand", "Indonesia", "Philippines", "Australia",
-    "New Zealand", "Greenland", "Cambodia", "Peru", "Colombia",
+    "New Zealand", "Greenland", "Cambodia", "Peru", "Colombia", "Russia", "Serbia", "Bulgaria",
+    "Slovakia", "Iran", "Lebanon", "Ghana", "Ethiopia", "Venezuela", "Cuba", "Bangladesh",
+    "Nepal", "Sri Lanka", "Saudi Arabia", "Kazakhstan", "Malaysia", "Singapore", "Taiwan",
+    "Mongolia", "Jamaica", "Azerbaijan", "Bolivia", "Ecuador", "Senegal", "Algeria",
 )
 NATIONALITIES = (
     "American", "Canadian", "Mexican", "Brazilian", "Argentinian", "Uruguayan", "British",
@@ -424,7 +626,11 @@ NATIONALITIES = (
     "Icelandic", "Estonian", "Ukrainian", "Romanian", "Russian", "Israeli", "Egyptian",
     "Moroccan", "Nigerian", "Kenyan", "South African", "Indian", "Pakistani", "Chinese",
     "Japanese", "Korean", "Vietnamese", "Thai", "Filipino", "Australian", "Greenlandic",
-    "Cambodian", "Bruneian", "Belizean", "Peruvian", "Colombian",
+    "Cambodian", "Bruneian", "Belizean", "Peruvian", "Colombian", "Tunisian", "Lithuanian",
+    "Latvian", "Serbian", "Bulgarian", "Slovak", "Indonesian", "Malaysian", "Iranian",
+    "Lebanese", "Ghanaian", "Ethiopian", "Chilean", "Venezuelan", "Cuban", "Jamaican",
+    "Bangladeshi", "Nepali", "Sri Lankan", "Saudi", "Kazakh", "Taiwanese", "Mongolian",
+    "Senegalese", "Algerian", "Azerbaijani",
 )
 RELIGIONS_POLITICS = (
     "Muslim", "Christian", "Catholic", "Protestant", "Jewish", "Hindu", "Buddhist", "Sikh",
@@ -483,8 +689,51 @@ class SlotFiller:
         return value
 
     # -- helpers -------------------------------------------------------------------------------
-    def _g(self, locales: tuple[str, ...] = NAME_LOCALES):
-        return self.fake[self.rng.choice(locales)]
+    def _g(self, locales: tuple[str, ...] = PLACE_LOCALES):
+        return self._place(self.rng.choice(locales))
+
+    def _place(self, loc: str):
+        """The locale's generator for places, streets, companies: in Latin letters."""
+        return _Latin(self.fake[loc], loc) if loc in TRANSLITERATED else self.fake[loc]
+
+    def _name_parts(self, loc: str | None = None) -> tuple[str, str, str, bool]:
+        """(given name, second given name or patronymic, family name, family name first?).
+
+        One gender per name, so a Russian or Polish surname agrees with the given name.
+        """
+        loc = loc or self.rng.choice(NAME_LOCALES)
+        male = self.rng.random() < 0.5
+        family_first = loc in FAMILY_FIRST and self.rng.random() < (0.5 if loc == "vi_VN"
+                                                                      else 0.3)
+        if loc in NAME_POOLS:
+            given, family = NAME_POOLS[loc][0 if male else 1], NAME_POOLS[loc][2]
+            first, middle = self.rng.sample(given, 2)
+            # Korean names have no second given name; the empty middle says so to _person.
+            return first, "" if loc == "ko" else middle, self.rng.choice(family), family_first
+        g = self.fake[loc]
+        if loc in ROMANIZED:  # no middle names either
+            first, last = g.first_romanized_name(), g.last_romanized_name()
+            if loc == "zh_TW":  # faker writes these in capitals ("MEI-LAN CHUANG")
+                first, last = first.title(), last.title()
+            return first, "", last, family_first
+        if male:
+            first, middle, last = g.first_name_male(), g.first_name_male(), g.last_name_male()
+            if loc in ("ru_RU", "uk_UA"):
+                middle = g.middle_name_male()
+        else:
+            first, middle, last = (g.first_name_female(), g.first_name_female(),
+                                   g.last_name_female())
+            if loc in ("ru_RU", "uk_UA"):
+                middle = g.middle_name_female()
+        if loc == "vi_VN":  # a Vietnamese middle name ("Văn", "Thị") is no given name
+            middle = g.middle_name()
+        if loc in TRANSLITERATED:
+            first, middle, last = (_transliterate(n, loc) for n in (first, middle, last))
+        elif self.rng.random() < 0.1:  # typed without accents ("Jose Garcia", "Nguyen Van An")
+            first, middle, last = (_plain(_tidy(n)) for n in (first, middle, last))
+        else:
+            first, middle, last = (_tidy(n) for n in (first, middle, last))
+        return first, middle, last, family_first
 
     def _digit_str(self, k: int) -> str:
         return "".join(self.rng.choice("0123456789") for _ in range(k))
@@ -494,26 +743,33 @@ class SlotFiller:
 
     # -- PERSON, TITLE, NRP, AGE ----------------------------------------------------------------
     def _person(self) -> str:
-        g, r = self._g(), self.rng.random()
-        first, last = g.first_name(), g.last_name()
+        first, middle, last, family_first = self._name_parts()
+        r = self.rng.random()
         if r < 0.15:  # half the held-out PERSON spans are one name ("Pearson", "Anna")
             name = self.rng.choice((first, last))
+        elif family_first and r < 0.82:
+            name = f"{last} {first}"
         elif r < 0.6:
             name = f"{first} {last}"
         elif r < 0.75:
-            name = f"{first} {self.rng.choice('ABCDEFGHJKLMNPRSTW')}. {last}"
+            name = f"{first} {self.rng.choice('ABCDEFGHJKLMNPRSTVWY')}. {last}"
         elif r < 0.82:
-            name = f"{first} {self.rng.choice('ABCDEFGHJKLMNPRSTW')} {last}"
+            name = f"{first} {self.rng.choice('ABCDEFGHJKLMNPRSTVWY')} {last}"
+        elif not middle:
+            name = f"{last} {first}" if family_first else f"{first} {last}"
+        elif family_first:
+            name = f"{last} {middle} {first}"
         else:
-            name = f"{first} {g.first_name()} {last}"
+            name = f"{first} {middle} {last}"
         # The held-out file has lower-cased names ("emidio p lombardo"); users type them so too.
-        return name.lower() if self.rng.random() < 0.08 else name
+        # ("İ".lower() is "i" plus a combining dot; people type a plain "i".)
+        return name.replace("İ", "I").lower() if self.rng.random() < 0.08 else name
 
     def _first(self) -> str:
-        return self._g().first_name()
+        return self._name_parts()[0]
 
     def _last(self) -> str:
-        return self._g().last_name()
+        return self._name_parts()[2]
 
     def _title(self) -> str:
         return self.rng.choice(HONORIFICS)
@@ -524,6 +780,12 @@ class SlotFiller:
 
     def _nrp(self) -> str:
         value = self.rng.choice(NATIONALITIES if self.rng.random() < 0.75 else RELIGIONS_POLITICS)
+        return value.lower() if self.rng.random() < 0.1 else value
+
+    def _nationality(self) -> str:
+        """A nationality alone, for "the {{nationality}} border police" where a religion or a
+        party would read oddly."""
+        value = self.rng.choice(NATIONALITIES)
         return value.lower() if self.rng.random() < 0.1 else value
 
     def _nrps(self) -> str:
@@ -581,7 +843,7 @@ class SlotFiller:
 
     # -- GPE, STREET_ADDRESS, ZIP_CODE -----------------------------------------------------------
     def _city_in(self, loc: str) -> str:
-        g = self.fake[loc]
+        g = self._place(loc)
         if loc == "it_IT":
             # faker builds it_IT's city list from a set, so its order (and thus the city a seed
             # picks) changes with the process's hash seed; choose from a sorted copy instead.
@@ -589,7 +851,7 @@ class SlotFiller:
         return g.city()
 
     def _city(self) -> str:
-        city = self._city_in(self.rng.choice(NAME_LOCALES))
+        city = self._city_in(self.rng.choice(PLACE_LOCALES))
         # The held-out file writes many cities in capitals ("KNIVSTA"), as address labels do.
         return city.upper() if self.rng.random() < 0.15 else city
 
@@ -621,8 +883,8 @@ class SlotFiller:
         if r < 0.14:  # the held-out file labels the whole "the corner of X and Y" phrase
             g = self._g()
             return f"the corner of {g.street_name()} and {g.street_name()}"
-        loc = "en_US" if r < 0.5 else self.rng.choice(NAME_LOCALES)
-        lines = [line.strip() for line in self.fake[loc].address().split("\n") if line.strip()]
+        loc = "en_US" if r < 0.5 else self.rng.choice(PLACE_LOCALES)
+        lines = [line.strip() for line in self._place(loc).address().split("\n") if line.strip()]
         if self.rng.random() < 0.3:
             lines.append(self.rng.choice(LOCALE_COUNTRY[loc]))
         sep = self.rng.choice(("\n", "\n", ", ", ", ", "\n ", " "))
@@ -630,8 +892,8 @@ class SlotFiller:
 
     def _addr_block(self) -> list[Segment]:
         """A line-per-field address: street lines, city, state, postcode, country typed apart."""
-        loc = self.rng.choice(NAME_LOCALES)
-        g, us = self.fake[loc], self.fake["en_US"]
+        loc = self.rng.choice(PLACE_LOCALES)
+        g, us = self._place(loc), self.fake["en_US"]
         sep = self.rng.choice(("\n", "\n", "\n ", ", "))
         city = self._city_in(loc)
         city = city.upper() if self.rng.random() < 0.3 else city
@@ -639,7 +901,7 @@ class SlotFiller:
         if self.rng.random() < 0.5:
             segs += [(sep, None), (us.secondary_address(), "STREET_ADDRESS")]
         segs.append((sep, None))
-        if loc in ENGLISH:  # "City, ST 12345" (state only where the locale has states)
+        if loc in CITY_FIRST:  # "City, ST 12345" (state only where the locale has states)
             segs.append((city, "GPE"))
             region = {"en_US": "state_abbr", "en_CA": "province_abbr", "en_AU": "state_abbr"}
             if loc in region:
@@ -662,8 +924,8 @@ class SlotFiller:
         if self.rng.random() < 0.35:
             us = self.fake["en_US"]
             return self.rng.choice((us.email, us.free_email, us.company_email))()
-        g = self._g()
-        first, last = (_ascii(g.first_name()), _ascii(g.last_name()))
+        first, _, last, _ = self._name_parts()
+        first, last = _ascii(first), _ascii(last)
         if not first or not last:  # names in scripts with no ASCII letters
             return self.fake["en_US"].free_email()
         local = self.rng.choice((f"{first}{last}", f"{first}.{last}".lower(),
@@ -801,6 +1063,79 @@ def _group(digits: str, sizes: tuple[int, ...], sep: str) -> str:
         parts.append(digits[i:i + size])
         i += size
     return sep.join(parts)
+
+
+def _transliterate(name: str, loc: str) -> str:
+    """A Cyrillic or Greek name in Latin letters, each part capitalised ("Божидара-силвестра"
+    -> "Bozhidara-Silvestra")."""
+    name = re.sub(r"\s*\(.*?\)", "", name)  # bg_BG has a few glossed names ("Диван(...)")
+    text = _to_latin(name, loc)
+    return "-".join(part[:1].upper() + part[1:] for part in text.split("-"))
+
+
+_WORD_RE = re.compile(r"[^\W\d_]+")
+
+
+def _to_latin(text: str, loc: str) -> str:
+    """Cyrillic or Greek text in Latin letters (``TRANSLITERATED``); anything else kept."""
+    if loc == "el_GR":  # accents off: the table has bare letters
+        text = "".join(ch for ch in unicodedata.normalize("NFD", text)
+                       if not unicodedata.combining(ch))
+    return _WORD_RE.sub(lambda m: _latin_word(m.group(), loc), text)
+
+
+def _latin_word(word: str, loc: str) -> str:
+    table, low, out, i = TRANSLITERATED[loc], word.lower(), [], 0
+    while i < len(low):
+        pair = low[i:i + 2]
+        if loc == "el_GR" and len(pair) == 2 and pair in table:
+            out.append(_GREEK_START.get(pair, table[pair]) if i == 0 else table[pair])
+            i += 2
+            continue
+        ch = low[i]
+        if loc == "ru_RU" and ch == "е" and (i == 0 or low[i - 1] in _RU_VOWELS):
+            out.append("ye")
+        else:
+            out.append(table.get(ch, ch))
+        i += 1
+    latin = "".join(out)
+    if len(word) > 1 and word.isupper():  # "ΤΚ" -> "TK", not "Tk"
+        return latin.upper()
+    return latin[:1].upper() + latin[1:] if word[:1].isupper() else latin
+
+
+class _Latin:
+    """A faker generator whose strings come back in Latin letters (el_GR's streets, cities)."""
+
+    def __init__(self, generator, loc: str) -> None:
+        self._generator, self._loc = generator, loc
+
+    def __getattr__(self, name: str):
+        method = getattr(self._generator, name)
+        return lambda *args, **kwargs: _to_latin(method(*args, **kwargs), self._loc)
+
+
+# Slips in faker's name lists: "N˜zamett˜n" (tr_TR), "Akyerεko" (tw_GH, a Greek epsilon).
+_SLIPS = str.maketrans({"˜": "i", "ε": "e", "ɛ": "e", "ɔ": "o", "’": "'"})
+
+
+def _tidy(name: str) -> str:
+    """A faker name as a person writes it: "Werl-Arnsberg, van" -> "van Werl-Arnsberg"."""
+    name = " ".join(name.translate(_SLIPS).split())  # "Valentina " (es_AR), double spaces
+    if ", " in name:
+        family, particle = name.split(", ", 1)
+        name = f"{particle} {family}"
+    return name[:-1] if name.endswith(".") and name[-2:-1].islower() else name
+
+
+_LETTERS = str.maketrans({"đ": "d", "Đ": "D", "ı": "i", "ł": "l", "Ł": "L", "ø": "o", "Ø": "O",
+                          "ß": "ss", "æ": "ae", "Æ": "Ae", "ə": "a", "Ə": "A"})
+
+
+def _plain(name: str) -> str:
+    """A name without its accents, as people type it on an English keyboard."""
+    decomposed = unicodedata.normalize("NFD", name.translate(_LETTERS))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
 def _ascii(name: str) -> str:

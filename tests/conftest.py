@@ -54,7 +54,8 @@ def _source_hash() -> str:
     names = ["backbone", "build", "data", "exemplars", "modeling", "onnx_export",
              "pii_templates", "train"]
     files = [ROOT / "export" / f"{n}.py" for n in names] + [
-        ROOT / "router_svc" / "labels.py", ROOT / "router_svc" / "classify" / "tokenization.py"]
+        ROOT / "router_svc" / "labels.py", ROOT / "router_svc" / "classify" / "tokenization.py",
+        ROOT / "export" / "category_seeds.jsonl"]
     for f in files:
         h.update(f.read_bytes())
     return h.hexdigest()[:16]

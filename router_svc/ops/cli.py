@@ -116,12 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = msub.add_parser("exemplars", help="write category_exemplars.npz for a model built "
                         "before the build did (the category's exemplar vote)",
-                        description="The build's MMLU-Pro training questions and its "
-                        "chit-chat, embedded by the model in --model-dir (its build_report.json "
-                        "gives the split's seed), written next to it; prints the category "
-                        "figures with and without the vote.")
+                        description="The build's MMLU-Pro training questions, the shipped "
+                        "short seed questions per category (export/category_seeds.jsonl), your "
+                        "--examples and the build's chit-chat, embedded by the model in "
+                        "--model-dir (its build_report.json gives the split's seed), written "
+                        "next to it; prints the category figures with and without the vote.")
     x.add_argument("--model-dir", type=Path, default=Path("model_repository/semantic_router/1"))
     x.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    x.add_argument("--examples", type=Path, action="append", default=[],
+                   help="a JSONL file of your own labelled prompts ({\"text\", \"category\"} "
+                   "per line), added to the exemplars; repeatable")
 
     ev = sub.add_parser("eval", help="evaluate the served model")
     esub = ev.add_subparsers(dest="eval_command", required=True)
@@ -211,7 +215,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             from export.exemplars import main as write_exemplars
 
             return write_exemplars(["--model-dir", str(args.model_dir),
-                                    "--data-dir", str(args.data_dir)])
+                                    "--data-dir", str(args.data_dir),
+                                    *(a for f in args.examples for a in ("--examples", str(f)))])
         if args.model_command == "heldout":
             for name, path in write_heldout(args.data_dir, args.out, args.seed).items():
                 print(f"{name}: {path}")

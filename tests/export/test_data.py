@@ -10,6 +10,7 @@ import random
 import re
 import subprocess
 import sys
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +18,16 @@ import pytest
 
 from export import data
 from export.data import PiiExample, Span
-from export.pii_templates import HONORIFICS, NO_PII_TEMPLATES, PII_TEMPLATES, SLOT_RE, SLOT_TYPES
+from export.pii_templates import (
+    HONORIFICS,
+    LOCALE_COUNTRY,
+    NO_PII_TEMPLATES,
+    PII_TEMPLATES,
+    PLACE_LOCALES,
+    SLOT_RE,
+    SLOT_TYPES,
+    _transliterate,
+)
 from router_svc.classify.pii import passes_iban_check, passes_luhn
 from router_svc.labels import CATEGORIES, PII_TAGS, PII_TYPES
 
@@ -302,6 +312,40 @@ def test_person_spans_never_include_the_honorific(generated):
         for s in ex.spans:
             if s.type == "PERSON":
                 assert not ex.text[s.start:s.end].startswith(honorifics), ex.text
+
+
+def test_generated_names_and_places_are_in_latin_letters(generated):
+    # Cyrillic and Greek names are transliterated, Japanese and Chinese ones romanised: a
+    # prompt in English writes "Yuriy Bulgakov", and the tokenizer has few Cyrillic pieces.
+    for ex in generated:
+        for s in ex.spans:
+            value = ex.text[s.start:s.end]
+            letters = [c for c in value if c.isalpha()]
+            assert all("LATIN" in unicodedata.name(c, "") or c in "ªº" for c in letters), (
+                s.type, value)
+
+
+def test_transliterated_names_read_as_english_text_spells_them():
+    assert _transliterate("Юрий", "ru_RU") + " " + _transliterate("Ефимов", "ru_RU") == (
+        "Yuriy Yefimov")
+    assert _transliterate("Володимир", "uk_UA") == "Volodymyr"
+    assert _transliterate("Божидара-силвестра", "bg_BG") == "Bozhidara-Silvestra"
+    assert _transliterate("Μπακογιάννης", "el_GR") == "Bakogiannis"
+
+
+def test_place_locales_have_places_of_their_own():
+    # A name-only locale (tr_TR, lt_LT: faker gives them fake US addresses) gives no places.
+    assert set(PLACE_LOCALES) <= set(LOCALE_COUNTRY)
+    assert not {"tr_TR", "lt_LT", "lv_LV", "et_EE", "yo_NG", "tw_GH"} & set(PLACE_LOCALES)
+
+
+def test_a_region_word_is_no_part_of_the_place(generated):
+    region = re.compile(r"(northern|southern|eastern|western|central|upstate|greater|coastal|"
+                        r"rural)\b", re.I)
+    gpe = [ex.text[s.start:s.end] for ex in generated for s in ex.spans if s.type == "GPE"]
+    assert gpe and not [v for v in gpe if region.match(v)]
+    # ... and the templates do put region words in front of places.
+    assert any(re.search(r"(?i)\b(northern|southern|upstate) \w", ex.text) for ex in generated)
 
 
 def test_generate_pii_is_deterministic_for_a_seed():

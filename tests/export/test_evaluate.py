@@ -232,4 +232,9 @@ def test_model_exemplars_command_runs_the_exemplar_writer(monkeypatch, tmp_path)
     monkeypatch.setattr(exemplars, "main", lambda argv: seen.append(argv) or 0)
     assert main(["model", "exemplars", "--model-dir", str(tmp_path / "m"),
                  "--data-dir", str(tmp_path / "d")]) == 0
-    assert seen == [["--model-dir", str(tmp_path / "m"), "--data-dir", str(tmp_path / "d")]]
+    assert main(["model", "exemplars", "--model-dir", str(tmp_path / "m"),
+                 "--data-dir", str(tmp_path / "d"), "--examples", "a.jsonl",
+                 "--examples", "b.jsonl"]) == 0
+    assert seen == [["--model-dir", str(tmp_path / "m"), "--data-dir", str(tmp_path / "d")],
+                    ["--model-dir", str(tmp_path / "m"), "--data-dir", str(tmp_path / "d"),
+                     "--examples", "a.jsonl", "--examples", "b.jsonl"]]
