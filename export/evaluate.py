@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from router_svc.classify.batcher import RowOutput
 from router_svc.classify.classifier import Classification, Classifier, RowPlan
-from router_svc.classify.pii import PiiEntity, whole_addresses
+from router_svc.classify.pii import PiiEntity, span_conventions
 from router_svc.classify.recognisers import RECOGNISERS, guarded, recognise
 from router_svc.ops.up import ServedModelOptions
 
@@ -492,7 +492,8 @@ async def eval_pii(opts: PiiEvalOptions) -> str:
         "threshold": opts.threshold, "type_thresholds": base,
         "micro": {"precision": m.precision, "recall": m.recall, "f1": m.f1},
         "micro_overlap": {"precision": mr.precision, "recall": mr.recall, "f1": mr.f1},
-        "gold_conventions": "whole addresses (router_svc.classify.pii.whole_addresses)",
+        "gold_conventions": "router_svc.classify.pii.span_conventions (one-line names without "
+                            "honorifics, whole dates, whole addresses)",
         # the same predictions against the file's spans as annotated (no conventions applied)
         "micro_as_annotated": {"f1": m_annotated.f1, "overlap_f1": mr_annotated.f1,
                                "overlap_recall": mr_annotated.recall},
@@ -837,9 +838,9 @@ def pii_systems(texts: list[str], model_entities: list[list[PiiEntity]]
 
 
 def convention_spans(spans: list[Span], text: str) -> list[Span]:
-    """Gold spans under the router's span conventions (``pii.whole_addresses``)."""
+    """Gold spans under the router's span conventions (``pii.span_conventions``)."""
     ents = [PiiEntity(t, a, b, text[a:b], 1.0) for t, a, b in spans]
-    return [(e.type, e.start, e.end) for e in whole_addresses(ents, text)]
+    return [(e.type, e.start, e.end) for e in span_conventions(ents, text)]
 
 
 def score_spans(gold: list[list[Span]], pred: list[list[Span]]

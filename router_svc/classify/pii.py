@@ -478,6 +478,74 @@ def _passes_check(e: PiiEntity) -> bool:
     return False
 
 
+_IPV4_IN = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.]*\d)")
+_IPV6_IN = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+_IBAN_SHAPE = re.compile(r"[A-Z]{2}\d{2}[A-Z0-9]{10,30}")
+# The fewest digits a value of each type holds (a card has 12-19, a phone number 7 or more
+# with its area code, an SSN 9).
+_MIN_DIGITS = {"CREDIT_CARD": 12, "PHONE_NUMBER": 7, "US_SSN": 9}
+
+
+# What separates the fields of a record (CSV, JSON, a query string, a log line's key=value
+# pairs): no value but an address holds one ("k.lindgren@telia.se,78.72.140.11,SE" is three).
+_FIELD_SEP = re.compile(r'["|;=&<>{}\[\]\t]|,(?!\s)')
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def field_parts(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
+    """Entities cut at field separators (``_FIELD_SEP``), each part trimmed and of the same
+    type (a DATE_TIME or number part only with a digit); a STREET_ADDRESS stays whole ("Hoàn Kiếm;Hà
+    Nội;100000;Vietnam")."""
+    out = []
+    for e in entities:
+        if e.type == "STREET_ADDRESS" or not _FIELD_SEP.search(e.text):
+            out.append(e)
+            continue
+        cuts = [0, *(i for m in _FIELD_SEP.finditer(e.text) for i in (m.start(), m.end())),
+                len(e.text)]
+        for a, b in zip(cuts[::2], cuts[1::2], strict=True):
+            a, b = _trim(text, e.start + a, e.start + b)
+            # a date or number field holds digits; the key or code beside it ("ts", "SE",
+            # "zip") was read along
+            need = str.isdigit if e.type in _DIGIT_TYPES or e.type == "DATE_TIME" else str.isalnum
+            if any(need(ch) for ch in text[a:b]):
+                out.append(PiiEntity(e.type, a, b, text[a:b], e.score))
+    return out
+
+
+def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
+    """The model reads fixed-shape types into text that cannot hold them ("HTTP/1.1" and
+    "Mozilla/5.0" as IP addresses, "09/27" as a card, "at 10" as a phone number): an
+    IP_ADDRESS that does not parse is cut to the address inside it (a port or a prefix
+    length after it) or goes; a CREDIT_CARD, PHONE_NUMBER or US_SSN with too few digits, an
+    EMAIL_ADDRESS without "@" and an IBAN_CODE without an IBAN's letters-digits shape go.
+    A value with the shape that fails its checksum stays: a mistyped card is still a card.
+    Values are first cut at the fields of a record (``field_parts``), and an ISO date read as
+    a PHONE_NUMBER is a DATE_TIME.
+    Applied by the guard to the model's entities once its windows are merged (a window's edge
+    may cut a value that the next window holds whole)."""
+    out = []
+    for e in field_parts(entities, text):
+        if e.type == "PHONE_NUMBER" and _ISO_DATE.fullmatch(e.text):
+            e = PiiEntity("DATE_TIME", e.start, e.end, e.text, e.score)
+        if e.type == "IP_ADDRESS" and not _is_ip_address(e.text):
+            inside = next((m for pat in (_IPV4_IN, _IPV6_IN) for m in pat.finditer(e.text)
+                           if _is_ip_address(m.group())), None)
+            if inside is not None:
+                a, b = e.start + inside.start(), e.start + inside.end()
+                out.append(PiiEntity(e.type, a, b, text[a:b], e.score))
+            continue
+        if e.type in _MIN_DIGITS and sum(ch.isdigit() for ch in e.text) < _MIN_DIGITS[e.type]:
+            continue
+        if e.type == "EMAIL_ADDRESS" and "@" not in e.text:
+            continue
+        if e.type == "IBAN_CODE" and not _IBAN_SHAPE.fullmatch(
+                re.sub(r"[\s-]", "", e.text).upper()):
+            continue
+        out.append(e)
+    return out
+
+
 def passes_iban_check(iban: str) -> bool:
     """The ISO 13616 mod-97 check of an IBAN (spaces ignored, letters of either case; letters
     and digits only)."""
@@ -559,6 +627,81 @@ def redact(text: str, entities: Iterable[PiiEntity]) -> str:
 
 
 # -- span conventions ----------------------------------------------------------------------
+
+
+def span_conventions(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
+    """The router's span conventions (README "PII span conventions"), applied to what it
+    finds and, by ``eval pii``, to gold spans alike: a name holds no line break
+    (``one_line_names``) and no honorific (``without_honorifics``), a date written with its
+    time or weekday is one DATE_TIME (``whole_dates``), a postal address one STREET_ADDRESS
+    (``whole_addresses``)."""
+    return whole_addresses(whole_dates(without_honorifics(one_line_names(entities, text), text),
+                                       text), text)
+
+
+# Types of names and words, none of which runs over a line break ("Luis Ortega\nLuis" in a
+# signature is two names; an address does span lines).
+_LINE_TYPES = frozenset({"PERSON", "ORGANIZATION", "GPE", "NRP", "TITLE"})
+
+
+def one_line_names(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
+    """Entities of ``_LINE_TYPES`` split at line breaks; parts without a letter or digit go."""
+    out = []
+    for e in entities:
+        if e.type not in _LINE_TYPES or ("\n" not in e.text and "\r" not in e.text):
+            out.append(e)
+            continue
+        for m in re.finditer(r"[^\r\n]+", e.text):
+            a, b = _trim(text, e.start + m.start(), e.start + m.end())
+            if any(ch.isalnum() for ch in text[a:b]):
+                out.append(PiiEntity(e.type, a, b, text[a:b], e.score))
+    return out
+
+
+# Honorifics before a name: a TITLE of their own, never part of the PERSON ("Dr. P. Naidoo" ->
+# TITLE "Dr." + PERSON "P. Naidoo"), as the training data and presidio-research mark them.
+_HONORIFIC = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Herr|Herrn|Frau|Mme|Mlle|Sr|Sra|"
+                        r"Srta|Dra)\.?(?=\s+\S)", re.IGNORECASE)
+
+
+def without_honorifics(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
+    """PERSON entities that open with an honorific lose it to a TITLE entity."""
+    out = []
+    for e in entities:
+        m = _HONORIFIC.match(e.text) if e.type == "PERSON" else None
+        if m is None:
+            out.append(e)
+            continue
+        a = e.start + m.end()
+        while a < e.end and text[a].isspace():
+            a += 1
+        out.append(PiiEntity("TITLE", e.start, e.start + m.end(), m.group(), e.score))
+        out.append(PiiEntity("PERSON", a, e.end, text[a:e.end], e.score))
+    return _merge_overlaps(out)
+
+
+# What joins a date to its time or weekday in one expression ("Wednesday 12 June, 09:30",
+# "2024-05-01T09:00Z", "Friday at 3pm"); a dash does not ("2015-2019" is two years).
+_DATE_GAP = re.compile(r"[ \t]{1,2}|,[ \t]?|[ \t]+(?:at|@)[ \t]+|T")
+
+
+def whole_dates(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
+    """Neighbouring DATE_TIME entities are one when only ``_DATE_GAP`` separates them and the
+    second holds a digit (a date or time follows; "Monday, Tuesday" stays two)."""
+    out: list[PiiEntity] = []
+    for e in sorted(entities, key=lambda e: (e.start, e.end)):
+        prev = next((x for x in reversed(out) if x.type == "DATE_TIME"), None)
+        if (e.type == "DATE_TIME" and prev is not None and prev.end <= e.start
+                and _DATE_GAP.fullmatch(text[prev.end:e.start])
+                and any(ch.isdigit() for ch in e.text)
+                and not any(x.start < e.start and x.end > prev.end and x is not prev
+                            for x in out)):
+            out[out.index(prev)] = PiiEntity("DATE_TIME", prev.start, e.end,
+                                             text[prev.start:e.end], max(prev.score, e.score))
+        else:
+            out.append(e)
+    return out
+
 
 # One postal address is one STREET_ADDRESS span: street lines, city, region, country and
 # postcode together (annotators and the model both sometimes split it into street lines, GPE

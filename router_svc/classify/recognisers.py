@@ -59,7 +59,8 @@ from router_svc.classify.pii import (
     _is_ip_address,
     passes_iban_check,
     passes_luhn,
-    whole_addresses,
+    possible_values,
+    span_conventions,
 )
 
 CHECKED = 1.0  # the score of a value whose check passed
@@ -180,7 +181,10 @@ def emails(text: str) -> list[PiiEntity]:
     while at >= 0:
         # The local part before this "@" (searched back at most 64 characters, its limit).
         local = _LOCAL_PART.search(text, max(0, at - 64), at)
-        m = _EMAIL_FIND.match(text, local.start()) if local else None
+        start = local.start() if local else at
+        while start < at and text[start] in "'.-":
+            start += 1  # a quote before it opens a string literal ('ana@x.org'), not the name
+        m = _EMAIL_FIND.match(text, start) if local else None
         if m is None or (out and m.start() < out[-1].end):
             at = text.find("@", at + 1)
             continue
@@ -590,11 +594,12 @@ def union(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEntity
 
 def guarded(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEntity] | None,
             text: str) -> list[PiiEntity]:
-    """What the guard acts on: the model's entities joined with the rules' (``union``; None:
-    the model's alone), under the span conventions (``pii.whole_addresses``)."""
-    found = list(model_entities) if rule_entities is None else union(model_entities,
-                                                                       rule_entities)
-    return whole_addresses(found, text)
+    """What the guard acts on: the model's entities that the text can hold
+    (``pii.possible_values``) joined with the rules' (``union``; None: the model's alone),
+    under the span conventions (``pii.span_conventions``)."""
+    model = possible_values(model_entities, text)
+    found = model if rule_entities is None else union(model, rule_entities)
+    return span_conventions(found, text)
 
 
 def _ent(kind: str, text: str, start: int, end: int, score: float = CHECKED) -> PiiEntity:

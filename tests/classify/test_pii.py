@@ -593,3 +593,104 @@ def test_the_guard_joins_rules_and_model_under_the_conventions() -> None:
         ("STREET_ADDRESS", "12 Oak Road, Boston 02134")]
     assert [(e.type, e.text) for e in guarded(model, None, text)] == [
         ("STREET_ADDRESS", "12 Oak Road, Boston")]
+
+
+@pytest.mark.parametrize(("text", "piece", "tag", "kept"), [
+    ("GET /index.html HTTP/1.1 200", "HTTP/1.1", "B-IP_ADDRESS", None),
+    ("User-Agent: Mozilla/5.0 (X11)", "Mozilla/5.0", "B-IP_ADDRESS", None),
+    ("due 30.09.2024 at noon", "30.09.2024", "B-IP_ADDRESS", None),
+    ("proxy 10.1.2.3:8080 is down", "10.1.2.3:8080", "B-IP_ADDRESS", "10.1.2.3"),
+    ("route 192.168.4.0/24 via eth0", "192.168.4.0/24", "B-IP_ADDRESS", "192.168.4.0"),
+    ("card expires 09/27, cvv later", "09/27", "B-CREDIT_CARD", None),
+    ("call me at 10 at night", "10", "B-PHONE_NUMBER", None),
+    ("ssn 123-45 is incomplete", "123-45", "B-US_SSN", None),
+    ("set guestEmail in the form", "guestEmail", "B-EMAIL_ADDRESS", None),
+    ("sha 9f86d081884c7d659a2feaa0c55ad015 ok", "9f86d081884c7d659a2feaa0c55ad015",
+     "B-IBAN_CODE", None),
+    # the shape without the checksum stays: a mistyped card is still a card
+    ("card 4111 1111 1111 1112 please", "4111 1111 1111 1112", "B-CREDIT_CARD",
+     "4111 1111 1111 1112"),
+])
+def test_a_fixed_shape_type_read_where_the_text_cannot_hold_it_goes(text, piece, tag, kept):
+    from router_svc.classify.recognisers import guarded
+
+    before, _, after = text.partition(piece)
+    pieces = [*before.split(), piece, *after.split()]
+    tags = ["O"] * len(before.split()) + [tag] + ["O"] * len(after.split())
+    found = spans(guarded(decode(text, pieces, tags), None, text))
+    assert found == ([] if kept is None else [(tag[2:], kept)])
+
+
+def test_a_name_never_runs_over_a_line_break() -> None:
+    from router_svc.classify.pii import one_line_names
+
+    text = "Cheers,\nLuis Ortega\nLuis\n12 Elm St\nSpringfield"
+    ents = [_e("PERSON", text, "Luis Ortega\nLuis"), _e("STREET_ADDRESS", text,
+                                                         "12 Elm St\nSpringfield")]
+    assert [(e.type, e.text) for e in one_line_names(ents, text)] == [
+        ("PERSON", "Luis Ortega"), ("PERSON", "Luis"),
+        ("STREET_ADDRESS", "12 Elm St\nSpringfield")]  # an address spans lines
+
+
+def test_an_honorific_is_a_title_of_its_own() -> None:
+    from router_svc.classify.pii import without_honorifics
+
+    text = "Ask Dr. P. Naidoo and Herrn Yusuf Aydın, not Mrsomething Lee"
+    ents = [_e("PERSON", text, "Dr. P. Naidoo"), _e("PERSON", text, "Herrn Yusuf Aydın"),
+            _e("PERSON", text, "Mrsomething Lee")]
+    assert [(e.type, e.text) for e in without_honorifics(ents, text)] == [
+        ("TITLE", "Dr."), ("PERSON", "P. Naidoo"), ("TITLE", "Herrn"),
+        ("PERSON", "Yusuf Aydın"), ("PERSON", "Mrsomething Lee")]
+
+
+@pytest.mark.parametrize(("text", "parts", "joined"), [
+    ("Wednesday 12 June, 09:30 works", ["Wednesday", "12 June", "09:30"],
+     ["Wednesday 12 June, 09:30"]),
+    ("at 2024-05-01T09:00Z sharp", ["2024-05-01", "09:00Z"], ["2024-05-01T09:00Z"]),
+    ("Friday at 3pm?", ["Friday", "3pm"], ["Friday at 3pm"]),
+    ("from 2015-2019", ["2015", "2019"], ["2015", "2019"]),  # a range is two
+    ("on Monday, Tuesday and 3 May", ["Monday", "Tuesday", "3 May"],
+     ["Monday", "Tuesday", "3 May"]),  # no digit after: a list of days
+])
+def test_a_date_written_with_its_time_or_weekday_is_one(text, parts, joined) -> None:
+    from router_svc.classify.pii import whole_dates
+
+    ents = [_e("DATE_TIME", text, p) for p in parts]
+    assert [e.text for e in whole_dates(ents, text)] == joined
+
+
+def test_the_guard_applies_every_convention() -> None:
+    from router_svc.classify.recognisers import guarded
+
+    text = "Mr. Kofi Mensah\nAccra, Tuesday 3 June, 10:00"
+    model = [_e("PERSON", text, "Mr. Kofi Mensah\nAccra"), _e("DATE_TIME", text, "Tuesday"),
+             _e("DATE_TIME", text, "3 June, 10:00")]
+    assert [(e.type, e.text) for e in guarded(model, [], text)] == [
+        ("TITLE", "Mr."), ("PERSON", "Kofi Mensah"), ("PERSON", "Accra"),
+        ("DATE_TIME", "Tuesday 3 June, 10:00")]
+
+
+def test_a_value_read_across_the_fields_of_a_record_is_cut_at_them() -> None:
+    from router_svc.classify.pii import possible_values
+
+    text = ('k.lindgren@telia.se,78.72.140.11,SE,2024-03-02 08:01\n'
+            '{"ts":"2024-04-09T14:31:07+05:30","zip":"00100"}\n'
+            "Jones;1988-03-14;323-11-3308\n198 Trần Quang Khải;Hà Nội;100000;Vietnam")
+    ents = [_e("DATE_TIME", text, "k.lindgren@telia.se,78.72.140.11,SE,2024-03-02 08:01"),
+            _e("DATE_TIME", text, 'ts":"2024-04-09T14:31:07+05:30'),
+            _e("US_SSN", text, "Jones;1988-03-14;323-11-3308"),
+            _e("STREET_ADDRESS", text, "198 Trần Quang Khải;Hà Nội;100000;Vietnam")]
+    assert [(e.type, e.text) for e in possible_values(ents, text)] == [
+        ("DATE_TIME", "78.72.140.11"), ("DATE_TIME", "2024-03-02 08:01"),
+        ("DATE_TIME", "2024-04-09T14:31:07+05:30"),  # fields without a digit are no date
+        ("US_SSN", "323-11-3308"),  # "Jones" and the date hold too few digits for an SSN
+        ("STREET_ADDRESS", "198 Trần Quang Khải;Hà Nội;100000;Vietnam")]
+
+
+def test_an_iso_date_read_as_a_phone_number_is_a_date() -> None:
+    from router_svc.classify.pii import possible_values
+
+    text = "updated 2023-02-01, call 415-555-2671"
+    ents = [_e("PHONE_NUMBER", text, "2023-02-01"), _e("PHONE_NUMBER", text, "415-555-2671")]
+    assert [(e.type, e.text) for e in possible_values(ents, text)] == [
+        ("DATE_TIME", "2023-02-01"), ("PHONE_NUMBER", "415-555-2671")]

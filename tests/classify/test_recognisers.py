@@ -99,6 +99,10 @@ def test_emails_need_a_public_suffix() -> None:
     assert rec.emails("pip install pkg@1.2") == []
     assert found(rec.emails, "@team: mail a@example.com or b@example.org") == [
         "a@example.com", "b@example.org"]
+    # a quote before the name opens a string literal; inside a name it stays
+    assert found(rec.emails, "to='dwayne.harrington@comcast.net'") == [
+        "dwayne.harrington@comcast.net"]
+    assert found(rec.emails, "mail o'brien@example.ie") == ["o'brien@example.ie"]
 
 
 @pytest.mark.parametrize("text, value", [
