@@ -521,7 +521,8 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
     EMAIL_ADDRESS without "@" and an IBAN_CODE without an IBAN's letters-digits shape go.
     A value with the shape that fails its checksum stays: a mistyped card is still a card.
     Values are first cut at the fields of a record (``field_parts``), and an ISO date read as
-    a PHONE_NUMBER is a DATE_TIME.
+    a PHONE_NUMBER is a DATE_TIME. A PERSON holds no digit and two characters or more, and
+    covers the whole of a hyphenated name ("Choi Min" "jun" -> "Choi Min-jun").
     Applied by the guard to the model's entities once its windows are merged (a window's edge
     may cut a value that the next window holds whole)."""
     out = []
@@ -542,8 +543,28 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
         if e.type == "IBAN_CODE" and not _IBAN_SHAPE.fullmatch(
                 re.sub(r"[\s-]", "", e.text).upper()):
             continue
+        if e.type == "PERSON":
+            if len(e.text) < 2 or any(ch.isdigit() for ch in e.text):
+                continue  # "I", "850.00", "20Wanjiku": no name
+            e = _whole_hyphenated(e, text)
         out.append(e)
-    return out
+    return _merge_overlaps(out)
+
+
+def _whole_hyphenated(e: PiiEntity, text: str) -> PiiEntity:
+    """A name covers the whole of a hyphenated word it touches ("Ji-woo", "Ben-David"): the
+    tokenizer splits at the hyphen and the model often tags one side only."""
+    start, end = e.start, e.end
+    while start >= 2 and text[start - 1] == "-" and text[start - 2].isalpha():
+        start -= 1
+        while start > 0 and text[start - 1].isalpha():
+            start -= 1
+    while end + 1 < len(text) and text[end] == "-" and text[end + 1].isalpha():
+        end += 1
+        while end < len(text) and text[end].isalpha():
+            end += 1
+    return e if (start, end) == (e.start, e.end) else PiiEntity(
+        e.type, start, end, text[start:end], e.score)
 
 
 def passes_iban_check(iban: str) -> bool:
@@ -660,14 +681,20 @@ def one_line_names(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
 
 # Honorifics before a name: a TITLE of their own, never part of the PERSON ("Dr. P. Naidoo" ->
 # TITLE "Dr." + PERSON "P. Naidoo"), as the training data and presidio-research mark them.
-_HONORIFIC = re.compile(r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Herr|Herrn|Frau|Mme|Mlle|Sr|Sra|"
-                        r"Srta|Dra)\.?(?=\s+\S)", re.IGNORECASE)
+_HONORIFIC_WORD = (r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Herr|Herrn|Frau|Mme|Mlle|Sr|Sra|"
+                   r"Srta|Dra)")
+_HONORIFIC = re.compile(_HONORIFIC_WORD + r"\.?(?=\s+\S)", re.IGNORECASE)
+_HONORIFIC_DOT = re.compile(_HONORIFIC_WORD + r"\.", re.IGNORECASE)
 
 
 def without_honorifics(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
-    """PERSON entities that open with an honorific lose it to a TITLE entity."""
+    """PERSON entities that open with an honorific lose it to a TITLE entity; an honorific
+    TITLE keeps its dot ("Mr." read as "Mr" and ".")."""
     out = []
     for e in entities:
+        if (e.type == "TITLE" and text[e.end:e.end + 1] == "."
+                and _HONORIFIC_DOT.fullmatch(e.text + ".")):
+            e = PiiEntity("TITLE", e.start, e.end + 1, text[e.start:e.end + 1], e.score)
         m = _HONORIFIC.match(e.text) if e.type == "PERSON" else None
         if m is None:
             out.append(e)
@@ -708,8 +735,9 @@ def whole_dates(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
 # and ZIP_CODE parts). A redaction then hides the address as one, and the guard, the training
 # data's scorer and the evaluation count it once.
 ADDRESS_PARTS = frozenset({"STREET_ADDRESS", "GPE", "ZIP_CODE"})
-# What may separate two parts of one address: punctuation and line breaks, no words.
-_ADDRESS_GAP = re.compile(r"[\s,.;:/\-–]{0,8}")
+# What may separate two parts of one address: punctuation and line breaks, and at most a
+# region's upper-case code ("Toronto, ON M5R 3H4", "Newark, NJ 07114"); no words.
+_ADDRESS_GAP = re.compile(r"[\s,.;:/\-–]{0,8}(?:[A-Z]{2,3}[\s,.;:/\-–]{1,8})?")
 
 
 def whole_addresses(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:

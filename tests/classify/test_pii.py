@@ -571,6 +571,16 @@ def test_an_address_split_into_parts_is_one_street_address() -> None:
     assert out[0].score == 0.95
 
 
+def test_a_region_code_between_address_parts_belongs_to_the_address() -> None:
+    from router_svc.classify.pii import whole_addresses
+
+    text = "Ship to 1188 Bathurst St, Unit 3, Toronto, ON M5R 3H4 by Friday"
+    parts = [_e("STREET_ADDRESS", text, "1188 Bathurst St, Unit 3, Toronto"),
+             _e("ZIP_CODE", text, "M5R 3H4")]
+    assert [(e.type, e.text) for e in whole_addresses(parts, text)] == [
+        ("STREET_ADDRESS", "1188 Bathurst St, Unit 3, Toronto, ON M5R 3H4")]
+
+
 def test_a_city_or_postcode_alone_or_apart_stays_what_it_is() -> None:
     from router_svc.classify.pii import whole_addresses
 
@@ -694,3 +704,23 @@ def test_an_iso_date_read_as_a_phone_number_is_a_date() -> None:
     ents = [_e("PHONE_NUMBER", text, "2023-02-01"), _e("PHONE_NUMBER", text, "415-555-2671")]
     assert [(e.type, e.text) for e in possible_values(ents, text)] == [
         ("DATE_TIME", "2023-02-01"), ("PHONE_NUMBER", "415-555-2671")]
+
+
+def test_a_name_is_a_hyphenated_word_whole_and_holds_no_digit() -> None:
+    from router_svc.classify.pii import possible_values
+
+    text = "Choi Min-jun, Lee Ji-woo and Noa Ben-David paid I 850.00"
+    ents = [_e("PERSON", text, "Choi Min"), _e("PERSON", text, "jun"), _e("PERSON", text, "woo"),
+            _e("PERSON", text, "Noa Ben"), _e("PERSON", text, "David"), _e("PERSON", text, "I"),
+            _e("PERSON", text, "850.00")]
+    assert [e.text for e in possible_values(ents, text)] == [
+        "Choi Min-jun", "Ji-woo", "Noa Ben-David"]
+
+
+def test_an_honorific_title_keeps_its_dot() -> None:
+    from router_svc.classify.pii import without_honorifics
+
+    text = "Ask Mr. Hakimi or Dr Lee"
+    ents = [_e("TITLE", text, "Mr"), _e("PERSON", text, "Hakimi"), _e("TITLE", text, "Dr"),
+            _e("PERSON", text, "Lee")]
+    assert [e.text for e in without_honorifics(ents, text)] == ["Mr.", "Hakimi", "Dr", "Lee"]
