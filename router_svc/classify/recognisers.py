@@ -21,7 +21,8 @@ its own check passes (offsets are into ``text``, the text the model reads):
 - PHONE_NUMBER: a number ``phonenumbers`` finds valid: "+CC ..." by that country's plan,
   national formats by the default region's (US). Bare digit runs need a phone word nearby
   ("call", "tel", "fax", ...); dates are not numbers.
-- ZIP_CODE and AGE: in context only ("zip 94107", "ZIP code: 10001-1234", "postcode 7412 SL";
+- ZIP_CODE and AGE: in context only ("zip 94107", "ZIP code: 10001-1234", "postcode 7412 SL",
+  ``{"zip": "30310"}``, ``<zip>78521</zip>``, a US address's ", NY 11215";
   "34 years old", "age: 52", "aged 7", "at the age of 61", "turned 60."); the span is the value.
 
 ``recognise`` runs them in the order of ``RECOGNISERS`` (checksums first, context last) and
@@ -447,25 +448,32 @@ def phone_numbers(text: str, region: str = DEFAULT_REGION) -> list[PiiEntity]:
 
 # --------------------------------------------------------------------------- ZIP codes, ages
 
-# The word, then the value: US ZIP (5 or 5+4) and the common postcode shapes (1234, 123 45,
+# The word, then the value: US ZIP (5 or 5+4) and the common postcode shapes (123456, 1234, 123 45,
 # 1234 AB, 12345-678, 12-345, 123-4567, Canadian A1A 1A1, British SW1A 1AA). Letters in the
 # value are upper case only, so "zip 1234 is wrong" stops at the number.
 _ZIP = re.compile(
-    r"\b(?:zip(?:[ -]?code)?|postal[ -]?code|post[ -]?code)s?\b\s*(?:[:#=]\s*)?"
+    r"\b(?:zip(?:[ _-]?code)?|postal[ _-]?code|post[ _-]?code)s?\b"
+    r"[\"']?\s*(?:[:#=,>]\s*[\"']?\s*)?"  # "zip 94107", "zip: ..", {"zip": ".."}, <zip>.., zip=..
     r"(?:(?:is|was|of)\s+)?"
     r"(?-i:(\d{5}(?:-\d{4})?|\d{3} \d{2}|\d{4} ?[A-Z]{2}|\d{5}-\d{3}|\d{2}-\d{3}|\d{3}-\d{4}"
-    r"|\d{4}|[A-Z]\d[A-Z] ?\d[A-Z]\d|[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}))(?![\w-])",
+    r"|\d{6}|\d{4}|[A-Z]\d[A-Z] ?\d[A-Z]\d|[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}))(?![\w-])",
     re.IGNORECASE)
 
 
 _ZIP_WORDS = ("zip", "Zip", "ZIP", "post", "Post", "POST")
+# A US address's last line: ", NY 11215" (a state's code after a comma, then the ZIP code).
+_STATE_ZIP = re.compile(
+    r",[ \t]*(?:A[KLRZ]|C[AOT]|D[CE]|FL|GA|HI|I[ADLN]|K[SY]|LA|M[ADEINOST]|N[CDEHJMVY]|O[HKR]|PA|"
+    r"RI|S[CD]|T[NX]|UT|V[AT]|W[AIVY])[ \t]+(\d{5}(?:-\d{4})?)(?![\w-])")
 
 
 def zip_codes(text: str) -> list[PiiEntity]:
-    if not any(word in text for word in _ZIP_WORDS):
-        return []  # substring tests in C: the pattern (case-insensitive) scans slowly
-    return [_ent("ZIP_CODE", text, m.start(1), m.end(1), IN_CONTEXT)
-            for m in _ZIP.finditer(text)]
+    found = [_ent("ZIP_CODE", text, m.start(1), m.end(1), IN_CONTEXT)
+             for m in _STATE_ZIP.finditer(text)]
+    if any(word in text for word in _ZIP_WORDS):  # substring tests in C: the pattern
+        found += [_ent("ZIP_CODE", text, m.start(1), m.end(1), IN_CONTEXT)  # scans slowly
+                  for m in _ZIP.finditer(text) if not any(f.start == m.start(1) for f in found)]
+    return sorted(found, key=lambda e: e.start)
 
 
 # Each number of one to three digits, then the words around it: "34 years old", "a 5-year-old",

@@ -214,14 +214,20 @@ def test_phone_region_for_national_formats() -> None:
     ("postal code K1A 0B1", "K1A 0B1"),
     ("my zipcode is 02139", "02139"),
     ("zip 1234 is wrong", "1234"),
+    ('{"zip": "30310", "city": "Atlanta"}', "30310"),
+    ("<zip>78521</zip>", "78521"),
+    ("name=Agnes&zip=00100&src=fb", "00100"),
+    ('"postal_code":"560034"', "560034"),  # a six-digit postcode (India, China, Russia)
+    ("411 Atlantic Ave, Brooklyn, NY 11215", "11215"),  # a US address's last line
+    ("Newark, NJ 07114-1234, USA", "07114-1234"),
 ])
 def test_zip_codes_in_context(text: str, value: str) -> None:
     assert found(rec.zip_codes, text) == [value]
     assert recognise(text)[0].score == rec.IN_CONTEXT
 
 
-@pytest.mark.parametrize("text", ["94107", "room 94107", "zip 941071", "zipped 94107 files",
-                                  "zip -r out.zip dir"])
+@pytest.mark.parametrize("text", ["94107", "room 94107", "zip 9410712", "zipped 94107 files",
+                                  "zip -r out.zip dir", "NY 11215", "Brooklyn, NY11215"])
 def test_zip_codes_out_of_context(text: str) -> None:
     assert rec.zip_codes(text) == []
 
