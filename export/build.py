@@ -71,6 +71,11 @@ class BuildOptions:
     threads: int | None = None  # torch intra-op threads (None: one per core)
     presidio_repeat: int = 3
     context_fraction: float = 0.3
+    # The hand-written short user-style questions (export/category_seeds.jsonl) as category
+    # training rows, and the generic conversation turns (export/exemplars.GENERIC_TURNS) as
+    # no-topic rows, each this many times: exam questions are all the head sees otherwise.
+    # Both are exemplars as well; the held-out short prompts and conversations are neither.
+    seed_repeat: int = 1
     # The cache's hit verifier (export/pair_verifier.py), written next to the model: opt-in.
     # Trained here (2 cores, one or two epochs) it did not beat the text rules it would stand
     # beside (perf/README.md, "Cache hit verifier model"), and it adds ~30 min to the build.
@@ -248,9 +253,23 @@ def build(opts: BuildOptions) -> dict:
     # short sentences do; truncation at max_length keeps the example's start in view.
     pii_train += D.with_context(pii_train, [e.text for e in mmlu_train if len(e.text) < 300],
                                 opts.context_fraction, opts.seed)
-    train_ex = (cat_examples(mmlu_train) + pii_examples(pii_train)
-                + [Example(ids=w.ids, category=UNIFORM)
-                   for w in tok.truncated(off_train, opts.max_length)])
+    from export.exemplars import GENERIC_TURNS, SEEDS, load_examples
+
+    def uniform_examples(texts: list[str]) -> list[Example]:
+        return [Example(ids=w.ids, category=UNIFORM) for w in tok.truncated(texts, opts.max_length)]
+
+    seeds = load_examples(SEEDS)
+    seed_wins = tok.truncated([t for t, _ in seeds], opts.max_length)
+    # Short user questions teach the head that short can be sure; turns that only point back
+    # at the answer before them ("is there a faster way?") teach it that they carry no topic,
+    # so a conversation's follow-up does not move it. The chit-chat comes last (exemplars).
+    train_ex = (cat_examples(mmlu_train)
+                + [Example(ids=w.ids, category=c) for w, (_, c) in zip(seed_wins, seeds,
+                                                                        strict=True)]
+                * opts.seed_repeat
+                + pii_examples(pii_train)
+                + uniform_examples(list(GENERIC_TURNS)) * opts.seed_repeat
+                + uniform_examples(off_train))
     val_ex = cat_examples(mmlu_val)
     short_ex = cat_examples(D.load_mmlu(SHORT_PROMPTS)[0])
     off_ex = [Example(ids=w.ids) for w in tok.truncated(off_test, opts.max_length)]
@@ -288,18 +307,10 @@ def build(opts: BuildOptions) -> dict:
         "share_above_threshold": short["val_share_above_threshold"],
         "accuracy_above_threshold": short["val_accuracy_above_threshold"]}
     # ---- category exemplars: the head's second opinion in the router (classify/exemplars.py)
-    from export.exemplars import (
-        GENERIC_TURNS,
-        SEEDS,
-        below_share,
-        load_examples,
-        make_exemplars,
-        vote_report,
-    )
+    from export.exemplars import below_share, make_exemplars, vote_report
     from export.train import embed_cached
 
     n_topic = len(mmlu_train)  # train_ex starts with them and ends with the chit-chat
-    seeds = load_examples(SEEDS)
     topic_vecs = np.concatenate([
         timer.run("embed exemplars", embed_cached, model, c_train, range(n_topic)),
         embed_texts(model, tok, [t for t, _ in seeds])])
@@ -332,6 +343,7 @@ def build(opts: BuildOptions) -> dict:
     # ---- export
     out = opts.out_dir
     out.mkdir(parents=True, exist_ok=True)
+    drop_stale_outputs(out, opts)
     exemplars.save(out / EXEMPLARS_FILE)
     onnx_path = out / "model.onnx"
     raw_path = out / "model.raw.onnx.tmp"
@@ -365,6 +377,15 @@ def build(opts: BuildOptions) -> dict:
     (out / "build_report.json").write_text(json.dumps(report, indent=2, default=str))
     print_summary(report)
     return report
+
+
+def drop_stale_outputs(out: Path, opts: BuildOptions) -> None:
+    """Files an earlier build left in ``out`` that this one will not write: an int8 or
+    optimised model of the old weights would be served (``--int8``) as this build's."""
+    if not opts.quantize:
+        (out / INT8_MODEL_FILE).unlink(missing_ok=True)  # `up --int8` quantises this one
+    if not opts.optimize:
+        (out / "model.opt.onnx").unlink(missing_ok=True)
 
 
 def embed_texts(model, tok, texts: list[str], batch: int = 64) -> np.ndarray:

@@ -100,3 +100,4 @@ def test_an_operators_examples_join_the_exemplars(monkeypatch, tmp_path: Path, c
         exemplars.main(["--model-dir", str(model), "--data-dir", str(data.parent),
                         "--examples", str(bad)])
     assert err.value.code == 2 and "cooking" in capsys.readouterr().err
+
