@@ -19,8 +19,9 @@ its own check passes (offsets are into ``text``, the text the model reads):
   (``report.pdf``: no suffix; ``main.py``, ``notes.md``: an extension list) nor attribute
   chains (``os.path``: no suffix; ``self.name``, ``df.info``: a receiver list; ``foo.bar()``).
 - PHONE_NUMBER: a number ``phonenumbers`` finds valid: "+CC ..." by that country's plan,
-  national formats by the default region's (US). Bare digit runs need a phone word nearby
-  ("call", "tel", "fax", ...); dates are not numbers.
+  national formats by the default region's (US), and a number in groups opening with a trunk
+  "0" ("07400 082494") by the plan of one of ``TRUNK_ZERO_REGIONS``. Bare digit runs need a
+  phone word nearby ("call", "tel", "fax", ...); dates are not numbers.
 - ZIP_CODE and AGE: in context only ("zip 94107", "ZIP code: 10001-1234", "postcode 7412 SL",
   ``{"zip": "30310"}``, ``<zip>78521</zip>``, a US address's ", NY 11215";
   "34 years old", "age: 52", "aged 7", "at the age of 61", "turned 60."); the span is the value.
@@ -388,18 +389,31 @@ _DATE = re.compile(r"\d{4}[-.]\d{1,2}[-.]\d{1,2}(?!\d)|(?<!\d)\d{1,2}[-.]\d{1,2}
 
 def _valid_phone(value: str, region: str) -> bool:
     digits = sum(ch.isdigit() for ch in value)
-    if value.startswith("+"):
-        if not 7 <= digits <= 15:
-            return False
-    elif region in _NANP:
-        # Checked cheaply before parsing (~0.1 ms a number): a national number of the
-        # North American plan has ten digits (eleven with its "1").
-        if not (digits == 10 or (digits == 11 and value.lstrip("(")[0] == "1")):
-            return False
-    elif not 6 <= digits <= 13:
-        return False
     if _DATE.search(value) or (value.count(".") == 3 and _is_ip_address(value)):
         return False
+    if value.startswith("+"):
+        return 7 <= digits <= 15 and _valid_in(value, region)
+    if region in _NANP:
+        # Checked cheaply before parsing (~0.1 ms a number): a national number of the
+        # North American plan has ten digits (eleven with its "1").
+        if digits == 10 or (digits == 11 and value.lstrip("(")[0] == "1"):
+            return _valid_in(value, region)
+        # A national number with a trunk "0" ("07400 082494", "0912 833 7102") is of no
+        # NANP country: valid in one of the countries most prompts come from, written in
+        # groups, it is a phone number.
+        return (_TRUNK_ZERO.fullmatch(value) is not None and 9 <= digits <= 12
+                and any(_valid_in(value, r) for r in TRUNK_ZERO_REGIONS))
+    return 6 <= digits <= 13 and _valid_in(value, region)
+
+
+# Where a national phone number opens with "0", most prompts' countries first.
+TRUNK_ZERO_REGIONS = ("GB", "IN", "AU", "DE", "FR", "IT", "ES", "NL", "IE", "NZ", "ZA", "NG",
+                      "KE", "BR", "PK", "IR", "TR", "PH", "JP", "KR")
+# "0" and one to four more digits, then groups split by single spaces or dashes.
+_TRUNK_ZERO = re.compile(r"(?!\d{5}-\d{4}$)0\d{1,4}(?:[ -]\d{2,8})+")  # not a ZIP+4 code
+
+
+def _valid_in(value: str, region: str) -> bool:
     try:
         return phonenumbers.is_valid_number(phonenumbers.parse(value, region))
     except phonenumbers.NumberParseException:

@@ -179,6 +179,10 @@ def test_an_emails_domain_is_not_a_second_entity() -> None:
     ("+81 3-3224-9999", "+81 3-3224-9999"),  # Japan
     ("call me on 4155552671", "4155552671"),  # bare digits beside a phone word
     ("zip 94107 415 555 2671", "415 555 2671"),  # a number before it is left out
+    # national numbers with a trunk "0", in groups: of no NANP country (GB, IR, NZ)
+    ("07700 063 966-Fax", "07700 063 966"),
+    ("her number 0912 833 7102. thanks", "0912 833 7102"),
+    ("Landlord: Graham McAllister, 021 734 902", "021 734 902"),
 ])
 def test_phone_numbers(text: str, value: str) -> None:
     assert found(rec.phone_numbers, text) == [value]
@@ -191,7 +195,8 @@ def test_phone_numbers(text: str, value: str) -> None:
     "on 2023-10-12 1430",  # a date and a time
     "pi is 3.141592653",
     "address 36.160.14.148",  # an IP address, though 3616014148 would be a US number
-    "07700 063 966",  # a British national number: the default region is US
+    "ISBN 0 306 40615 2", "ref 0001 0002 0003", "v 0.12.345.6789",  # "0" first, no phone
+    "Newark, NJ 07114-1234",  # a ZIP+4 code
     "853-37-1694",
 ])
 def test_not_phone_numbers(text: str) -> None:
