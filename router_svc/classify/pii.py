@@ -492,6 +492,15 @@ _FIELD_SEP = re.compile(r'["|;=&<>{}\[\]\t]|,(?!\s)')
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
+# A role the prompt gives the assistant ("You are a helpful assistant.", "Act as a senior
+# software engineer"): the words before a TITLE that make it the addressee's part, not a
+# person's job.
+_ROLE_BEFORE = re.compile(
+    r"\b(?:you\s+are|you['’]re|act(?:ing)?\s+as|pretend\s+(?:to\s+be|you\s+are)|"
+    r"play(?:ing)?\s+the\s+(?:role|part)\s+of|role\s*:|persona\s*:)"
+    r"\s+(?:(?:an?|the|my|our)\s+)?(?:[\w-]+\s+){0,4}$", re.IGNORECASE)
+
+
 def field_parts(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
     """Entities cut at field separators (``_FIELD_SEP``), each part trimmed and of the same
     type (a DATE_TIME or number part only with a digit); a STREET_ADDRESS stays whole ("Hoàn Kiếm;Hà
@@ -522,7 +531,8 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
     A value with the shape that fails its checksum stays: a mistyped card is still a card.
     Values are first cut at the fields of a record (``field_parts``), and an ISO date read as
     a PHONE_NUMBER is a DATE_TIME. A PERSON holds no digit and two characters or more, and
-    covers the whole of a hyphenated name ("Choi Min" "jun" -> "Choi Min-jun").
+    covers the whole of a hyphenated name ("Choi Min" "jun" -> "Choi Min-jun"). A TITLE
+    that is the role a prompt gives the assistant ("You are a helpful assistant") goes.
     Applied by the guard to the model's entities once its windows are merged (a window's edge
     may cut a value that the next window holds whole)."""
     out = []
@@ -543,6 +553,8 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
         if e.type == "IBAN_CODE" and not _IBAN_SHAPE.fullmatch(
                 re.sub(r"[\s-]", "", e.text).upper()):
             continue
+        if e.type == "TITLE" and _ROLE_BEFORE.search(text, max(0, e.start - 80), e.start):
+            continue  # the role a prompt gives the assistant: nobody's title
         if e.type == "PERSON":
             if len(e.text) < 2 or any(ch.isdigit() for ch in e.text):
                 continue  # "I", "850.00", "20Wanjiku": no name

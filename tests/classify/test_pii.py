@@ -724,3 +724,18 @@ def test_an_honorific_title_keeps_its_dot() -> None:
     ents = [_e("TITLE", text, "Mr"), _e("PERSON", text, "Hakimi"), _e("TITLE", text, "Dr"),
             _e("PERSON", text, "Lee")]
     assert [e.text for e in without_honorifics(ents, text)] == ["Mr.", "Hakimi", "Dr", "Lee"]
+
+
+@pytest.mark.parametrize(("text", "title", "kept"), [
+    ("You are a helpful assistant.", "assistant", False),
+    ("You're an expert Python developer.", "Python developer", False),
+    ("Act as a senior software engineer and review this.", "software engineer", False),
+    ("Pretend you are a friendly customer support agent.", "customer support agent", False),
+    ("I'm a nurse working nights.", "nurse", True),  # the user's own job: a title
+    ("Ana Lopes, the Packager, said hi.", "Packager", True),
+])
+def test_the_role_a_prompt_gives_the_assistant_is_no_title(text, title, kept) -> None:
+    from router_svc.classify.pii import possible_values
+
+    found = possible_values([_e("TITLE", text, title)], text)
+    assert [e.text for e in found] == ([title] if kept else [])

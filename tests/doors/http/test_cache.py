@@ -331,8 +331,11 @@ async def test_admin_endpoints_need_the_token(router_factory, backends, monkeypa
     monkeypatch.setenv(ADMIN_ENV, TOKEN)
     url = await cached_router(router_factory, admin_token_env=ADMIN_ENV)
     _, h = await chat(url, QUESTION)
-    await chat(url, "How do I reverse a list in Python?")
+    # Another model's partition, named rather than left to the classifier's choice.
+    other = next(m for m in MODELS if m != h["x-router-model"])
+    _, h2 = await chat(url, "How do I reverse a list in Python?", model=other)
     partition = h["x-router-cache-partition"]
+    assert h2["x-router-cache-partition"] != partition
 
     for token in (None, "wrong", TOKEN + "x"):
         for method, path in (("GET", "/stats"), ("POST", "/flush"), ("POST", "/invalidate")):
@@ -351,7 +354,7 @@ async def test_admin_endpoints_need_the_token(router_factory, backends, monkeypa
     assert status == 200 and body["removed"] == 1  # only that partition (routed model)
     _, h = await chat(url, QUESTION)
     assert h["x-router-cache"] == "miss"  # gone, and stored again
-    _, h = await chat(url, "How do I reverse a list in Python?")
+    _, h = await chat(url, "How do I reverse a list in Python?", model=other)
     assert h["x-router-cache"] == "hit"  # the other partition was left alone
     status, body, _ = await admin(url, "POST", "/flush", TOKEN)
     assert status == 200 and body["removed"] == 2
