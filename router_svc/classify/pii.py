@@ -724,11 +724,68 @@ def without_honorifics(entities: Sequence[PiiEntity], text: str) -> list[PiiEnti
 _DATE_GAP = re.compile(r"[ \t]{1,2}|,[ \t]?|[ \t]+(?:at|@)[ \t]+|T")
 
 
+_MONTH_OR_DAY = (r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|mon|tue|tues|wed|"
+                 r"thu|thur|thurs|fri|sat|sun)[a-z]*\.?")
+# What a date or time holds: digits joined by a date or time separator, a year, a month or a
+# weekday's name, an hour with am/pm.
+_DATE_LIKE = re.compile(r"\d[:/.\-]\d|\b\d{4}\b|\b" + _MONTH_OR_DAY + r"(?![a-z])|"
+                        r"\d\s?(?:am|pm|a\.m|p\.m)\b", re.IGNORECASE)
+# A range of dates is two: a dash between two sides that each hold a year ("2015-2019",
+# "March 2016 – August 2023"); a time range stays one ("10:00–11:30").
+_RANGE_DASH = re.compile(r"\s*[–—]\s*|\s+-\s+|(?<=\d{4})-(?=\d{4}\b)")
+_YEAR = re.compile(r"\b\d{4}\b")
+# A time zone after a time (one with a colon) belongs to it ("07:52:13 +0200", "10:00
+# (GMT+3)", "09:00 UTC").
+_ZONE_AFTER = re.compile(r"\s?(?:[+-]\d{2}:?\d{2}\b|\(?(?:UTC|GMT)(?:[+-]\d{1,2}(?::?\d{2})?)?\)?"
+                         r"(?![\w+])|Z\b)")
+_WEEKDAY_BEFORE = re.compile(r"\b(?:mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)[a-z]*\.?,?\s$",
+                             re.IGNORECASE)
+
+
+def _date_pieces(e: PiiEntity, text: str) -> list[PiiEntity]:
+    """One DATE_TIME as the dates it holds: cut at line breaks and at range dashes (parts with
+    nothing date-like go), each grown over a time zone after it, a weekday before it and the
+    dot of "a.m."."""
+    cuts = [(e.start, e.end)]
+    for pattern in (re.compile(r"[\r\n]+"), _RANGE_DASH):
+        nxt = []
+        for a, b in cuts:
+            seps = [m for m in pattern.finditer(text, a, b)]
+            if pattern is _RANGE_DASH and not all(
+                    _YEAR.search(text, x, y) for x, y in _between(a, b, seps)):
+                seps = []
+            nxt += _between(a, b, seps)
+        cuts = nxt
+    out = []
+    for a, b in cuts:
+        a, b = _trim(text, a, b)
+        if not _DATE_LIKE.search(text, a, b):
+            continue
+        if text[b - 3:b].lower() in ("a.m", "p.m") and text[b:b + 1] == ".":
+            b += 1
+        if (text[b - 1:b].isdigit() and re.search(r"\d:\d\d", text[a:b])
+                and (z := _ZONE_AFTER.match(text, b)) is not None):
+            b = z.end()
+        if text[a:a + 1].isdigit() and (w := _WEEKDAY_BEFORE.search(text, max(0, a - 12), a)):
+            a = w.start()
+        out.append(PiiEntity("DATE_TIME", a, b, text[a:b], e.score))
+    return out
+
+
+def _between(a: int, b: int, seps: list[re.Match[str]]) -> list[tuple[int, int]]:
+    bounds = [a, *(i for m in seps for i in (m.start(), m.end())), b]
+    return list(zip(bounds[::2], bounds[1::2], strict=True))
+
+
 def whole_dates(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
-    """Neighbouring DATE_TIME entities are one when only ``_DATE_GAP`` separates them and the
-    second holds a digit (a date or time follows; "Monday, Tuesday" stays two)."""
+    """Each DATE_TIME as the dates it holds (``_date_pieces``: a range is two, a line break
+    ends a date, a time keeps its zone); then neighbouring DATE_TIME entities are one when
+    only ``_DATE_GAP`` separates them and the second holds a digit (a date or time follows;
+    "Monday, Tuesday" stays two)."""
     out: list[PiiEntity] = []
-    for e in sorted(entities, key=lambda e: (e.start, e.end)):
+    pieces = _merge_overlaps(p for e in entities
+                             for p in (_date_pieces(e, text) if e.type == "DATE_TIME" else [e]))
+    for e in sorted(pieces, key=lambda e: (e.start, e.end)):
         prev = next((x for x in reversed(out) if x.type == "DATE_TIME"), None)
         if (e.type == "DATE_TIME" and prev is not None and prev.end <= e.start
                 and _DATE_GAP.fullmatch(text[prev.end:e.start])
