@@ -739,3 +739,23 @@ def test_the_role_a_prompt_gives_the_assistant_is_no_title(text, title, kept) ->
 
     found = possible_values([_e("TITLE", text, title)], text)
     assert [e.text for e in found] == ([title] if kept else [])
+
+
+@pytest.mark.parametrize(("text", "read", "dates"), [
+    ("worked 2015-2019 there", ["2015-2019"], ["2015", "2019"]),
+    ("from March 2016 – August 2023.", ["March 2016 – August 2023"], ["March 2016", "August 2023"]),
+    ("Tuesday 16 July, 10:00–11:30 (GMT+3) ok", ["Tuesday 16 July, 10:00–11:30", "GMT+3"],
+     ["Tuesday 16 July, 10:00–11:30 (GMT+3)"]),  # a time range is one; the zone belongs to it
+    ("Date: Mon, 8 Jul 2024 07:52:13 +0200\nFrom", ["8 Jul 2024 07:52:13"],
+     ["Mon, 8 Jul 2024 07:52:13 +0200"]),
+    ("ssh2\nJun 03 02:14:12 host", ["ssh2\nJun 03 02:14:12"], ["Jun 03 02:14:12"]),
+    ("Saturday, March 9 at 11 a.m. sharp", ["Saturday, March 9 at 11 a.m"],
+     ["Saturday, March 9 at 11 a.m."]),
+    ("on 2024-05-01 we", ["2024-05-01"], ["2024-05-01"]),
+    ("open Monday – Friday", ["Monday – Friday"], ["Monday – Friday"]),
+    ("Wednesday 12 June", ["Wednesday", "12 June"], ["Wednesday 12 June"]),
+])
+def test_a_date_is_the_dates_it_holds(text, read, dates) -> None:
+    from router_svc.classify.pii import whole_dates
+
+    assert [e.text for e in whole_dates([_e("DATE_TIME", text, r) for r in read], text)] == dates
