@@ -282,7 +282,7 @@ PII_TEMPLATES: tuple[str, ...] = (
     "i am {{person}} my card is {{cc}} and my phone {{phone}} please call",
     # -- names as modifiers, possessives, and subjects or objects of long sentences -------------
     # The model read a name in these positions as a place ("the <Name> retrospective").
-    "Are there still tickets for the {{person}} concert at {{org}} on {{weekday}}?",
+    "Is the {{person}} exhibition at {{org}} worth the trip on {{weekday}}?",
     "Write a short review of the {{last}} retrospective I saw in {{city}} over the holidays.",
     "What do {{person}} fans usually call themselves online?",
     "Which {{last}} novel should I start with if I only have a week of evenings?",
@@ -308,7 +308,7 @@ PII_TEMPLATES: tuple[str, ...] = (
     "Is it true that {{person}}'s grandfather founded {{org}}?",
     # -- names right after a role that is no job title (the role stays O) ----------------------
     "Longtime subscriber {{person}} wrote in to complain about the paywall. Draft a reply.",
-    "Reply to commenter {{first}}, who says our tutorial skips a step.",
+    "Answer the reader {{first}}, who says our tutorial skips a step.",
     "Our neighbour {{person}} keeps parking across the driveway; write a friendly note.",
     "Fellow volunteer {{person}} asked me for a reference. What should I put in it?",
     "In the case summary, defendant {{person}} claims that {{person}} signed first. Extract "
@@ -346,7 +346,7 @@ PII_TEMPLATES: tuple[str, ...] = (
     # -- nationality adjectives before nouns (the noun stays O) ---------------------------------
     "Is there a good {{nationality}} bakery in {{city}} that opens before 7?",
     "There's a new {{nationality}} takeaway near my office; what should I order the first time?",
-    "Why were {{nationality}} border guards checking passports on our train?",
+    "Why were {{nationality}} customs officers checking bags on our train?",
     "Summarise how the {{nationality}} government handled the fuel protests.",
     "Can a non-resident open an account at a {{nationality}} bank? What documents are needed?",
     "{{org}} is being bought by a {{nationality}} telecom group; what changes for customers?",
@@ -369,13 +369,13 @@ PII_TEMPLATES: tuple[str, ...] = (
     "My cousin lives in upstate {{state}} and wants to move to {{city}}.",
     "Find a dog-friendly cottage in rural {{country}} for {{date}}.",
     "House prices in the greater {{city}} area went up again; should I wait to buy?",
-    "Southern {{country}} has had no rain since {{date}}. What crops are most at risk?",
+    "Eastern {{country}} has had no rain since {{date}}. What crops are most at risk?",
     "Which airport is closest to the north-west of {{country}}?",
     "Plan two weeks along coastal {{country}}, ending in {{city}}.",
     # -- organisations beside generic descriptions (the description stays O) ------------------
-    "{{org}}, a logistics company based in {{city}}, wants to pilot our route planner. Draft "
+    "{{org}}, a logistics company from {{city}}, wants to pilot our route planner. Draft "
     "an intro email.",
-    "Write a LinkedIn post saying I joined {{org}}, a small design agency in {{city}}.",
+    "Write a LinkedIn post saying I joined {{org}}, a small architecture studio in {{city}}.",
     "Background: {{org}} is a multinational investment bank headquartered in {{city}}, "
     "{{country}}. List its main risks.",
     "Supplier profile\nName: {{org}}\nType: family-owned packaging manufacturer\nBased in: "
@@ -385,7 +385,7 @@ PII_TEMPLATES: tuple[str, ...] = (
     "Is {{org}}, the insurance broker, regulated in {{country}}?",
     "The startup, based in {{city}}, was acquired by {{org}} in {{year}}. Who benefits most?",
     # -- job words about groups stay O; a {{job}} is TITLE only as one person's title -----------
-    "The founders of {{org}} were both aerospace engineers before they started it in {{year}}. "
+    "The founders of {{org}} had both worked in aerospace before they started it in {{year}}. "
     "Write the About page.",
     "Most volunteers at the {{city}} food bank are retired teachers; suggest a thank-you gift.",
     "{{person}} works as a {{job}} at {{org}}; the rest of the team are data analysts. Write a "
@@ -456,9 +456,9 @@ NO_PII_TEMPLATES: tuple[str, ...] = (
     "Is a south-facing garden better for growing tomatoes?",
     "What does central bank independence mean in practice?",
     "Explain the central limit theorem with a dice example.",
-    "Our team is mostly backend engineers plus {{small}} designers; how should we run design "
+    "Our team is mostly backend developers plus {{small}} designers; how should we run design "
     "reviews?",
-    "What's the difference between a design agency and an in-house design team?",
+    "What's the difference between an architecture studio and an in-house design team?",
     "How do investment banks make money from IPOs?",
     "Is it worth hiring a logistics company for a small shop shipping {{n}} parcels a month?",
     "Why do night-shift nurses have higher rates of sleep disorders?",
