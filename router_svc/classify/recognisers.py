@@ -195,7 +195,18 @@ def emails(text: str) -> list[PiiEntity]:
         if _EMAIL.fullmatch(value) and _registrable(domain.lower()):
             out.append(_ent("EMAIL_ADDRESS", text, m.start(), m.start() + len(value)))
         at = text.find("@", m.end())
+    if "%40" in text:  # URL-encoded in a query string or a link: name%40example.com
+        for m in _EMAIL_ENCODED.finditer(text):
+            value = m.group().rstrip(".-")
+            domain = value.rpartition("%40")[2]
+            if (_EMAIL.fullmatch(value.replace("%40", "@", 1)) and _registrable(domain.lower())
+                    and not any(e.start < m.end() and m.start() < e.end for e in out)):
+                out.append(_ent("EMAIL_ADDRESS", text, m.start(), m.start() + len(value)))
+        out.sort(key=lambda e: e.start)
     return out
+
+
+_EMAIL_ENCODED = re.compile(r"(?<![\w.%+'-])[\w.+'-]+%40[^\W_](?:[\w-]*[^\W_])?(?:\.[\w-]+)+")
 
 
 _IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}(?:\.\d{1,3}){3}(?!\w|\.\d)")

@@ -103,6 +103,10 @@ def test_emails_need_a_public_suffix() -> None:
     assert found(rec.emails, "to='dwayne.harrington@comcast.net'") == [
         "dwayne.harrington@comcast.net"]
     assert found(rec.emails, "mail o'brien@example.ie") == ["o'brien@example.ie"]
+    # URL-encoded, as in a query string
+    assert found(rec.emails, "?name=Agnes%20Wanjiku&email=agnes.wanjiku%40gmail.com&zip=1") == [
+        "agnes.wanjiku%40gmail.com"]
+    assert rec.emails("a%40b is not one, nor 50%40 off") == []
 
 
 @pytest.mark.parametrize("text, value", [
