@@ -481,6 +481,8 @@ def _passes_check(e: PiiEntity) -> bool:
 _IPV4_IN = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.]*\d)")
 _IPV6_IN = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
 _IBAN_SHAPE = re.compile(r"[A-Z]{2}\d{2}[A-Z0-9]{10,30}")
+# A postcode: letters, digits, one space or dash between groups, ten characters at most.
+_ZIP_SHAPE = re.compile(r"(?=.{2,10}$)[A-Za-z0-9]+(?:[ -][A-Za-z0-9]+)*")
 # The fewest digits a value of each type holds (a card has 12-19, a phone number 7 or more
 # with its area code, an SSN 9).
 _MIN_DIGITS = {"CREDIT_CARD": 12, "PHONE_NUMBER": 7, "US_SSN": 9}
@@ -527,7 +529,8 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
     "Mozilla/5.0" as IP addresses, "09/27" as a card, "at 10" as a phone number): an
     IP_ADDRESS that does not parse is cut to the address inside it (a port or a prefix
     length after it) or goes; a CREDIT_CARD, PHONE_NUMBER or US_SSN with too few digits, an
-    EMAIL_ADDRESS without "@" and an IBAN_CODE without an IBAN's letters-digits shape go.
+    EMAIL_ADDRESS without "@", a DOMAIN_NAME without a dot, a ZIP_CODE not shaped like a
+    postcode and an IBAN_CODE without an IBAN's letters-digits shape go.
     A value with the shape that fails its checksum stays: a mistyped card is still a card.
     Values are first cut at the fields of a record (``field_parts``), and an ISO date read as
     a PHONE_NUMBER is a DATE_TIME. A PERSON holds no digit and two characters or more, and
@@ -550,6 +553,9 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
             continue
         if e.type == "EMAIL_ADDRESS" and "@" not in e.text:
             continue
+        if (e.type == "DOMAIN_NAME" and "." not in e.text) or (
+                e.type == "ZIP_CODE" and not _ZIP_SHAPE.fullmatch(e.text)):
+            continue  # "src", "fb" of a query string; an e-mail read as a postcode
         if e.type == "IBAN_CODE" and not _IBAN_SHAPE.fullmatch(
                 re.sub(r"[\s-]", "", e.text).upper()):
             continue

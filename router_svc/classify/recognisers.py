@@ -582,7 +582,7 @@ def _wanted(name: str, text: str, has_digit: bool, long_number: bool) -> bool:
     if name == "URL":
         return "://" in text or "www." in text or "WWW." in text
     if name == "EMAIL_ADDRESS":
-        return "@" in text
+        return "@" in text or "%40" in text
     return "." in text  # DOMAIN_NAME
 
 

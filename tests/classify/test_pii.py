@@ -615,6 +615,9 @@ def test_the_guard_joins_rules_and_model_under_the_conventions() -> None:
     ("call me at 10 at night", "10", "B-PHONE_NUMBER", None),
     ("ssn 123-45 is incomplete", "123-45", "B-US_SSN", None),
     ("set guestEmail in the form", "guestEmail", "B-EMAIL_ADDRESS", None),
+    ("parse src=fb for me", "src", "B-DOMAIN_NAME", None),
+    ("mail ana.lopes%40gmail.com now", "ana.lopes%40gmail.com", "B-ZIP_CODE", None),
+    ("post to SW1A 1AA today", "SW1A 1AA", "B-ZIP_CODE", "SW1A 1AA"),
     ("sha 9f86d081884c7d659a2feaa0c55ad015 ok", "9f86d081884c7d659a2feaa0c55ad015",
      "B-IBAN_CODE", None),
     # the shape without the checksum stays: a mistyped card is still a card
