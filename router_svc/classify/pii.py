@@ -480,7 +480,6 @@ def _passes_check(e: PiiEntity) -> bool:
 
 _IPV4_IN = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.]*\d)")
 _IPV6_IN = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
-_IBAN_SHAPE = re.compile(r"[A-Z]{2}\d{2}[A-Z0-9]{10,30}")
 # A postcode: letters, digits, one space or dash between groups, ten characters at most.
 _ZIP_SHAPE = re.compile(r"(?=.{2,10}$)[A-Za-z0-9]+(?:[ -][A-Za-z0-9]+)*")
 # The fewest digits a value of each type holds (a card has 12-19, a phone number 7 or more
@@ -512,15 +511,10 @@ def field_parts(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
         if e.type == "STREET_ADDRESS" or not _FIELD_SEP.search(e.text):
             out.append(e)
             continue
-        cuts = [0, *(i for m in _FIELD_SEP.finditer(e.text) for i in (m.start(), m.end())),
-                len(e.text)]
-        for a, b in zip(cuts[::2], cuts[1::2], strict=True):
-            a, b = _trim(text, e.start + a, e.start + b)
-            # a date or number field holds digits; the key or code beside it ("ts", "SE",
-            # "zip") was read along
-            need = str.isdigit if e.type in _DIGIT_TYPES or e.type == "DATE_TIME" else str.isalnum
-            if any(need(ch) for ch in text[a:b]):
-                out.append(PiiEntity(e.type, a, b, text[a:b], e.score))
+        # a date or number field holds digits; the key or code beside it ("ts", "SE",
+        # "zip") was read along
+        need = str.isdigit if e.type in _DIGIT_TYPES or e.type == "DATE_TIME" else str.isalnum
+        out += _cut(e, text, _FIELD_SEP, need)
     return out
 
 
@@ -556,7 +550,7 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
         if (e.type == "DOMAIN_NAME" and "." not in e.text) or (
                 e.type == "ZIP_CODE" and not _ZIP_SHAPE.fullmatch(e.text)):
             continue  # "src", "fb" of a query string; an e-mail read as a postcode
-        if e.type == "IBAN_CODE" and not _IBAN_SHAPE.fullmatch(
+        if e.type == "IBAN_CODE" and not _IBAN.fullmatch(
                 re.sub(r"[\s-]", "", e.text).upper()):
             continue
         if e.type == "TITLE" and _ROLE_BEFORE.search(text, max(0, e.start - 80), e.start):
@@ -681,6 +675,7 @@ def span_conventions(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity
 # Types of names and words, none of which runs over a line break ("Luis Ortega\nLuis" in a
 # signature is two names; an address does span lines).
 _LINE_TYPES = frozenset({"PERSON", "ORGANIZATION", "GPE", "NRP", "TITLE"})
+_LINE_BREAKS = re.compile(r"[\r\n]+")
 
 
 def one_line_names(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
@@ -690,10 +685,18 @@ def one_line_names(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
         if e.type not in _LINE_TYPES or ("\n" not in e.text and "\r" not in e.text):
             out.append(e)
             continue
-        for m in re.finditer(r"[^\r\n]+", e.text):
-            a, b = _trim(text, e.start + m.start(), e.start + m.end())
-            if any(ch.isalnum() for ch in text[a:b]):
-                out.append(PiiEntity(e.type, a, b, text[a:b], e.score))
+        out += _cut(e, text, _LINE_BREAKS, str.isalnum)
+    return out
+
+
+def _cut(e: PiiEntity, text: str, sep: re.Pattern[str], need) -> list[PiiEntity]:
+    """``e`` cut at the matches of ``sep``: the trimmed parts with a character that ``need``
+    accepts, each of ``e``'s type and score."""
+    out = []
+    for a, b in _between(e.start, e.end, list(sep.finditer(text, e.start, e.end))):
+        a, b = _trim(text, a, b)
+        if any(need(ch) for ch in text[a:b]):
+            out.append(PiiEntity(e.type, a, b, text[a:b], e.score))
     return out
 
 
@@ -753,10 +756,10 @@ def _date_pieces(e: PiiEntity, text: str) -> list[PiiEntity]:
     nothing date-like go), each grown over a time zone after it, a weekday before it and the
     dot of "a.m."."""
     cuts = [(e.start, e.end)]
-    for pattern in (re.compile(r"[\r\n]+"), _RANGE_DASH):
+    for pattern in (_LINE_BREAKS, _RANGE_DASH):
         nxt = []
         for a, b in cuts:
-            seps = [m for m in pattern.finditer(text, a, b)]
+            seps = list(pattern.finditer(text, a, b))
             if pattern is _RANGE_DASH and not all(
                     _YEAR.search(text, x, y) for x, y in _between(a, b, seps)):
                 seps = []
