@@ -25,6 +25,8 @@ its own check passes (offsets are into ``text``, the text the model reads):
 - ZIP_CODE and AGE: in context only ("zip 94107", "ZIP code: 10001-1234", "postcode 7412 SL",
   ``{"zip": "30310"}``, ``<zip>78521</zip>``, a US address's ", NY 11215";
   "34 years old", "age: 52", "aged 7", "at the age of 61", "turned 60."); the span is the value.
+- ORGANIZATION and GPE: names on word lists and organisations' words (``names``: "University
+  of Tehran", "Dangote Group", "Canada", "NEW YORK"), neither checked nor in context.
 
 ``recognise`` runs them in the order of ``RECOGNISERS`` (checksums first, context last) and
 keeps the first of overlapping matches. Scores: 1.0 where a check passed, 0.9 for a ZIP_CODE or
@@ -34,10 +36,10 @@ only where it opens with a character class ``re`` can skip to in C; the others r
 
 Union with the model (``union``), the rule where spans overlap: one span and one type survive.
 
-1. A checked rule match (every rule type but ZIP_CODE and AGE) beats a model entity it overlaps
-   when that entity is of a type the rules find (``RULE_TYPES``: the model's PHONE_NUMBER over
-   an SSN, its card span cut short) or lies inside the match (a PERSON read into an e-mail
-   address): the rule's check passed where the model guessed.
+1. A checked rule match (every rule type but ZIP_CODE, AGE, GPE and ORGANIZATION) beats a
+   model entity it overlaps when that entity is of a type the rules find (``RULE_TYPES``: the
+   model's PHONE_NUMBER over an SSN, its card span cut short) or lies inside the match (a
+   PERSON read into an e-mail address): the rule's check passed where the model guessed.
 2. Otherwise the longer span wins, then the higher score; a tie goes to the model (a STREET_ADDRESS
    holding a postcode stays the address, so redaction covers it all).
 
@@ -55,6 +57,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import phonenumbers
 
+from router_svc.classify.names import organisations, places
 from router_svc.classify.pii import (
     _EMAIL,
     PiiEntity,
@@ -559,10 +562,13 @@ RECOGNISERS: tuple[tuple[str, Callable[[str], list[PiiEntity]]], ...] = (
     ("PHONE_NUMBER", phone_numbers),
     ("ZIP_CODE", zip_codes),
     ("AGE", ages),
+    ("ORGANIZATION", organisations),
+    ("GPE", places),
 )
 RULE_TYPES = frozenset({"AGE", "CREDIT_CARD", "DOMAIN_NAME", "EMAIL_ADDRESS", "IBAN_CODE",
                         "IP_ADDRESS", "PHONE_NUMBER", "US_SSN", "ZIP_CODE"})
 CONTEXT_TYPES = frozenset({"AGE", "ZIP_CODE"})  # found by the words around, no check
+NAME_TYPES = frozenset({"GPE", "ORGANIZATION"})  # found on word lists (classify/names.py)
 
 
 _DIGIT = re.compile(r"\d")
@@ -583,6 +589,8 @@ def _wanted(name: str, text: str, has_digit: bool, long_number: bool) -> bool:
         return "://" in text or "www." in text or "WWW." in text
     if name == "EMAIL_ADDRESS":
         return "@" in text or "%40" in text
+    if name in NAME_TYPES:
+        return True  # they look only at capitalised words
     return "." in text  # DOMAIN_NAME
 
 
@@ -605,7 +613,7 @@ def recognise(text: str, names: Iterable[str] | None = None) -> list[PiiEntity]:
 
 
 def _rule_wins(rule: PiiEntity, model: PiiEntity) -> bool:
-    if rule.type not in CONTEXT_TYPES and (
+    if rule.type not in CONTEXT_TYPES | NAME_TYPES and (
             model.type in RULE_TYPES or (rule.start <= model.start and model.end <= rule.end)):
         return True
     return (rule.end - rule.start, rule.score) > (model.end - model.start, model.score)

@@ -1,0 +1,253 @@
+"""Place and organisation names found from word lists, beside the model.
+
+The model reads a name by its sentence; it misses well-known places where the sentence says
+little ("taxes in Canada", "DUBAI -> LONDON") and organisations whose words it reads apart
+("University of Bergen" as a GPE, "Tata Consultancy Services" as a name and a TITLE). Two
+recognisers add what such lists know, as pure functions ``text -> list[PiiEntity]``:
+
+- GPE (``places``): a name on ``data/places.txt`` (countries and their usual short forms, US
+  states and other countries' regions, capitals, cities of 100,000 people or more: written by
+  ``export/gazetteer.py``), in Title Case or upper case, standing on its own: not inside a
+  longer proper name ("Paris Hilton", "Michael Jordan", "Boston Consulting Group"), a street
+  ("32 Florida Road"), a domain or an e-mail address.
+- ORGANIZATION (``organisations``): a run of capitalised words that ends in an
+  organisation's word or legal form ("Seoul National University", "Dangote Group", "Bakkerij
+  Smit B.V.") or opens with one and goes on ("University of Tehran", "Hotel Casa Palacio").
+  One more word must be a name, not a generic one ("Medical Centre", "Customer Services"
+  are not organisations), unless the run has three words or more ("Natural History Museum").
+
+"Generic" is ``data/common_words.txt``: words English text writes in lower case. Both score
+``LISTED`` (below the model's usual confidence): in the union, the model's own reading of the
+same span stays, a longer one from the lists wins (``recognisers.union``).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from importlib import resources
+
+from router_svc.classify.pii import PiiEntity
+
+LISTED = 0.8  # the score of a name found on a word list
+
+_UPPER = "A-ZÀ-ÖØ-Þ"
+# A capitalised word (or an upper-case one, or "McDonald", "O'Brien", "Baden-Württemberg").
+_CAP_WORD = re.compile(rf"(?<![\w@./\\-])[{_UPPER}][\w'’-]*(?:\.(?=[\s,;:)]|$))?")
+HONORIFICS = frozenset({"Mr", "Mrs", "Ms", "Miss", "Mx", "Dr", "Prof", "Sir", "Dame", "Lord",
+                        "Lady", "Herr", "Frau", "Sr", "Sra", "Mme", "Mlle", "M"})
+_STREET_WORDS = frozenset({
+    "Road", "Rd", "Street", "St", "Avenue", "Ave", "Boulevard", "Blvd", "Lane", "Ln", "Drive",
+    "Dr", "Way", "Square", "Place", "Terrace", "Court", "Crescent", "Close", "Highway",
+    "Hwy", "Parkway", "Strasse", "Straße", "Rue", "Calle",
+})
+
+
+@functools.cache
+def word_list(name: str) -> frozenset[str]:
+    text = resources.files("router_svc.classify").joinpath("data", name).read_text("utf-8")
+    return frozenset(w for w in text.splitlines() if w and not w.startswith("#"))
+
+
+def common_words() -> frozenset[str]:
+    return word_list("common_words.txt")
+
+
+@functools.cache
+def _places_by_first_word(upper: bool) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """Each place as its words (upper-cased with ``upper``), under its first word, longest
+    first."""
+    by_first: dict[str, list[tuple[str, ...]]] = {}
+    for place in word_list("places.txt"):
+        words = tuple(place.upper().split() if upper else place.split())
+        by_first.setdefault(words[0], []).append(words)
+    return {k: tuple(sorted(v, key=len, reverse=True)) for k, v in by_first.items()}
+
+
+def _is_name_word(word: str) -> bool:
+    """A capitalised word that is a name, not a sentence's first word or a generic one."""
+    return word.rstrip(".").lower() not in common_words()
+
+
+def _words_at(text: str, start: int, count: int) -> list[re.Match[str]]:
+    """Up to ``count`` capitalised words from ``start`` on, one space apart."""
+    out: list[re.Match[str]] = []
+    pos = start
+    while len(out) < count:
+        m = _CAP_WORD.match(text, pos)
+        if m is None:
+            break
+        out.append(m)
+        if text[m.end():m.end() + 1] != " ":
+            break
+        pos = m.end() + 1
+    return out
+
+
+def _word_before(text: str, start: int) -> str | None:
+    """The word right before ``start`` when one space separates them."""
+    if start < 2 or text[start - 1] != " ":
+        return None
+    m = re.search(r"[\w'’.-]+$", text[max(0, start - 40):start - 1])
+    return m.group() if m else None
+
+
+def _place_at(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+    """The longest place starting at the capitalised word ``m``, as (start, end). Upper-case
+    words match a place's upper-cased name ("NEW YORK", "DUBAI"); a lone upper-case word of
+    three letters or fewer only as written on the list ("US", "UAE") and not among other
+    upper-case words ("LET US KNOW")."""
+    word = m.group().rstrip(".")
+    candidates: tuple[tuple[str, ...], ...] = _places_by_first_word(False).get(word, ())
+    if word.isupper() and len(word) > 1:
+        upper = _places_by_first_word(True).get(word, ())
+        if len(word) <= 3:
+            before = _word_before(text, m.start())
+            if before and before.isupper():
+                candidates = ()
+            upper = tuple(p for p in upper if len(p) > 1)
+        candidates = tuple(sorted({*candidates, *upper}, key=len, reverse=True))
+    if not candidates:
+        return None
+    words = _words_at(text, m.start(), len(candidates[0]))
+    got = tuple(w.group().rstrip(".") for w in words)
+    for place in candidates:
+        if got[:len(place)] == place:
+            last = words[len(place) - 1]
+            return m.start(), last.start() + len(got[len(place) - 1])
+    return None
+
+
+def places(text: str) -> list[PiiEntity]:
+    out: list[PiiEntity] = []
+    skip_to = 0
+    for m in _CAP_WORD.finditer(text):
+        if m.start() < skip_to:
+            continue
+        span = _place_at(text, m)
+        if span is None:
+            continue
+        start, end = span
+        skip_to = end
+        before = _word_before(text, start)
+        if before and before[0].isupper() and (_is_name_word(before)
+                                               or before.rstrip(".") in HONORIFICS):
+            continue  # "Michael Jordan", "Mr. Houston"
+        after = _CAP_WORD.match(text, end + 1) if text[end:end + 1] == " " else None
+        if after and (_is_name_word(after.group()) or after.group().rstrip(".")
+                      in _STREET_WORDS):
+            continue  # "Paris Hilton", "Florida Road"
+        if text[end:end + 1] in ("@", "_") or re.match(r"\.[^\W\d_]", text[end:end + 2]):
+            continue  # an e-mail address's or a domain's part
+        out.append(PiiEntity("GPE", start, end, text[start:end], LISTED))
+    return out
+
+
+# Words that end an organisation's name, and those that open one ("University of ...").
+ORG_LAST = frozenset({
+    "University", "College", "Institute", "Hospital", "Clinic", "Museum", "Council", "Bank",
+    "Group", "Holdings", "Airlines", "Airways", "Corporation", "Corp", "Company", "Co",
+    "Inc", "Ltd", "Limited", "LLC", "LLP", "PLC", "plc", "GmbH", "AG", "SA", "S.A", "S.L",
+    "B.V", "BV", "N.V", "NV", "Pty", "SpA", "S.p.A", "Oy", "AB", "ASA", "KG", "Foundation",
+    "Association", "Society", "Agency", "Authority", "Services", "Solutions",
+    "Technologies", "Labs", "Laboratories", "Logistics", "Consulting", "Consultants",
+    "Partners", "Insurance", "Motors", "Pharmaceuticals", "Telecom", "School", "Academy",
+    "Kommune", "Municipality", "Commission", "Federation", "Church", "Parish", "Mosque",
+    "Cathedral", "Hotel", "Hotels", "Resort", "Restaurant", "Bakery", "Club", "FC",
+    "Studios", "Records", "Trust", "Centre", "Center", "Ministry", "Department", "Bureau",
+})
+ORG_FIRST = frozenset({
+    "University", "Universidad", "Universidade", "Université", "Universität", "Università",
+    "Bank", "Banco", "Banque", "Hotel", "Ministry", "Department", "Museum", "Musée", "Museo",
+    "Institute", "Instituto", "Institut", "Hospital", "Hôpital", "Klinikum", "Clinique",
+    "Clínica", "College", "Stichting", "Fundación", "Fondation", "Stiftung", "Academy",
+})
+_JOINERS = frozenset({"of", "de", "des", "du", "la", "le", "los", "las", "del", "di", "da",
+                      "do", "for", "&", "the", "für", "van", "von", "der"})
+# Legal forms written with a dot, which belongs to the name ("Acme Inc.", "Smit B.V.").
+_DOTTED = frozenset({"Inc", "Co", "Ltd", "Corp", "S.A", "S.L", "B.V", "N.V", "S.p.A"})
+# Words that may open a capitalised run without being part of the name after them.
+_OPENERS = frozenset({
+    "The", "A", "An", "At", "In", "On", "From", "To", "For", "With", "By", "Of", "And", "Or",
+    "My", "Our", "Your", "His", "Her", "Their", "Its", "This", "That", "Dear", "Hi", "Hello",
+    "Hey", "Thanks", "Thank", "Please", "I", "We", "You", "He", "She", "They", "It", "Is",
+    "Was", "Are", "If", "When", "Me", "Re", "Fwd", "Subject", "Mr", "Mrs", "Ms", "Dr", "Prof",
+    "Also", "But", "So", "Then", "Called", "Via", "Visit", "Contact", "About",
+})
+_SAINTS = frozenset({"St", "Ste", "Mt", "Ft"})  # "St. Luke's International Hospital"
+_RUN_TOKEN = re.compile(rf"[{_UPPER}][\w'’-]*(?:\.(?:[A-Za-z]\.)*)?|(?:[a-zäü]+|&)(?= )")
+
+
+def _runs(text: str) -> list[list[re.Match[str]]]:
+    """Runs of capitalised words, one space apart, with joining words ("of", "&") inside."""
+    runs: list[list[re.Match[str]]] = []
+    run: list[re.Match[str]] = []
+    for m in _RUN_TOKEN.finditer(text):
+        word = m.group()
+        capital = word[0].isupper()
+        if not capital and word not in _JOINERS:
+            run = _close(runs, run)
+            continue
+        if run and (m.start() != run[-1].end() + 1 or text[run[-1].end()] != " " or (
+                run[-1].group().endswith(".") and _key(run[-1]) not in _SAINTS)):
+            run = _close(runs, run)
+        if m.start() > 0 and (text[m.start() - 1].isalnum() or text[m.start() - 1] in "@./_-"):
+            run = _close(runs, run)
+            continue
+        if capital or run:
+            run.append(m)
+    _close(runs, run)
+    return runs
+
+
+def _close(runs: list[list[re.Match[str]]], run: list[re.Match[str]]) -> list:
+    while run and not run[-1].group()[0].isupper():
+        run.pop()  # a run ends on a capitalised word
+    if run:
+        runs.append(run)
+    return []
+
+
+def _key(m: re.Match[str]) -> str:
+    return m.group().rstrip(".")
+
+
+def _org_in(run: list[re.Match[str]]) -> tuple[int, int] | None:
+    """The organisation in a run, as indices of its first and last word, or None."""
+    first = 0
+    while first < len(run) and _key(run[first]) in _OPENERS:
+        first += 1
+    words = run[first:]
+    if len(words) < 2:
+        return None
+    last = max((i for i, w in enumerate(words) if i > 0 and _key(w) in ORG_LAST), default=None)
+    if last is None:
+        if _key(words[0]) not in ORG_FIRST:
+            return None
+        last = len(words) - 1
+        while last > 0 and not words[last].group()[0].isupper():
+            last -= 1
+        if last == 0:
+            return None
+    elif _key(words[last]) in ORG_FIRST and last + 1 < len(words):
+        last = len(words) - 1  # "American University of Beirut"
+        while not words[last].group()[0].isupper():
+            last -= 1
+    named = [w for w in words[:last + 1] if w.group()[0].isupper() and _key(w) not in _OPENERS]
+    others = [w for w in named if _key(w) not in ORG_LAST and _key(w) not in ORG_FIRST]
+    if len(named) < 3 and not any(_is_name_word(w.group()) for w in others):
+        return None
+    return first, first + last
+
+
+def organisations(text: str) -> list[PiiEntity]:
+    out: list[PiiEntity] = []
+    for run in _runs(text):
+        found = _org_in(run)
+        if found is None:
+            continue
+        a, b = run[found[0]], run[found[1]]
+        end = b.end() if _key(b) in _DOTTED and b.group().endswith(".") else (
+            b.start() + len(_key(b)))
+        out.append(PiiEntity("ORGANIZATION", a.start(), end, text[a.start():end], LISTED))
+    return out

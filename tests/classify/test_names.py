@@ -1,0 +1,92 @@
+"""Place and organisation names from word lists: what they find, what they leave to the model,
+and how they join the model's entities."""
+
+from __future__ import annotations
+
+import pytest
+
+from router_svc.classify.names import LISTED, organisations, places
+from router_svc.classify.pii import PiiEntity
+from router_svc.classify.recognisers import recognise, union
+
+
+def texts(entities: list[PiiEntity]) -> list[str]:
+    return [e.text for e in entities]
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("filing taxes in Canada for the first time", ["Canada"]),
+    ("moved from Manila to Calgary last May", ["Manila", "Calgary"]),
+    ("a week in Ho Chi Minh City, then Tel Aviv", ["Ho Chi Minh City", "Tel Aviv"]),
+    ("BOARDING PASS DUBAI -> NEW YORK", ["DUBAI", "NEW YORK"]),
+    ("we live in the US now, she is in the UK", ["US", "UK"]),
+    ("Houston, Texas", ["Houston", "Texas"]),
+    ("In London the rent is high.", ["London"]),  # a sentence's first word is no name
+    ("São Paulo or Sao Paulo", ["São Paulo", "Sao Paulo"]),
+])
+def test_places_found(text: str, want: list[str]) -> None:
+    assert texts(places(text)) == want
+
+
+@pytest.mark.parametrize("text", [
+    "Michael Jordan and Paris Hilton",  # inside a longer name
+    "Mr. Houston called",  # after an honorific
+    "32 Florida Road, Morningside",  # a street
+    "write to paris@example.com or see lyon.fr",  # e-mail and domain parts
+    "LET US KNOW BY FRIDAY",  # an upper-case pronoun
+    "Reading is fun. Nice work. Split the bill.",  # common words are not on the list
+    "i live in london",  # lower case: the model's call
+    'users.insert({ name: "Le Quang Vinh" })',  # a name's last word
+    "Translate this Java to Kotlin",
+])
+def test_places_left_alone(text: str) -> None:
+    assert places(text) == []
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("she studied at the University of Tehran", ["University of Tehran"]),
+    ("American University of Beirut and Seoul National University",
+     ["American University of Beirut", "Seoul National University"]),
+    ("a job at Tata Consultancy Services", ["Tata Consultancy Services"]),
+    ("Deutsche Bank AG, Frankfurt", ["Deutsche Bank AG"]),
+    ("invoice from Bakkerij Smit B.V. today", ["Bakkerij Smit B.V."]),
+    ("Acme Inc. and TechnoMarket Online S.L.", ["Acme Inc.", "TechnoMarket Online S.L."]),
+    ("treated at St. Luke's International Hospital", ["St. Luke's International Hospital"]),
+    ("Leeds City Council and the Natural History Museum",
+     ["Leeds City Council", "Natural History Museum"]),
+    ("a room at Hotel Casa Palacio", ["Hotel Casa Palacio"]),
+    ("Universidad de los Andes", ["Universidad de los Andes"]),
+])
+def test_organisations_found(text: str, want: list[str]) -> None:
+    assert texts(organisations(text)) == want
+    assert all(e.type == "ORGANIZATION" and e.score == LISTED for e in organisations(text))
+
+
+@pytest.mark.parametrize("text", [
+    "the Medical Centre on the corner",  # generic words only
+    "call Customer Services",
+    "Head of Department",
+    "## Introduction To The Bank",  # a title-case heading
+    "Our School is closed",
+    "Guest: Arash Farahani\nHotel: none",  # a run ends at a line break
+])
+def test_organisations_left_alone(text: str) -> None:
+    assert organisations(text) == []
+
+
+def test_a_place_inside_an_organisation_is_the_organisation() -> None:
+    found = [(e.type, e.text) for e in recognise("an offer from the University of Bergen")]
+    assert found == [("ORGANIZATION", "University of Bergen")]
+
+
+def test_union_keeps_the_models_reading_of_the_same_span() -> None:
+    text = "ask Lyon about it"
+    model = [PiiEntity("PERSON", 4, 8, "Lyon", 0.93)]
+    assert union(model, places(text)) == model
+
+
+def test_union_takes_the_longer_listed_name() -> None:
+    text = "an offer from the University of Bergen"
+    model = [PiiEntity("GPE", 32, 38, "Bergen", 0.9)]
+    (kept,) = union(model, recognise(text))
+    assert (kept.type, kept.text) == ("ORGANIZATION", "University of Bergen")
