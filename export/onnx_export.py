@@ -44,6 +44,50 @@ def _example_inputs(batch: int = 2, seq: int = 8):
     return ids, mask
 
 
+def shared_encoder(model, path: Path, threads: int | None = None, opset: int = 17):
+    """The frozen shared layers of a ``DualHeadModel`` as an onnxruntime function
+    ``(ids, mask) -> hidden`` (numpy, float32), for the build's feature cache: ~0.75x of the
+    time torch takes for them on 2 cores (perf/README.md, "Model build time"). None where the
+    legacy exporter is gone (the caller then encodes with torch)."""
+    import onnxruntime as ort
+    import torch
+
+    class Shared(torch.nn.Module):
+        def __init__(self, m) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids, mask):
+            return self.m.shared_forward(ids, mask)
+
+    was_training = model.training
+    wrapper = Shared(model).eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapper, _example_inputs(), str(path), input_names=list(INPUTS),
+                output_names=["hidden"], opset_version=opset, do_constant_folding=True,
+                dynamic_axes={INPUT_IDS: {0: "batch", 1: "sequence"},
+                              ATTENTION_MASK: {0: "batch", 1: "sequence"},
+                              "hidden": {0: "batch", 1: "sequence"}},
+                dynamo=False,
+            )
+    except (TypeError, NotImplementedError, ImportError):
+        return None
+    finally:
+        model.train(was_training)
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def encode(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return session.run(None, {INPUT_IDS: ids, ATTENTION_MASK: mask})[0]
+
+    return encode
+
+
 def export_onnx(model, path: Path, opset: int = 17) -> None:
     """Export a ``DualHeadModel`` in eval mode to ``path``, dynamic batch and sequence axes."""
     import torch

@@ -50,6 +50,10 @@ class TrainConfig:
     category_grad_scale: float = 1.0
     seed: int = 0
     warmup_fraction: float = 0.06
+    # Epochs that rows with a topic and no PII tags (the exam questions, most of the tokens)
+    # take part in; None: all of them. The category head has learnt them by then, the PII
+    # head goes on.
+    category_epochs: int | None = None
 
 
 @dataclass
@@ -92,16 +96,27 @@ def pad_ids(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def cache_features(model: DualHeadModel, examples: list[Example], batch_size: int = 64,
-                   desc: str = "encoding") -> Cached:
+                   desc: str = "encoding", encode=None) -> Cached:
+    """The shared layers' output for every example, computed once per distinct text (repeated
+    rows share it). ``encode``: ``(ids, mask) -> hidden`` in numpy (the build's onnxruntime
+    copy of the layers, ``onnx_export.shared_encoder``); None: the model in torch."""
     model.eval()
+    first: dict[tuple[int, ...], int] = {}
+    owner = [first.setdefault(tuple(e.ids), i) for i, e in enumerate(examples)]
+    todo = sorted(set(owner))
     hidden: list[torch.Tensor | None] = [None] * len(examples)
-    lengths = [len(e.ids) for e in examples]
-    batches = length_batches(lengths, batch_size, random.Random(0), shuffle=False)
-    for b in tqdm(batches, desc=desc, unit="batch"):
-        ids, mask = pad_ids([examples[i].ids for i in b])
-        h = model.shared_forward(ids, mask)
-        for j, i in enumerate(b):
-            hidden[i] = h[j, : lengths[i]].to(torch.float16).clone()
+    lengths = [len(examples[i].ids) for i in todo]
+    for b in tqdm(length_batches(lengths, batch_size, random.Random(0), shuffle=False),
+                  desc=desc, unit="batch"):
+        ids, mask = pad_ids([examples[todo[j]].ids for j in b])
+        if encode is None:
+            h = model.shared_forward(ids, mask)
+        else:
+            h = torch.from_numpy(encode(ids.numpy(), mask.numpy()))
+        for row, j in enumerate(b):
+            hidden[todo[j]] = h[row, : lengths[j]].to(torch.float16).clone()
+    for i, o in enumerate(owner):
+        hidden[i] = hidden[o]
     return Cached(hidden=hidden, examples=examples)  # type: ignore[arg-type]
 
 
@@ -142,6 +157,15 @@ def losses(cat_logits: torch.Tensor, pii_logits: torch.Tensor, cats: torch.Tenso
     return total
 
 
+def epoch_rows(examples: Sequence[Example], epoch: int, category_epochs: int | None
+               ) -> list[int]:
+    """The examples an epoch trains on: all, but topic-only rows only in the first
+    ``category_epochs``."""
+    if category_epochs is None or epoch < category_epochs:
+        return list(range(len(examples)))
+    return [i for i, e in enumerate(examples) if e.tags is not None or e.category < 0]
+
+
 def train(model: DualHeadModel, cached: Cached, cfg: TrainConfig) -> TrainLog:
     import time
 
@@ -157,8 +181,8 @@ def train(model: DualHeadModel, cached: Cached, cfg: TrainConfig) -> TrainLog:
         weight_decay=cfg.weight_decay,
     )
     lengths = [h.shape[0] for h in cached.hidden]
-    steps_per_epoch = math.ceil(len(lengths) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
+    epochs = [epoch_rows(cached.examples, e, cfg.category_epochs) for e in range(cfg.epochs)]
+    total = sum(math.ceil(len(rows) / cfg.batch_size) for rows in epochs)
     warm = max(1, int(total * cfg.warmup_fraction))
 
     def lr_factor(step: int) -> float:
@@ -174,8 +198,9 @@ def train(model: DualHeadModel, cached: Cached, cfg: TrainConfig) -> TrainLog:
     model.embed_top.eval()
     step = 0
     bar = tqdm(total=total, desc="training", unit="step")
-    for _epoch in range(cfg.epochs):
-        for b in length_batches(lengths, cfg.batch_size, rng):
+    for rows in epochs:
+        for batch in length_batches([lengths[i] for i in rows], cfg.batch_size, rng):
+            b = [rows[j] for j in batch]
             h, mask, cats, tags = collate(cached, b)
             cat_logits, pii_logits = model.heads_from_shared(h, mask, cfg.category_grad_scale)
             loss = losses(cat_logits, pii_logits, cats, tags, cfg)

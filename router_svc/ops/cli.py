@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, default=Path("model_repository/semantic_router/1"))
     b.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     b.add_argument("--epochs", type=int, default=3)
+    b.add_argument("--category-epochs", type=int, default=2,
+                   help="epochs the exam questions (topic rows without PII) train in; 0: all")
     b.add_argument("--head-layers", type=int, default=2)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--quantize", action="store_true", help="also write an int8 model.int8.onnx")
@@ -230,6 +232,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 out_dir=args.out,
                 data_dir=args.data_dir,
                 epochs=args.epochs,
+                category_epochs=args.category_epochs or None,
                 head_layers=args.head_layers,
                 seed=args.seed,
                 quantize=args.quantize,
