@@ -661,6 +661,29 @@ KNOWN_ORGS = (
     "Imperial College London", "Kaiser Permanente", "Wells Fargo", "Bank of America",
     "Fidelity Investments", "Salesforce", "Atlassian", "Stripe", "Shopify",
 )
+# Organisation names as they are built: a place and a kind, a family name and a trade, an
+# invented brand (one word, or with a trade), so that the model learns the shapes, not a list.
+PLACE_ORG_KINDS = (
+    "University", "City Council", "General Hospital", "Medical Centre", "Football Club",
+    "Chamber of Commerce", "Public Library", "Children's Hospital", "Water Board",
+    "Institute of Technology", "Polytechnic", "Airport Authority", "Symphony Orchestra",
+    "Teaching Hospital", "Cooperative Bank", "Housing Association", "Rugby Club",
+)
+PLACE_ORG_OPENERS = ("University of", "Bank of", "Port of", "Museum of", "Royal Hospital of",
+                     "Metropolitan Police of", "College of")
+ORG_TRADES = (
+    "Logistics", "Bakery", "Dental Clinic", "Motors", "Consulting", "& Sons", "Legal",
+    "Architects", "Construction", "Textiles", "Pharmacy", "Foods", "Solar", "Telecom",
+    "Insurance", "Capital", "Labs", "Studio", "Imports", "Freight", "Health", "Energy",
+    "Partners", "Group", "Holdings", "Ltd", "GmbH", "S.A.", "B.V.", "Pty Ltd", "Inc.", "AB",
+)
+BRAND_PARTS = (
+    ("Zen", "Kiv", "Nov", "Tal", "Vel", "Qu", "Ori", "Lum", "Brav", "Sol", "Myr", "Dax", "Ferr",
+     "Ost", "Pix", "Rav", "Tek", "Ulv", "Yar", "Cor", "Hal", "Mev", "Nor", "Zor"),
+    ("a", "o", "i", "e", "u", "ra", "ri", "lo", "ve", "ta", "xi", "mo"),
+    ("trix", "ra", "vo", "ly", "nex", "bit", "lia", "go", "tel", "sa", "kin", "dor", "ko",
+     "pay", "cart", "ride", "bank", "air", "hub", "io"),
+)
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
           "September", "October", "November", "December")
@@ -916,9 +939,21 @@ class SlotFiller:
     # -- ORGANIZATION, contact details -----------------------------------------------------------
     def _org(self) -> str:
         r = self.rng.random()
-        if r < 0.25:
+        if r < 0.2:
             return self.rng.choice(KNOWN_ORGS)
-        return (self.fake["en_US"] if r < 0.8 else self._g()).company()
+        if r < 0.45:
+            return self.fake["en_US"].company()
+        if r < 0.55:
+            return self._g().company()
+        if r < 0.67:
+            return f"{self._last()} {self.rng.choice(ORG_TRADES)}"
+        if r < 0.78:
+            city = self._city_in(self.rng.choice(PLACE_LOCALES))
+            if self.rng.random() < 0.35:
+                return f"{self.rng.choice(PLACE_ORG_OPENERS)} {city}"
+            return f"{city} {self.rng.choice(PLACE_ORG_KINDS)}"
+        brand = "".join(self.rng.choice(part) for part in BRAND_PARTS)
+        return brand if r < 0.9 else f"{brand} {self.rng.choice(ORG_TRADES)}"
 
     def _email(self) -> str:
         if self.rng.random() < 0.35:
