@@ -39,8 +39,11 @@ class BuildOptions:
     data_dir: Path = DEFAULT_DATA
     head_layers: int = 2
     epochs: int = 3
-    # The exam questions (44% of the training tokens) train in this many of the epochs.
+    # The exam questions (44% of the training tokens) and the seed questions train in this many
+    # of the epochs (None: all); the category head has learnt them by then, the PII head goes on.
     category_epochs: int | None = 2
+    # The PII rows set among exam sentences (``context_fraction``; 27% of the tokens): likewise.
+    context_epochs: int | None = 2
     # Generated PII rows (export/pii_templates.py). Measured on held-out rows through Triton
     # (val category / PII entity F1 / short prompts): 4000 -> 0.826 / 0.759 / 0.684 (66% above
     # 0.6); 7000 -> 0.841 / 0.777 / 0.684 (72%), the build 10.8 -> 12.4 min on a quiet machine.
@@ -241,18 +244,18 @@ def build(opts: BuildOptions) -> dict:
     }
     cat_index = {c: i for i, c in enumerate(CATEGORIES)}
 
-    def cat_examples(items) -> list[Example]:
+    def cat_examples(items, epochs: int | None = None) -> list[Example]:
         wins = tok.truncated([e.text for e in items], opts.max_length)
-        return [Example(ids=w.ids, category=cat_index[e.category]) for w, e in zip(wins, items,
-                                                                                    strict=True)]
+        return [Example(ids=w.ids, category=cat_index[e.category], epochs=epochs)
+                for w, e in zip(wins, items, strict=True)]
 
-    def pii_examples(items) -> list[Example]:
+    def pii_examples(items, epochs: int | None = None) -> list[Example]:
         out = []
         wins = tok.truncated([e.text for e in items], opts.max_length)
         for w, e in zip(wins, items, strict=True):
             tags = D.align_bio(e.text, e.spans, w.offsets)
             out.append(Example(ids=w.ids, category=pii_category(opts.pii_category_target, e.source),
-                                   tags=tags))
+                               tags=tags, epochs=epochs))
         return out
 
     # The presidio-research rows carry the annotation conventions the held-out templates use
@@ -260,8 +263,8 @@ def build(opts: BuildOptions) -> dict:
     pii_train = pres_train * opts.presidio_repeat + generated
     # PII among benign text (as in long prompts), so windows deep in a prompt score like
     # short sentences do; truncation at max_length keeps the example's start in view.
-    pii_train += D.with_context(pii_train, [e.text for e in mmlu_train if len(e.text) < 300],
-                                opts.context_fraction, opts.seed)
+    pii_context = D.with_context(pii_train, [e.text for e in mmlu_train if len(e.text) < 300],
+                                 opts.context_fraction, opts.seed)
     from export.exemplars import GENERIC_TURNS, SEEDS, load_examples
 
     def uniform_examples(texts: list[str]) -> list[Example]:
@@ -272,11 +275,12 @@ def build(opts: BuildOptions) -> dict:
     # Short user questions teach the head that short can be sure; turns that only point back
     # at the answer before them ("is there a faster way?") teach it that they carry no topic,
     # so a conversation's follow-up does not move it. The chit-chat comes last (exemplars).
-    train_ex = (cat_examples(mmlu_train)
-                + [Example(ids=w.ids, category=c) for w, (_, c) in zip(seed_wins, seeds,
-                                                                        strict=True)]
+    train_ex = (cat_examples(mmlu_train, opts.category_epochs)
+                + [Example(ids=w.ids, category=c, epochs=opts.category_epochs)
+                   for w, (_, c) in zip(seed_wins, seeds, strict=True)]
                 * opts.seed_repeat
                 + pii_examples(pii_train)
+                + pii_examples(pii_context, opts.context_epochs)
                 + uniform_examples(list(GENERIC_TURNS)) * opts.seed_repeat
                 + uniform_examples(off_train))
     val_ex = cat_examples(mmlu_val)
@@ -299,8 +303,7 @@ def build(opts: BuildOptions) -> dict:
         c_off = cache_features(model, off_ex, desc="encoding off-topic", encode=encode)
         c_pii = cache_features(model, pii_test_ex, desc="encoding pii test", encode=encode)
         c_short = cache_features(model, short_ex, desc="encoding short prompts", encode=encode)
-    cfg = TrainConfig(epochs=opts.epochs, category_epochs=opts.category_epochs,
-                      seed=opts.seed, lr_heads=opts.lr_heads,
+    cfg = TrainConfig(epochs=opts.epochs, seed=opts.seed, lr_heads=opts.lr_heads,
                       lr_layers=opts.lr_layers, category_grad_scale=opts.category_grad_scale)
     log = timer.run("train", train, model, c_train, cfg)
     report["train"] = {"steps": len(log.losses), "final_loss": float(np.mean(log.losses[-50:])),

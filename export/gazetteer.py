@@ -80,6 +80,7 @@ REGIONS = (
     "Yucatán", "Chiapas", "Lagos State", "Rivers State", "Gauteng", "KwaZulu-Natal",
     "Western Cape", "Eastern Cape",
 )
+_SENTENCE_MARKS = frozenset(".!?:;\"'(\n[{*#>-")
 _WORD = re.compile(r"[A-Za-zÀ-ÖØ-öø-ÿ]+(?:['’-][A-Za-zÀ-ÖØ-öø-ÿ]+)*")
 
 
@@ -99,17 +100,26 @@ def corpus_texts(data: Path):
                 yield from cells
 
 
+def _opens_sentence(text: str, start: int) -> bool:
+    """Whether the word at ``start`` is the first of its text, sentence, line or quote."""
+    before = text[:start].rstrip(" \t")
+    return not before or before[-1] in _SENTENCE_MARKS
+
+
 def common_words(texts, min_count: int = 3, lower_share: float = 0.5) -> set[str]:
-    """Words written in lower case at least ``lower_share`` of the times they occur, seen at
-    least ``min_count`` times in lower case. Texts with no capital letter (some corpora are
-    lower-cased throughout) say nothing of how a word is written, and are skipped."""
+    """Words written in lower case at least ``lower_share`` of the times they occur inside a
+    sentence, seen at least ``min_count`` times in lower case. A sentence's first word is
+    capitalised whatever it is ("Find AB."), so it is not counted; texts with no capital
+    letter (some corpora are lower-cased throughout) say nothing and are skipped."""
     lower: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
     for text in texts:
         if text == text.lower():
             continue
-        for w in _WORD.findall(text):
-            key = w.lower()
+        for m in _WORD.finditer(text):
+            w, key = m.group(), m.group().lower()
+            if w != key and _opens_sentence(text, m.start()):
+                continue
             total[key] += 1
             if w == key:
                 lower[key] += 1

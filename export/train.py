@@ -30,6 +30,7 @@ class Example:
     ids: list[int]
     category: int = NO_CATEGORY
     tags: list[int] | None = None  # one per token, IGNORE where not supervised
+    epochs: int | None = None  # the first this many epochs train on it; None: all
 
 
 @dataclass
@@ -50,10 +51,6 @@ class TrainConfig:
     category_grad_scale: float = 1.0
     seed: int = 0
     warmup_fraction: float = 0.06
-    # Epochs that rows with a topic and no PII tags (the exam questions, most of the tokens)
-    # take part in; None: all of them. The category head has learnt them by then, the PII
-    # head goes on.
-    category_epochs: int | None = None
 
 
 @dataclass
@@ -157,13 +154,9 @@ def losses(cat_logits: torch.Tensor, pii_logits: torch.Tensor, cats: torch.Tenso
     return total
 
 
-def epoch_rows(examples: Sequence[Example], epoch: int, category_epochs: int | None
-               ) -> list[int]:
-    """The examples an epoch trains on: all, but topic-only rows only in the first
-    ``category_epochs``."""
-    if category_epochs is None or epoch < category_epochs:
-        return list(range(len(examples)))
-    return [i for i, e in enumerate(examples) if e.tags is not None or e.category < 0]
+def epoch_rows(examples: Sequence[Example], epoch: int) -> list[int]:
+    """The examples epoch ``epoch`` (from 0) trains on: those whose ``epochs`` reach it."""
+    return [i for i, e in enumerate(examples) if e.epochs is None or epoch < e.epochs]
 
 
 def train(model: DualHeadModel, cached: Cached, cfg: TrainConfig) -> TrainLog:
@@ -181,7 +174,7 @@ def train(model: DualHeadModel, cached: Cached, cfg: TrainConfig) -> TrainLog:
         weight_decay=cfg.weight_decay,
     )
     lengths = [h.shape[0] for h in cached.hidden]
-    epochs = [epoch_rows(cached.examples, e, cfg.category_epochs) for e in range(cfg.epochs)]
+    epochs = [epoch_rows(cached.examples, e) for e in range(cfg.epochs)]
     total = sum(math.ceil(len(rows) / cfg.batch_size) for rows in epochs)
     warm = max(1, int(total * cfg.warmup_fraction))
 

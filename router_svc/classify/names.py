@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 from importlib import resources
 
 from router_svc.classify.pii import PiiEntity
@@ -109,6 +110,8 @@ def _place_at(text: str, m: re.Match[str]) -> tuple[int, int] | None:
         candidates = tuple(sorted({*candidates, *upper}, key=len, reverse=True))
     if not candidates:
         return None
+    if len(candidates[0]) == 1:  # no longer place opens with this word: it is the place
+        return m.start(), m.start() + len(word)
     words = _words_at(text, m.start(), len(candidates[0]))
     got = tuple(w.group().rstrip(".") for w in words)
     for place in candidates:
@@ -118,10 +121,28 @@ def _place_at(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     return None
 
 
+@functools.cache
+def _first_words() -> frozenset[str]:
+    return frozenset(_places_by_first_word(False)) | frozenset(_places_by_first_word(True))
+
+
+_CAPITALISED = re.compile(rf"[{_UPPER}][\w'’-]*")
+
+
+def _candidates(text: str) -> Iterator[re.Match[str]]:
+    """The capitalised words that open a place's name, in order: only the words on the list
+    are looked for, so a prompt's other capitalised words cost no Python step."""
+    wanted = _capitalised_words(text) & _first_words()
+    for i in sorted({i for word in wanted for i in _occurrences(text, word)}):
+        m = _CAP_WORD.match(text, i)
+        if m is not None and m.group().rstrip(".") in wanted:
+            yield m
+
+
 def places(text: str) -> list[PiiEntity]:
     out: list[PiiEntity] = []
     skip_to = 0
-    for m in _CAP_WORD.finditer(text):
+    for m in _candidates(text):
         if m.start() < skip_to:
             continue
         span = _place_at(text, m)
@@ -147,7 +168,7 @@ def places(text: str) -> list[PiiEntity]:
 ORG_LAST = frozenset({
     "University", "College", "Institute", "Hospital", "Clinic", "Museum", "Council", "Bank",
     "Group", "Holdings", "Airlines", "Airways", "Corporation", "Corp", "Company", "Co",
-    "Inc", "Ltd", "Limited", "LLC", "LLP", "PLC", "plc", "GmbH", "AG", "SA", "S.A", "S.L",
+    "Inc", "Ltd", "Limited", "LLC", "LLP", "PLC", "GmbH", "AG", "SA", "S.A", "S.L",
     "B.V", "BV", "N.V", "NV", "Pty", "SpA", "S.p.A", "Oy", "AB", "ASA", "KG", "Foundation",
     "Association", "Society", "Agency", "Authority", "Services", "Solutions",
     "Technologies", "Labs", "Laboratories", "Logistics", "Consulting", "Consultants",
@@ -162,8 +183,6 @@ ORG_FIRST = frozenset({
     "Institute", "Instituto", "Institut", "Hospital", "Hôpital", "Klinikum", "Clinique",
     "Clínica", "College", "Stichting", "Fundación", "Fondation", "Stiftung", "Academy",
 })
-_JOINERS = frozenset({"of", "de", "des", "du", "la", "le", "los", "las", "del", "di", "da",
-                      "do", "for", "&", "the", "für", "van", "von", "der"})
 # Legal forms written with a dot, which belongs to the name ("Acme Inc.", "Smit B.V.").
 _DOTTED = frozenset({"Inc", "Co", "Ltd", "Corp", "S.A", "S.L", "B.V", "N.V", "S.p.A"})
 # Words that may open a capitalised run without being part of the name after them.
@@ -174,38 +193,32 @@ _OPENERS = frozenset({
     "Was", "Are", "If", "When", "Me", "Re", "Fwd", "Subject", "Mr", "Mrs", "Ms", "Dr", "Prof",
     "Also", "But", "So", "Then", "Called", "Via", "Visit", "Contact", "About",
 })
+# Looked up among the capitalised words; the dotted ones ("S.A", "B.V") by substring.
+_KEYWORDS = frozenset(w for w in ORG_LAST | ORG_FIRST if "." not in w and w[0].isupper())
+_OTHER_KEYWORDS = (ORG_LAST | ORG_FIRST) - _KEYWORDS
 _SAINTS = frozenset({"St", "Ste", "Mt", "Ft"})  # "St. Luke's International Hospital"
-_RUN_TOKEN = re.compile(rf"[{_UPPER}][\w'’-]*(?:\.(?:[A-Za-z]\.)*)?|(?:[a-zäü]+|&)(?= )")
+_NAME_TOKEN = re.compile(rf"(?<![\w@./\\-])[{_UPPER}][\w'’-]*(?:\.(?:[A-Za-z]\.)*)?")
+# What may stand between two words of one name: a space, or joining words ("of", "de los").
+_GAP = re.compile(r" (?:(?:of|de|des|du|la|le|los|las|del|di|da|do|for|&|the|für|van|von|der)"
+                  r" ){0,2}")
 
 
-def _runs(text: str) -> list[list[re.Match[str]]]:
-    """Runs of capitalised words, one space apart, with joining words ("of", "&") inside."""
+def _runs(text: str, start: int = 0, end: int | None = None) -> list[list[re.Match[str]]]:
+    """Runs of capitalised words with only a space or joining words between them, in
+    ``text[start:end]``."""
     runs: list[list[re.Match[str]]] = []
     run: list[re.Match[str]] = []
-    for m in _RUN_TOKEN.finditer(text):
-        word = m.group()
-        capital = word[0].isupper()
-        if not capital and word not in _JOINERS:
-            run = _close(runs, run)
-            continue
-        if run and (m.start() != run[-1].end() + 1 or text[run[-1].end()] != " " or (
-                run[-1].group().endswith(".") and _key(run[-1]) not in _SAINTS)):
-            run = _close(runs, run)
-        if m.start() > 0 and (text[m.start() - 1].isalnum() or text[m.start() - 1] in "@./_-"):
-            run = _close(runs, run)
-            continue
-        if capital or run:
-            run.append(m)
-    _close(runs, run)
-    return runs
-
-
-def _close(runs: list[list[re.Match[str]]], run: list[re.Match[str]]) -> list:
-    while run and not run[-1].group()[0].isupper():
-        run.pop()  # a run ends on a capitalised word
+    for m in _NAME_TOKEN.finditer(text, start, len(text) if end is None else end):
+        if run:
+            prev = run[-1]
+            joined = _GAP.fullmatch(text, prev.end(), m.start()) is not None
+            if not joined or (prev.group().endswith(".") and _key(prev) not in _SAINTS):
+                runs.append(run)
+                run = []
+        run.append(m)
     if run:
         runs.append(run)
-    return []
+    return runs
 
 
 def _key(m: re.Match[str]) -> str:
@@ -225,24 +238,56 @@ def _org_in(run: list[re.Match[str]]) -> tuple[int, int] | None:
         if _key(words[0]) not in ORG_FIRST:
             return None
         last = len(words) - 1
-        while last > 0 and not words[last].group()[0].isupper():
-            last -= 1
-        if last == 0:
-            return None
-    elif _key(words[last]) in ORG_FIRST and last + 1 < len(words):
+    elif _key(words[last]) in ORG_FIRST:
         last = len(words) - 1  # "American University of Beirut"
-        while not words[last].group()[0].isupper():
-            last -= 1
-    named = [w for w in words[:last + 1] if w.group()[0].isupper() and _key(w) not in _OPENERS]
+    named = [w for w in words[:last + 1] if _key(w) not in _OPENERS]
     others = [w for w in named if _key(w) not in ORG_LAST and _key(w) not in ORG_FIRST]
     if len(named) < 3 and not any(_is_name_word(w.group()) for w in others):
         return None
     return first, first + last
 
 
+# How far before and after an organisation's word its name may reach (characters).
+_REACH_BEFORE, _REACH_AFTER = 120, 80
+
+
+@functools.lru_cache(maxsize=4)
+def _capitalised_words(text: str) -> frozenset[str]:
+    """The text's capitalised words, gathered in C once for both recognisers."""
+    return frozenset(_CAPITALISED.findall(text))
+
+
+def _occurrences(text: str, word: str) -> Iterator[int]:
+    """Where ``word`` stands in ``text`` as a whole word."""
+    i = text.find(word)
+    while i >= 0:
+        j = i + len(word)
+        if (i == 0 or not (text[i - 1].isalnum() or text[i - 1] in "_.")) and (
+                j == len(text) or not (text[j].isalnum() or text[j] == "_")):
+            yield i
+        i = text.find(word, i + 1)
+
+
+def _near_keywords(text: str) -> list[tuple[int, int]]:
+    """The stretches of text around an organisation's word, merged: only there can a name be.
+    The words are looked up in the set of the text's capitalised words, so a prompt without
+    one costs a set intersection."""
+    keys = (_capitalised_words(text) & _KEYWORDS) | {k for k in _OTHER_KEYWORDS if k in text}
+    hits = sorted(i for k in keys for i in _occurrences(text, k))
+    out: list[tuple[int, int]] = []
+    for i in hits:
+        a, b = max(0, i - _REACH_BEFORE), min(len(text), i + _REACH_AFTER)
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
 def organisations(text: str) -> list[PiiEntity]:
     out: list[PiiEntity] = []
-    for run in _runs(text):
+    runs = [r for a, b in _near_keywords(text) for r in _runs(text, a, b)]
+    for run in runs:
         found = _org_in(run)
         if found is None:
             continue

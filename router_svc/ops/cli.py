@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     b.add_argument("--epochs", type=int, default=3)
     b.add_argument("--category-epochs", type=int, default=2,
-                   help="epochs the exam questions (topic rows without PII) train in; 0: all")
+                   help="epochs the exam and seed questions train in; 0: all")
+    b.add_argument("--context-epochs", type=int, default=2,
+                   help="epochs the PII rows set among exam sentences train in; 0: all")
     b.add_argument("--head-layers", type=int, default=2)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--quantize", action="store_true", help="also write an int8 model.int8.onnx")
@@ -233,6 +235,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 data_dir=args.data_dir,
                 epochs=args.epochs,
                 category_epochs=args.category_epochs or None,
+                context_epochs=args.context_epochs or None,
                 head_layers=args.head_layers,
                 seed=args.seed,
                 quantize=args.quantize,

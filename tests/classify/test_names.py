@@ -51,6 +51,7 @@ def test_places_left_alone(text: str) -> None:
     ("Deutsche Bank AG, Frankfurt", ["Deutsche Bank AG"]),
     ("invoice from Bakkerij Smit B.V. today", ["Bakkerij Smit B.V."]),
     ("Acme Inc. and TechnoMarket Online S.L.", ["Acme Inc.", "TechnoMarket Online S.L."]),
+    ("shares in Vodafone Group plc rose", ["Vodafone Group"]),
     ("treated at St. Luke's International Hospital", ["St. Luke's International Hospital"]),
     ("Leeds City Council and the Natural History Museum",
      ["Leeds City Council", "Natural History Museum"]),
@@ -69,6 +70,7 @@ def test_organisations_found(text: str, want: list[str]) -> None:
     "## Introduction To The Bank",  # a title-case heading
     "Our School is closed",
     "Guest: Arash Farahani\nHotel: none",  # a run ends at a line break
+    "Let A = 3, B = 4. Find AB.",  # a sentence's first word is no name
 ])
 def test_organisations_left_alone(text: str) -> None:
     assert organisations(text) == []

@@ -16,6 +16,11 @@ def test_a_word_mostly_written_in_lower_case_is_common() -> None:
     assert "mars" not in common  # seen once
 
 
+def test_a_sentences_first_word_does_not_count() -> None:
+    texts = ["Find the sum. Find x.", "Find the root; we find it.", "Then find y", "You find z"]
+    assert "find" in common_words(texts)
+
+
 def test_lower_cased_texts_say_nothing() -> None:
     assert common_words(["durban is warm"] * 5) == set()
 

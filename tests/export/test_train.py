@@ -5,21 +5,15 @@ from __future__ import annotations
 from export.train import NO_CATEGORY, UNIFORM, Example, epoch_rows
 
 ROWS = [
-    Example(ids=[1], category=3),  # an exam question: topic, no tags
-    Example(ids=[1], category=NO_CATEGORY, tags=[0]),  # PII row
+    Example(ids=[1], category=3, epochs=2),  # an exam question
+    Example(ids=[1], category=NO_CATEGORY, tags=[0]),  # a PII row
     Example(ids=[1], category=UNIFORM),  # chit-chat
-    Example(ids=[1], category=UNIFORM, tags=[0]),  # PII row with the uniform target
-    Example(ids=[1], category=0),
+    Example(ids=[1], category=UNIFORM, tags=[0], epochs=1),
 ]
 
 
-def test_every_row_in_every_epoch_by_default() -> None:
-    assert [epoch_rows(ROWS, e, None) for e in range(3)] == [[0, 1, 2, 3, 4]] * 3
-
-
-def test_topic_rows_stop_after_their_epochs() -> None:
-    assert epoch_rows(ROWS, 0, 2) == epoch_rows(ROWS, 1, 2) == [0, 1, 2, 3, 4]
-    assert epoch_rows(ROWS, 2, 2) == [1, 2, 3]
+def test_each_row_trains_in_its_first_epochs() -> None:
+    assert [epoch_rows(ROWS, e) for e in range(3)] == [[0, 1, 2, 3], [0, 1, 2], [1, 2]]
 
 
 class _Frozen:
