@@ -44,6 +44,26 @@ _STREET_WORDS = frozenset({
 })
 
 
+_CAPITALISED = re.compile(rf"[{_UPPER}][\w'’-]*")
+
+
+@functools.lru_cache(maxsize=4)
+def _capitalised_words(text: str) -> frozenset[str]:
+    """The text's capitalised words, gathered in C once for both recognisers."""
+    return frozenset(_CAPITALISED.findall(text))
+
+
+def _occurrences(text: str, word: str) -> Iterator[int]:
+    """Where ``word`` stands in ``text`` as a whole word."""
+    i = text.find(word)
+    while i >= 0:
+        j = i + len(word)
+        if (i == 0 or not (text[i - 1].isalnum() or text[i - 1] in "_.")) and (
+                j == len(text) or not (text[j].isalnum() or text[j] == "_")):
+            yield i
+        i = text.find(word, i + 1)
+
+
 @functools.cache
 def word_list(name: str) -> frozenset[str]:
     text = resources.files("router_svc.classify").joinpath("data", name).read_text("utf-8")
@@ -124,9 +144,6 @@ def _place_at(text: str, m: re.Match[str]) -> tuple[int, int] | None:
 @functools.cache
 def _first_words() -> frozenset[str]:
     return frozenset(_places_by_first_word(False)) | frozenset(_places_by_first_word(True))
-
-
-_CAPITALISED = re.compile(rf"[{_UPPER}][\w'’-]*")
 
 
 def _candidates(text: str) -> Iterator[re.Match[str]]:
@@ -249,23 +266,6 @@ def _org_in(run: list[re.Match[str]]) -> tuple[int, int] | None:
 
 # How far before and after an organisation's word its name may reach (characters).
 _REACH_BEFORE, _REACH_AFTER = 120, 80
-
-
-@functools.lru_cache(maxsize=4)
-def _capitalised_words(text: str) -> frozenset[str]:
-    """The text's capitalised words, gathered in C once for both recognisers."""
-    return frozenset(_CAPITALISED.findall(text))
-
-
-def _occurrences(text: str, word: str) -> Iterator[int]:
-    """Where ``word`` stands in ``text`` as a whole word."""
-    i = text.find(word)
-    while i >= 0:
-        j = i + len(word)
-        if (i == 0 or not (text[i - 1].isalnum() or text[i - 1] in "_.")) and (
-                j == len(text) or not (text[j].isalnum() or text[j] == "_")):
-            yield i
-        i = text.find(word, i + 1)
 
 
 def _near_keywords(text: str) -> list[tuple[int, int]]:
