@@ -146,13 +146,29 @@ def _first_words() -> frozenset[str]:
     return frozenset(_places_by_first_word(False)) | frozenset(_places_by_first_word(True))
 
 
+@functools.cache
+def _second_words() -> dict[str, tuple[str, ...]]:
+    """For a word that opens only places of two words or more ("The Hague", "Can Tho"), the
+    words that may follow it: most of its uses ("The", "Can") are then passed over in C."""
+    out: dict[str, tuple[str, ...]] = {}
+    for upper in (False, True):
+        for first, places_ in _places_by_first_word(upper).items():
+            if all(len(p) > 1 for p in places_):
+                out[first] = tuple({*out.get(first, ()), *(p[1] for p in places_)})
+    return out
+
+
 def _candidates(text: str) -> Iterator[re.Match[str]]:
     """The capitalised words that open a place's name, in order: only the words on the list
     are looked for, so a prompt's other capitalised words cost no Python step."""
     wanted = _capitalised_words(text) & _first_words()
+    seconds = _second_words()
     for i in sorted({i for word in wanted for i in _occurrences(text, word)}):
         m = _CAP_WORD.match(text, i)
-        if m is not None and m.group().rstrip(".") in wanted:
+        if m is None or (word := m.group().rstrip(".")) not in wanted:
+            continue
+        after = seconds.get(word)
+        if after is None or text.startswith(after, m.end() + 1):
             yield m
 
 

@@ -507,7 +507,8 @@ def zip_codes(text: str) -> list[PiiEntity]:
 # Each number of one to three digits, then the words around it: "34 years old", "a 5-year-old",
 # "52 y/o"; "age: 52", "aged 7", "at the age of 61"; "turned 60.", "turns 40 this year" (not
 # "turned 90 degrees"); "when he was 78.", "I'm 34." (at the end of a clause).
-_NUMBER = re.compile(r"\d+")
+# One to three digits standing alone (not in a longer number, a word, "3.5" or "1,200").
+_SMALL_NUMBER = re.compile(r"(?<![\w.,])\d{1,3}(?!\d)")
 _AGE_AFTER = re.compile(r"(?:[ -]years?[ -]old|[ -]yrs?[ -]old|\s?y/o)\b", re.IGNORECASE)
 _AGE_BEFORE = re.compile(r"\baged?\b\s*(?:[:=]\s*|(?:is|of|was)\s+)?$", re.IGNORECASE)
 _TURN_BEFORE = re.compile(r"\bturn(?:ed|s|ing)?\s+$", re.IGNORECASE)
@@ -538,12 +539,9 @@ def _is_age(text: str, start: int, end: int) -> bool:
 
 def ages(text: str) -> list[PiiEntity]:
     out = []
-    for m in _NUMBER.finditer(text):
+    for m in _SMALL_NUMBER.finditer(text):
         start, end = m.span()
-        if end - start > 3 or int(m.group()) > 130 or (
-                start and (text[start - 1].isalnum() or text[start - 1] in "_.,")):
-            continue
-        if _is_age(text, start, end):
+        if int(m.group()) <= 130 and _is_age(text, start, end):
             out.append(_ent("AGE", text, start, end, IN_CONTEXT))
     return out
 
