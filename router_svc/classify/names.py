@@ -28,15 +28,15 @@ import re
 from collections.abc import Iterator
 from importlib import resources
 
-from router_svc.classify.pii import PiiEntity
+from router_svc.classify.pii import HONORIFICS, PiiEntity
 
 LISTED = 0.8  # the score of a name found on a word list
 
 _UPPER = "A-ZÀ-ÖØ-Þ"
 # A capitalised word (or an upper-case one, or "McDonald", "O'Brien", "Baden-Württemberg").
 _CAP_WORD = re.compile(rf"(?<![\w@./\\-])[{_UPPER}][\w'’-]*(?:\.(?=[\s,;:)]|$))?")
-HONORIFICS = frozenset({"Mr", "Mrs", "Ms", "Miss", "Mx", "Dr", "Prof", "Sir", "Dame", "Lord",
-                        "Lady", "Herr", "Frau", "Sr", "Sra", "Mme", "Mlle", "M"})
+# The guard's honorifics, and those that stand before a name without making it a TITLE there.
+_HONORIFICS = frozenset(HONORIFICS) | {"Lord", "Lady", "M"}
 _STREET_WORDS = frozenset({
     "Road", "Rd", "Street", "St", "Avenue", "Ave", "Boulevard", "Blvd", "Lane", "Ln", "Drive",
     "Dr", "Way", "Square", "Place", "Terrace", "Court", "Crescent", "Close", "Highway",
@@ -172,6 +172,14 @@ def _candidates(text: str) -> Iterator[re.Match[str]]:
             yield m
 
 
+def prepare() -> None:
+    """Read the word lists and build their tables now (tens of milliseconds), not in the
+    first request with a capitalised word."""
+    _first_words()
+    _second_words()
+    common_words()
+
+
 def places(text: str) -> list[PiiEntity]:
     out: list[PiiEntity] = []
     skip_to = 0
@@ -185,7 +193,7 @@ def places(text: str) -> list[PiiEntity]:
         skip_to = end
         before = _word_before(text, start)
         if before and before[0].isupper() and (_is_name_word(before)
-                                               or before.rstrip(".") in HONORIFICS):
+                                               or before.rstrip(".") in _HONORIFICS):
             continue  # "Michael Jordan", "Mr. Houston"
         after = _CAP_WORD.match(text, end + 1) if text[end:end + 1] == " " else None
         if after and (_is_name_word(after.group()) or after.group().rstrip(".")

@@ -57,6 +57,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import phonenumbers
 
+from router_svc.classify import names
 from router_svc.classify.names import organisations, places
 from router_svc.classify.pii import (
     _EMAIL,
@@ -265,6 +266,13 @@ def _psl():
     from publicsuffixlist import PublicSuffixList
 
     return PublicSuffixList()  # the list bundled with the package: nothing is downloaded
+
+
+def prepare() -> None:
+    """Load what the recognisers read (the public suffix list, the name lists) at start-up,
+    so that the first request that needs them does not wait for it (~150 ms here)."""
+    _psl()
+    names.prepare()
 
 
 def _registrable(host: str) -> bool:

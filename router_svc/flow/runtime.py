@@ -25,6 +25,7 @@ from router_svc.cache.front import (
     open_verifier,
 )
 from router_svc.classify import exemplars as exemplar_files
+from router_svc.classify import recognisers
 from router_svc.classify.batcher import Batcher, BatchStats
 from router_svc.classify.classifier import Classifier
 from router_svc.classify.exemplars import Exemplars, ExemplarsError
@@ -207,6 +208,8 @@ class Runtime:
                 lambda down=down: sum(m.down == down for m in client.members))
         await batcher.start()
         pm = config.classifier.pii_model
+        if pm.recognisers:
+            recognisers.prepare()
         clf = Classifier(tok, batcher, list(info.categories), list(info.pii_tags),
                          pii_threshold=pm.threshold, pii_type_thresholds=pm.type_thresholds,
                          window=min(pm.window_tokens, info.max_sequence_length),
