@@ -44,6 +44,21 @@ def _example_inputs(batch: int = 2, seq: int = 8):
     return ids, mask
 
 
+# What torch.onnx.export raises where its legacy (TorchScript) exporter is gone.
+LEGACY_EXPORTER_GONE = (TypeError, NotImplementedError, ImportError)
+
+
+def _legacy_export(module, args, path: Path, outputs: list[str], axes: dict, opset: int) -> None:
+    """``module`` (in eval mode) to ``path`` by the legacy exporter: one graph, dynamic axes."""
+    import torch
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings and the legacy-exporter deprecation
+        torch.onnx.export(module, args, str(path), input_names=list(INPUTS),
+                          output_names=outputs, dynamic_axes=axes, opset_version=opset,
+                          do_constant_folding=True, dynamo=False)
+
+
 def shared_encoder(model, path: Path, threads: int | None = None, opset: int = 17):
     """The frozen shared layers of a ``DualHeadModel`` as an onnxruntime function
     ``(ids, mask) -> hidden`` (numpy, float32), for the build's feature cache: ~0.75x of the
@@ -61,19 +76,10 @@ def shared_encoder(model, path: Path, threads: int | None = None, opset: int = 1
             return self.m.shared_forward(ids, mask)
 
     was_training = model.training
-    wrapper = Shared(model).eval()
+    axes = {**{name: DYNAMIC_AXES[name] for name in INPUTS}, "hidden": {0: "batch", 1: "sequence"}}
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                wrapper, _example_inputs(), str(path), input_names=list(INPUTS),
-                output_names=["hidden"], opset_version=opset, do_constant_folding=True,
-                dynamic_axes={INPUT_IDS: {0: "batch", 1: "sequence"},
-                              ATTENTION_MASK: {0: "batch", 1: "sequence"},
-                              "hidden": {0: "batch", 1: "sequence"}},
-                dynamo=False,
-            )
-    except (TypeError, NotImplementedError, ImportError):
+        _legacy_export(Shared(model).eval(), _example_inputs(), path, ["hidden"], axes, opset)
+    except LEGACY_EXPORTER_GONE:
         return None
     finally:
         model.train(was_training)
@@ -98,15 +104,11 @@ def export_onnx(model, path: Path, opset: int = 17) -> None:
     model.eval()
     args = _example_inputs()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings and the legacy-exporter deprecation
-            try:
-                torch.onnx.export(
-                    model, args, str(path), input_names=list(INPUTS), output_names=list(OUTPUTS),
-                    dynamic_axes=DYNAMIC_AXES, opset_version=opset, do_constant_folding=True,
-                    dynamo=False,
-                )
-            except (TypeError, NotImplementedError, ImportError):  # legacy exporter gone
+        try:
+            _legacy_export(model, args, path, list(OUTPUTS), DYNAMIC_AXES, opset)
+        except LEGACY_EXPORTER_GONE:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 _export_dynamo(model, args, path, max(opset, 18))  # dynamo targets opset >= 18
     finally:
         model.train(was_training)
