@@ -738,7 +738,7 @@ _MONTH_OR_DAY = (r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|mon|t
                  r"thu|thur|thurs|fri|sat|sun)[a-z]*\.?")
 # What a date or time holds: digits joined by a date or time separator, a year, a month or a
 # weekday's name, an hour with am/pm.
-_DATE_LIKE = re.compile(r"\d[:/.\-]\d|\b\d{4}\b|\b" + _MONTH_OR_DAY + r"(?![a-z])|"
+DATE_LIKE = re.compile(r"\d[:/.\-]\d|\b\d{4}\b|\b" + _MONTH_OR_DAY + r"(?![a-z])|"
                         r"\d\s?(?:am|pm|a\.m|p\.m)\b", re.IGNORECASE)
 # A range of dates is two: a dash between two sides that each hold a year ("2015-2019",
 # "March 2016 – August 2023"); a time range stays one ("10:00–11:30").
@@ -769,7 +769,7 @@ def _date_pieces(e: PiiEntity, text: str) -> list[PiiEntity]:
     out = []
     for a, b in cuts:
         a, b = _trim(text, a, b)
-        if not _DATE_LIKE.search(text, a, b):
+        if not DATE_LIKE.search(text, a, b):
             continue
         if text[b - 3:b].lower() in ("a.m", "p.m") and text[b:b + 1] == ".":
             b += 1

@@ -25,21 +25,25 @@ its own check passes (offsets are into ``text``, the text the model reads):
 - ZIP_CODE and AGE: in context only ("zip 94107", "ZIP code: 10001-1234", "postcode 7412 SL",
   ``{"zip": "30310"}``, ``<zip>78521</zip>``, a US address's ", NY 11215";
   "34 years old", "age: 52", "aged 7", "at the age of 61", "turned 60."); the span is the value.
+- DATE_TIME: dates, times and weekdays written in a date's shape with valid calendar values
+  (``dates``: "2024-03-04", "14/02/1991", "2nd of May", "Monday afternoon", "16:22:03,114").
 - ORGANIZATION and GPE: names on word lists and organisations' words (``names``: "University
   of Tehran", "Dangote Group", "Canada", "NEW YORK"), neither checked nor in context.
 
 ``recognise`` runs them in the order of ``RECOGNISERS`` (checksums first, context last) and
 keeps the first of overlapping matches. Scores: 1.0 where a check passed, 0.9 for a ZIP_CODE or
-AGE found by its context alone. Cost (perf/recognisers.py): a pattern scans the whole prompt
-only where it opens with a character class ``re`` can skip to in C; the others run from a hint
-(an "@", "://", a dot before a letter, a colon, a run of seven digits, "zip").
+AGE found by its context alone and a DATE_TIME by its shape. Cost (perf/recognisers.py): a
+pattern scans the whole prompt only where it opens with a character class ``re`` can skip to
+in C; the others run from a hint (an "@", "://", a dot before a letter, a colon, a run of seven
+digits, "zip").
 
 Union with the model (``union``), the rule where spans overlap: one span and one type survive.
 
-1. A checked rule match (every rule type but ZIP_CODE, AGE, GPE and ORGANIZATION) beats a
-   model entity it overlaps when that entity is of a type the rules find (``RULE_TYPES``: the
-   model's PHONE_NUMBER over an SSN, its card span cut short) or lies inside the match (a
-   PERSON read into an e-mail address): the rule's check passed where the model guessed.
+1. A checked rule match (every rule type but ZIP_CODE, AGE, DATE_TIME, GPE and ORGANIZATION)
+   beats a model entity it overlaps when that entity is of a type the rules find
+   (``RULE_TYPES``: the model's PHONE_NUMBER over an SSN, its card span cut short) or lies
+   inside the match (a PERSON read into an e-mail address): the rule's check passed where the
+   model guessed.
 2. Otherwise the longer span wins, then the higher score; a tie goes to the model (a STREET_ADDRESS
    holding a postcode stays the address, so redaction covers it all).
 
@@ -58,9 +62,11 @@ from collections.abc import Callable, Iterable, Iterator
 import phonenumbers
 
 from router_svc.classify import names
+from router_svc.classify.dates import dates
 from router_svc.classify.names import organisations, places
 from router_svc.classify.pii import (
     _EMAIL,
+    DATE_LIKE,
     PiiEntity,
     _is_ip_address,
     passes_iban_check,
@@ -566,15 +572,19 @@ RECOGNISERS: tuple[tuple[str, Callable[[str], list[PiiEntity]]], ...] = (
     ("EMAIL_ADDRESS", emails),
     ("DOMAIN_NAME", domains),
     ("PHONE_NUMBER", phone_numbers),
+    ("DATE_TIME", dates),
     ("ZIP_CODE", zip_codes),
     ("AGE", ages),
     ("ORGANIZATION", organisations),
     ("GPE", places),
 )
-RULE_TYPES = frozenset({"AGE", "CREDIT_CARD", "DOMAIN_NAME", "EMAIL_ADDRESS", "IBAN_CODE",
-                        "IP_ADDRESS", "PHONE_NUMBER", "US_SSN", "ZIP_CODE"})
+RULE_TYPES = frozenset({"AGE", "CREDIT_CARD", "DATE_TIME", "DOMAIN_NAME", "EMAIL_ADDRESS",
+                        "IBAN_CODE", "IP_ADDRESS", "PHONE_NUMBER", "US_SSN", "ZIP_CODE"})
 CONTEXT_TYPES = frozenset({"AGE", "ZIP_CODE"})  # found by the words around, no check
 NAME_TYPES = frozenset({"GPE", "ORGANIZATION"})  # found on word lists (classify/names.py)
+SHAPE_TYPES = frozenset({"DATE_TIME"})  # found by their shape alone (classify/dates.py)
+# Rule types that do not beat the model's reading of a span they overlap (only a longer span).
+_UNCHECKED = CONTEXT_TYPES | NAME_TYPES | SHAPE_TYPES
 
 
 _DIGIT = re.compile(r"\d")
@@ -595,8 +605,8 @@ def _wanted(name: str, text: str, has_digit: bool, long_number: bool) -> bool:
         return "://" in text or "www." in text or "WWW." in text
     if name == "EMAIL_ADDRESS":
         return "@" in text or "%40" in text
-    if name in NAME_TYPES:
-        return True  # they look only at capitalised words
+    if name in NAME_TYPES or name in SHAPE_TYPES:
+        return True  # they look only at capitalised words, or at numbers and month names
     return "." in text  # DOMAIN_NAME
 
 
@@ -619,21 +629,43 @@ def recognise(text: str, names: Iterable[str] | None = None) -> list[PiiEntity]:
 
 
 def _rule_wins(rule: PiiEntity, model: PiiEntity) -> bool:
-    if rule.type not in CONTEXT_TYPES | NAME_TYPES and (
+    if rule.type not in _UNCHECKED and (
             model.type in RULE_TYPES or (rule.start <= model.start and model.end <= rule.end)):
         return True
     return (rule.end - rule.start, rule.score) > (model.end - model.start, model.score)
+
+
+def _dates_account_for(model: PiiEntity, rules: list[PiiEntity]) -> bool:
+    """A model DATE_TIME whose every date-like part (``pii.DATE_LIKE``) lies in rule dates
+    inside it: those are its better reading ("05 OCT B6" is "05 OCT", "Thu 14 Nov 2024 /" is
+    "Thu 14 Nov 2024", "saturday night around 11pm" is two)."""
+    if model.type != "DATE_TIME":
+        return False
+    rest = list(model.text)
+    inside = False
+    for r in rules:
+        if r.type == "DATE_TIME" and model.start <= r.start and r.end <= model.end:
+            rest[r.start - model.start:r.end - model.start] = " " * (r.end - r.start)
+            inside = True
+    rest_text = "".join(rest)
+    return inside and DATE_LIKE.search(rest_text) is None and _DAY_PART.search(rest_text) is None
+
+
+# Words that make a time of a date in the model's span ("5 May at noon" stays the model's).
+_DAY_PART = re.compile(r"\b(?:noon|midnight|morning|afternoon|evening|night)\b", re.IGNORECASE)
 
 
 def union(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEntity]
           ) -> list[PiiEntity]:
     """The model's entities and the rules', one span and one type where they overlap (the
     rule in the module docstring), sorted by start."""
-    kept = list(model_entities)
+    kept, rules = list(model_entities), list(rule_entities)
     added: list[PiiEntity] = []
-    for r in rule_entities:
+    reread = {id(m) for m in kept if _dates_account_for(m, rules)}
+    for r in rules:
         rivals = [m for m in kept if m.start < r.end and r.start < m.end]
-        if all(_rule_wins(r, m) for m in rivals):
+        if all(_rule_wins(r, m) or (id(m) in reread and m.start <= r.start and r.end <= m.end)
+               for m in rivals):
             kept = [m for m in kept if not any(m is x for x in rivals)]
             added.append(r)
     return sorted(kept + added, key=lambda e: (e.start, e.end, e.type))

@@ -1,0 +1,160 @@
+"""Dates and times written in a shape that says so: a DATE_TIME recogniser beside the model.
+
+Pieces (a date, a time, a weekday) written together are one DATE_TIME ("Friday at 3pm",
+"2024-05-02T11:04:19Z", "Jun 03 02:14:07"), joined by ``pii.whole_dates`` as the model's
+are. What counts:
+
+- numeric dates whose numbers are a month and a day: ``2024-03-04``, ``1403/04/12``,
+  ``14/02/1991``, ``30.09.2024``, ``3/4/22``; a month and year ``3/2024``; a log's
+  ``14/Mar/2024:09:12:44``; ``06-11`` only with a time after it;
+- a month's name with a day or a year: ``2nd of May``, ``14 Nov 2024``, ``05 OCT``, ``June 30``,
+  ``October 4, 2024``, ``February 2024``; a month's name alone when it is a full name written
+  as one (``October``), and ``May``, ``March``, ``June`` and ``August`` (words or names
+  too) only after a word that takes a time ("since March", "in May");
+- a weekday's full name, plural and lower case too, with a part of the day after it
+  (``Monday afternoon``, ``saturday night``, ``Wednesdays``);
+- times: ``09:35``, ``16:22:03,114``, ``7:30am``, ``11 p.m.``, ``3pm``.
+
+Numbers that cannot be a date (a month of 13, a day of 32) are not reported, so scores and
+versions ("1.2.3") mostly fall out; a bare year is left to the model ("2000 calories").
+"""
+
+from __future__ import annotations
+
+import re
+
+from router_svc.classify.pii import PiiEntity, whole_dates
+
+SHAPE = 0.9  # the score of a date found by its shape (no checksum, but a valid calendar value)
+
+_MONTH_NUMBER = {"jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6, "jul": 7, "aug": 8,
+                 "sep": 9, "oct": 10, "nov": 11, "dec": 12}
+_MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+          r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
+_DAY = r"(?:3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)?"
+_YEAR = r"(?:1[6-9]\d\d|20\d\d)"
+_CLOCK = r"(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:[.,]\d{1,9})?)?"
+_MERIDIEM = r"\s?(?:[ap]\.m\b\.?|[ap]m\b)"
+
+# Anchored patterns, tried only where a number or a month's or weekday's name starts
+# (``_NUMBER_START``, ``_WORD_START``: patterns that open with a character class, so ``re``
+# skips to them in C).
+_NUMBER_START = re.compile(r"\d+")
+_WORD_START = re.compile(r"[ADFJMNOSTWadfjmnostw][a-z]{2}|[ADFJMNOSTW][A-Z]{2}")
+_STEMS = frozenset({*_MONTH_NUMBER, "mon", "tue", "wed", "thu", "fri", "sat", "sun"})
+_NUMERIC = re.compile(
+    rf"(?P<ymd>\d{{4}}(?P<s1>[-/.])\d{{1,2}}(?P=s1)\d{{1,2}})(?!(?!T\d)[\w-]|[./]\d)"
+    rf"|(?P<dmy>\d{{1,2}}(?P<s2>[-/.])\d{{1,2}}(?P=s2)(?:\d{{4}}|(?<=/)\d\d))"
+    rf"(?![\w-]|[./]\d)"
+    rf"|(?P<my>\d{{1,2}}/{_YEAR})(?![\w/-]|[.]\d)"
+    rf"|(?P<log>{_DAY}/{_MONTH}/{_YEAR}(?::{_CLOCK})?)(?!\w)"
+    rf"|(?P<md>\d\d-\d\d)(?=[ T]{_CLOCK}(?!\d))"
+    rf"|(?P<dm>{_DAY}(?:\s+of)?\s+(?P<m1>{_MONTH})\b\.?(?:,?\s+{_YEAR}(?!\d))?)"
+    rf"|(?P<clock>{_CLOCK}(?:{_MERIDIEM})?)(?![\d:]|[.,]\d)"
+    rf"|(?P<hour>\d{{1,2}}{_MERIDIEM})",
+    re.IGNORECASE)
+_FULL_MONTHS = frozenset({"january", "february", "march", "april", "may", "june", "july",
+                          "august", "september", "october", "november", "december"})
+_KINDS = ("ymd", "dmy", "my", "log", "md", "dm", "clock", "hour")
+_WORDS = re.compile(
+    rf"(?P<mon>{_MONTH}\b\.?)(?:\s+(?P<day>{_DAY})(?![\d:.]|\w)(?:,?\s+{_YEAR}(?!\d))?"
+    rf"|,?\s+{_YEAR}(?!\d))?"
+    r"|(?P<wd>(?:mon|tues|wednes|thurs|fri|satur|sun)days?\b)"
+    r"(?:\s+(?:morning|afternoon|evening|night)s?\b)?",
+    re.IGNORECASE)
+# A month's name that is also a word or a first name, taken alone only after one of these.
+_AMBIGUOUS_MONTHS = frozenset({"may", "march", "june", "august"})
+_TIME_WORDS = frozenset({"in", "since", "until", "till", "by", "from", "during", "through",
+                         "last", "next", "this", "early", "late", "mid", "before", "after",
+                         "every", "each", "of", "to", "and", "or", "between", "end"})
+_WORD_BEFORE = re.compile(r"([A-Za-z]+)[\s-]+$")
+
+
+def _valid_day_month(a: int, b: int) -> bool:
+    """Two numbers that are a day and a month in one order or the other."""
+    return (1 <= a <= 12 and 1 <= b <= 31) or (1 <= b <= 12 and 1 <= a <= 31)
+
+
+def _month_word_ok(word: str, alone: bool, text: str, start: int) -> bool:
+    """A month's name as written: Title Case or upper case, or a whole lower-case name that
+    is not also a word ("11 june", not "may"); alone, only a name that is no other word, or
+    after a word that takes a time."""
+    w = word.rstrip(".")
+    low = w.lower()
+    if w.islower() and (low in ("may", "march") or (len(w) <= 4 and low not in ("june", "july"))):
+        return False
+    if not alone:
+        return True
+    if low in _AMBIGUOUS_MONTHS:
+        after = text[start + len(word):start + len(word) + 4]
+        if not word.endswith(".") and re.match(r"\s+[A-Z]", after):
+            return False  # a name: "by August Rush"
+        m = _WORD_BEFORE.search(text, max(0, start - 12), start)
+        return m is not None and m.group(1).lower() in _TIME_WORDS
+    return low in _FULL_MONTHS  # "Oct" alone is an abbreviation of anything
+
+
+def _numeric_ok(m: re.Match[str]) -> bool:
+    kind, value = next(k for k in _KINDS if m.group(k) is not None), m.group()
+    if kind == "ymd":
+        y, mo, d = (int(x) for x in re.split(r"[-/.]", value))
+        return 1 <= mo <= 12 and 1 <= d <= 31 and 1000 <= y <= 2999
+    if kind == "dmy":
+        a, b, _ = re.split(r"[-/.]", value)
+        return _valid_day_month(int(a), int(b))
+    if kind == "my":
+        return 1 <= int(value.split("/")[0]) <= 12
+    if kind == "md":
+        a, b = value.split("-")
+        return 1 <= int(a) <= 12 and 1 <= int(b) <= 31
+    if kind == "dm":
+        return _month_word_ok(m.group("m1"), False, "", 0)
+    if kind == "hour":
+        return 1 <= int(re.match(r"\d+", value).group()) <= 12
+    return True  # "log" and "clock": the pattern holds only valid values
+
+
+def dates(text: str) -> list[PiiEntity]:
+    """Dates, times and weekdays (module docstring), pieces written together joined as
+    ``pii.whole_dates`` joins the model's (so one expression is one entity to set against the
+    model's reading of it), sorted by start."""
+    out: list[PiiEntity] = []
+    for run in _NUMBER_START.finditer(text):
+        a = run.start()
+        if a and (text[a - 1].isalnum() or text[a - 1] in "_.:/-") and not (
+                text[a - 1] == "T" and text[a - 2:a - 1].isdigit()):
+            continue  # inside a word, a version, a longer date or a time (not "...-02T11:04")
+        m = _NUMERIC.match(text, a)
+        if m is not None and _numeric_ok(m):
+            out.append(_ent(text, a, m.end() - _month_dot(m.group())))
+    for w in _WORD_START.finditer(text):
+        a = w.start()
+        if w.group().lower() not in _STEMS or (a and text[a - 1].isalpha()):
+            continue
+        m = _WORDS.match(text, a)
+        if m is None:
+            continue
+        if m.group("wd") is not None:
+            out.append(_ent(text, a, m.end()))
+            continue
+        word, alone = m.group("mon"), m.end() == m.end("mon")
+        if _month_word_ok(word, alone, text, a):
+            out.append(_ent(text, a, m.end() - _month_dot(m.group())))
+    kept: list[PiiEntity] = []
+    for e in sorted(out, key=lambda e: (e.start, -e.end)):
+        if not kept or e.start >= kept[-1].end:
+            kept.append(e)
+    return whole_dates(kept, text)
+
+
+def _month_dot(value: str) -> int:
+    """1 where ``value`` ends in a full month's name and a full stop (the sentence's, not an
+    abbreviation's), else 0."""
+    if not value.endswith("."):
+        return 0
+    word = value[:-1].rsplit(None, 1)[-1].lower()
+    return 1 if word in _FULL_MONTHS else 0
+
+
+def _ent(text: str, start: int, end: int) -> PiiEntity:
+    return PiiEntity("DATE_TIME", start, end, text[start:end], SHAPE)
