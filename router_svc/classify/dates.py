@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import re
 
+from router_svc.classify import names
 from router_svc.classify.pii import PiiEntity, whole_dates
 
 SHAPE = 0.9  # the score of a date found by its shape (no checksum, but a valid calendar value)
 
-_MONTH_NUMBER = {"jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6, "jul": 7, "aug": 8,
-                 "sep": 9, "oct": 10, "nov": 11, "dec": 12}
 _MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
           r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
 _DAY = r"(?:3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)?"
@@ -36,12 +35,22 @@ _YEAR = r"(?:1[6-9]\d\d|20\d\d)"
 _CLOCK = r"(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:[.,]\d{1,9})?)?"
 _MERIDIEM = r"\s?(?:[ap]\.m\b\.?|[ap]m\b)"
 
-# Anchored patterns, tried only where a number or a month's or weekday's name starts
-# (``_NUMBER_START``, ``_WORD_START``: patterns that open with a character class, so ``re``
-# skips to them in C).
-_NUMBER_START = re.compile(r"\d+")
-_WORD_START = re.compile(r"[ADFJMNOSTWadfjmnostw][a-z]{2}|[ADFJMNOSTW][A-Z]{2}")
-_STEMS = frozenset({*_MONTH_NUMBER, "mon", "tue", "wed", "thu", "fri", "sat", "sun"})
+# Anchored patterns, tried only where a date can start: a number standing alone (not inside a
+# word, a version or a longer date; "...-02T11:04" is a time) with a date's or a time's
+# separator, a month's initial or "am"/"pm" after it (``_NUMBER_START``: it opens with a
+# character class, so ``re`` skips to it in C), or a month's or weekday's name (``_word_starts``).
+_NUMBER_START = re.compile(
+    r"\d(?:(?<![\w.:/-]\d)|(?<=\dT\d))\d{0,3}"
+    r"(?=[-/.:]\d|/[A-Za-z]|(?:st|nd|rd|th)?(?:\s+of)?\s+[ADFJMNOSadfjmnos]|\s?[apAP]\.?[mM]\b)")
+_MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August",
+                "September", "October", "November", "December")
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+# How a month's or weekday's name is written capitalised ("Mar", "Sept", "OCT", "Mondays").
+_NAME_FORMS = frozenset(
+    form for w in (*_MONTH_NAMES, *(m[:3] for m in _MONTH_NAMES), "Sept", *_WEEKDAYS,
+                   *(d + "s" for d in _WEEKDAYS))
+    for form in (w, w.upper()))
+_LOWER_WEEKDAYS = frozenset(d.lower() for d in _WEEKDAYS)
 _NUMERIC = re.compile(
     rf"(?P<ymd>\d{{4}}(?P<s1>[-/.])\d{{1,2}}(?P=s1)\d{{1,2}})(?!(?!T\d)[\w-]|[./]\d)"
     rf"|(?P<dmy>\d{{1,2}}(?P<s2>[-/.])\d{{1,2}}(?P=s2)(?:\d{{4}}|(?<=/)\d\d))"
@@ -114,6 +123,23 @@ def _numeric_ok(m: re.Match[str]) -> bool:
     return True  # "log" and "clock": the pattern holds only valid values
 
 
+def _word_starts(text: str) -> list[int]:
+    """Where a month's or weekday's name starts: capitalised, from the capitalised words that
+    the name recognisers gather once a text (``names.capitalised_words``); a weekday in lower
+    case ("saturday night") from each "day" in the text."""
+    starts = {i for word in names.capitalised_words(text) & _NAME_FORMS
+              for i in names.occurrences(text, word)}
+    i = text.find("day")
+    while i >= 0:
+        j = i
+        while j > 0 and i - j < 6 and text[j - 1].isalpha():
+            j -= 1
+        if text[j:i + 3] in _LOWER_WEEKDAYS:
+            starts.add(j)
+        i = text.find("day", i + 3)
+    return sorted(starts)
+
+
 def dates(text: str) -> list[PiiEntity]:
     """Dates, times and weekdays (module docstring), pieces written together joined as
     ``pii.whole_dates`` joins the model's (so one expression is one entity to set against the
@@ -121,16 +147,10 @@ def dates(text: str) -> list[PiiEntity]:
     out: list[PiiEntity] = []
     for run in _NUMBER_START.finditer(text):
         a = run.start()
-        if a and (text[a - 1].isalnum() or text[a - 1] in "_.:/-") and not (
-                text[a - 1] == "T" and text[a - 2:a - 1].isdigit()):
-            continue  # inside a word, a version, a longer date or a time (not "...-02T11:04")
         m = _NUMERIC.match(text, a)
         if m is not None and _numeric_ok(m):
             out.append(_ent(text, a, m.end() - _month_dot(m.group())))
-    for w in _WORD_START.finditer(text):
-        a = w.start()
-        if w.group().lower() not in _STEMS or (a and text[a - 1].isalpha()):
-            continue
+    for a in _word_starts(text):
         m = _WORDS.match(text, a)
         if m is None:
             continue

@@ -36,8 +36,8 @@ _UPPER = "A-ZÀ-ÖØ-Þ"
 # A capitalised word (or an upper-case one, or "McDonald", "O'Brien", "Baden-Württemberg").
 _CAP_WORD = re.compile(rf"(?<![\w@./\\-])[{_UPPER}][\w'’-]*(?:\.(?=[\s,;:)]|$))?")
 # The guard's honorifics, and those that stand before a name without making it a TITLE there.
-_HONORIFICS = frozenset(HONORIFICS) | {"Lord", "Lady", "M"}
-_STREET_WORDS = frozenset({
+HONORIFIC_WORDS = frozenset(HONORIFICS) | {"Lord", "Lady", "M"}
+STREET_WORDS = frozenset({
     "Road", "Rd", "Street", "St", "Avenue", "Ave", "Boulevard", "Blvd", "Lane", "Ln", "Drive",
     "Dr", "Way", "Square", "Place", "Terrace", "Court", "Crescent", "Close", "Highway",
     "Hwy", "Parkway", "Strasse", "Straße", "Rue", "Calle",
@@ -48,12 +48,12 @@ _CAPITALISED = re.compile(rf"[{_UPPER}][\w'’-]*")
 
 
 @functools.lru_cache(maxsize=4)
-def _capitalised_words(text: str) -> frozenset[str]:
+def capitalised_words(text: str) -> frozenset[str]:
     """The text's capitalised words, gathered in C once for both recognisers."""
     return frozenset(_CAPITALISED.findall(text))
 
 
-def _occurrences(text: str, word: str) -> Iterator[int]:
+def occurrences(text: str, word: str) -> Iterator[int]:
     """Where ``word`` stands in ``text`` as a whole word."""
     i = text.find(word)
     while i >= 0:
@@ -74,6 +74,10 @@ def common_words() -> frozenset[str]:
     return word_list("common_words.txt")
 
 
+def is_place(name: str) -> bool:
+    return name in word_list("places.txt")
+
+
 @functools.cache
 def _places_by_first_word(upper: bool) -> dict[str, tuple[tuple[str, ...], ...]]:
     """Each place as its words (upper-cased with ``upper``), under its first word, longest
@@ -85,7 +89,7 @@ def _places_by_first_word(upper: bool) -> dict[str, tuple[tuple[str, ...], ...]]
     return {k: tuple(sorted(v, key=len, reverse=True)) for k, v in by_first.items()}
 
 
-def _is_name_word(word: str) -> bool:
+def is_name_word(word: str) -> bool:
     """A capitalised word that is a name, not a sentence's first word or a generic one."""
     return word.rstrip(".").lower() not in common_words()
 
@@ -161,9 +165,9 @@ def _second_words() -> dict[str, tuple[str, ...]]:
 def _candidates(text: str) -> Iterator[re.Match[str]]:
     """The capitalised words that open a place's name, in order: only the words on the list
     are looked for, so a prompt's other capitalised words cost no Python step."""
-    wanted = _capitalised_words(text) & _first_words()
+    wanted = capitalised_words(text) & _first_words()
     seconds = _second_words()
-    for i in sorted({i for word in wanted for i in _occurrences(text, word)}):
+    for i in sorted({i for word in wanted for i in occurrences(text, word)}):
         m = _CAP_WORD.match(text, i)
         if m is None or (word := m.group().rstrip(".")) not in wanted:
             continue
@@ -178,6 +182,7 @@ def prepare() -> None:
     _first_words()
     _second_words()
     common_words()
+    word_list("first_names.txt")
 
 
 def places(text: str) -> list[PiiEntity]:
@@ -192,12 +197,12 @@ def places(text: str) -> list[PiiEntity]:
         start, end = span
         skip_to = end
         before = _word_before(text, start)
-        if before and before[0].isupper() and (_is_name_word(before)
-                                               or before.rstrip(".") in _HONORIFICS):
+        if before and before[0].isupper() and (is_name_word(before)
+                                               or before.rstrip(".") in HONORIFIC_WORDS):
             continue  # "Michael Jordan", "Mr. Houston"
         after = _CAP_WORD.match(text, end + 1) if text[end:end + 1] == " " else None
-        if after and (_is_name_word(after.group()) or after.group().rstrip(".")
-                      in _STREET_WORDS):
+        if after and (is_name_word(after.group()) or after.group().rstrip(".")
+                      in STREET_WORDS):
             continue  # "Paris Hilton", "Florida Road"
         if text[end:end + 1] in ("@", "_") or re.match(r"\.[^\W\d_]", text[end:end + 2]):
             continue  # an e-mail address's or a domain's part
@@ -283,7 +288,7 @@ def _org_in(run: list[re.Match[str]]) -> tuple[int, int] | None:
         last = len(words) - 1  # "American University of Beirut"
     named = [w for w in words[:last + 1] if _key(w) not in _OPENERS]
     others = [w for w in named if _key(w) not in ORG_LAST and _key(w) not in ORG_FIRST]
-    if len(named) < 3 and not any(_is_name_word(w.group()) for w in others):
+    if len(named) < 3 and not any(is_name_word(w.group()) for w in others):
         return None
     return first, first + last
 
@@ -296,8 +301,8 @@ def _near_keywords(text: str) -> list[tuple[int, int]]:
     """The stretches of text around an organisation's word, merged: only there can a name be.
     The words are looked up in the set of the text's capitalised words, so a prompt without
     one costs a set intersection."""
-    keys = (_capitalised_words(text) & _KEYWORDS) | {k for k in _OTHER_KEYWORDS if k in text}
-    hits = sorted(i for k in keys for i in _occurrences(text, k))
+    keys = (capitalised_words(text) & _KEYWORDS) | {k for k in _OTHER_KEYWORDS if k in text}
+    hits = sorted(i for k in keys for i in occurrences(text, k))
     out: list[tuple[int, int]] = []
     for i in hits:
         a, b = max(0, i - _REACH_BEFORE), min(len(text), i + _REACH_AFTER)

@@ -64,6 +64,7 @@ import phonenumbers
 from router_svc.classify import names
 from router_svc.classify.dates import dates
 from router_svc.classify.names import organisations, places
+from router_svc.classify.people import whole_names
 from router_svc.classify.pii import (
     _EMAIL,
     DATE_LIKE,
@@ -677,7 +678,7 @@ def guarded(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEnti
     (``pii.possible_values``) joined with the rules' (``union``; None: the model's alone),
     under the span conventions (``pii.span_conventions``)."""
     model = possible_values(model_entities, text)
-    found = model if rule_entities is None else union(model, rule_entities)
+    found = model if rule_entities is None else whole_names(union(model, rule_entities), text)
     return span_conventions(found, text)
 
 

@@ -1,0 +1,152 @@
+"""Person names as the text writes them, around the spans the model reads.
+
+The model finds most names but often not their edges: a first name without the surname after
+it ("Yuri" in "Yuri Bulgakov's"), a surname without the first name before it ("Nowak" in
+"Aleksander Nowak"), words that are no name in the span ("RR commenter Stephan
+Fenstermacher"), and a person's name read as a place or an organisation ("Hedvig Arvidsson"
+as a GPE, "Piotr" as an ORGANIZATION). ``whole_names`` sets those right with what the text and
+two word lists say:
+
+- a *name word* is a capitalised word (Title Case, "O'Brien", "Seo-yeon") that is a first name
+  on ``data/first_names.txt`` (Faker's given names of all its locales, less common English
+  words: written by ``export/gazetteer.py``) or no common word (``data/common_words.txt``),
+  and no honorific, organisation word, street word, month or weekday;
+- a model GPE or ORGANIZATION of two or three words that opens with a first name and goes on
+  in name words (an initial "G" counts), and that is no listed place, is a PERSON; so is a
+  lone first name the model read as an ORGANIZATION;
+- a PERSON loses the lower-case words in it that are no name particle ("de", "van", "bin"),
+  with what is on one side of them that holds no Title Case word; a name written all in lower
+  case ("cormac") stays as it is;
+- a PERSON grows over the name words right after it, one space apart on its line (up to four
+  words in all), and over a first name right before it.
+
+Growth never takes a word inside another entity. Scores stay the model's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from router_svc.classify import names
+from router_svc.classify.pii import PiiEntity
+
+# Lower-case words that belong inside a name ("Ludwig van Beethoven", "Ahmad bin Ali").
+PARTICLES = frozenset({"de", "da", "di", "del", "della", "van", "von", "der", "den", "bin",
+                       "binti", "bint", "ibn", "ben", "al", "el", "la", "le", "du", "des",
+                       "dos", "das", "ter", "ten", "y", "e", "zu", "af", "st"})
+_NOT_NAMES = frozenset({"January", "February", "March", "April", "May", "June", "July",
+                        "August", "September", "October", "November", "December", "Monday",
+                        "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"})
+_WORD = re.compile(r"\S+")
+# A word as a name: letters with inner hyphens or apostrophes; a possessive or punctuation
+# after it ends the name there ("Goldberg's", "Nowak,").
+_NAME_PART = re.compile(r"[^\W\d_](?:[\w'’-]*[^\W\d_])?")
+_INITIAL = re.compile(r"[A-Z]\.?")
+
+
+def first_names() -> frozenset[str]:
+    return names.word_list("first_names.txt")
+
+
+def _title_case(word: str) -> bool:
+    return word[:1].isupper() and any(ch.islower() for ch in word[1:])
+
+
+def is_name_word(word: str) -> bool:
+    """A capitalised word that can be part of a person's name (module docstring)."""
+    return (_title_case(word) and (word in first_names() or names.is_name_word(word))
+            and word not in names.HONORIFIC_WORDS and word not in names.ORG_LAST
+            and word not in names.ORG_FIRST and word not in names.STREET_WORDS
+            and word not in _NOT_NAMES)
+
+
+def _reads_as_person(e: PiiEntity) -> bool:
+    words = e.text.split()
+    if e.text in names.word_list("places.txt") or words[0] not in first_names():
+        return False
+    if len(words) == 1:
+        return e.type == "ORGANIZATION" and not names.is_place(words[0])
+    # Later words on the list of places make it a place's or a firm's name ("Wells Fargo").
+    return len(words) <= 3 and all((is_name_word(w) and not names.is_place(w))
+                                   or _INITIAL.fullmatch(w) for w in words[1:])
+
+
+def _parts_without_lower_words(e: PiiEntity) -> list[PiiEntity]:
+    """``e`` cut at its lower-case words that are no name particle; the parts that hold a Title
+    Case word stay."""
+    first, *rest = e.text.split()
+    if (_title_case(first) or _INITIAL.fullmatch(first)) and all(w[:1].isupper() for w in rest):
+        return [e]  # the usual case: every word capitalised, the first a name's
+    words = list(_WORD.finditer(e.text))
+    if not any(_title_case(w.group()) for w in words):
+        return [e]  # "cormac", "priya sharma": a name written in lower case
+    groups: list[list[re.Match[str]]] = [[]]
+    for w in words:
+        word = w.group()
+        if word[:1].islower() and word.lower() not in PARTICLES:
+            groups.append([])
+        else:
+            groups[-1].append(w)
+    out = []
+    for g in groups:
+        while g and not (_title_case(g[0].group()) or _INITIAL.fullmatch(g[0].group())):
+            g = g[1:]  # "RR" before "Stephan", a particle at the edge ("J. Whitlock" stays)
+        while g and g[-1].group().lower() in PARTICLES:
+            g = g[:-1]
+        if g and any(_title_case(w.group()) for w in g):
+            a, b = e.start + g[0].start(), e.start + g[-1].end()
+            out.append(PiiEntity("PERSON", a, b, e.text[g[0].start():g[-1].end()], e.score))
+    return out
+
+
+def _free(taken: list[tuple[int, int]], a: int, b: int) -> bool:
+    return not any(x < b and a < y for x, y in taken)
+
+
+def _grown(e: PiiEntity, text: str, taken: list[tuple[int, int]]) -> PiiEntity:
+    start, end = e.start, e.end
+    count = len(e.text.split())
+    if not _title_case(e.text.split()[-1]):
+        return e
+    while count < 4 and text[end:end + 1] == " " and text[end + 1:end + 2].isupper():
+        m = _NAME_PART.match(text, end + 1)
+        if m is None:
+            break
+        a, b = m.span()
+        if m.group().endswith(("'s", "’s")):
+            b -= 2
+        if not is_name_word(text[a:b]) or not _free(taken, a, b):
+            break
+        end, count = b, count + 1
+        if b < len(text) and not text[b].isspace():
+            break  # "Goldberg's", "Nowak,": the name ends here
+    if count < 4 and start >= 2 and text[start - 1] == " " and text[start - 2].isalpha():
+        m = re.search(r"(?<![\w'’-])[^\W\d_][\w'’-]*$", text[max(0, start - 30):start - 1])
+        if m is not None:
+            a = start - 1 - (len(m.group()))
+            if m.group() in first_names() and is_name_word(m.group()) and _free(
+                    taken, a, start - 1):
+                start = a
+    if (start, end) == (e.start, e.end):
+        return e
+    return PiiEntity("PERSON", start, end, text[start:end], e.score)
+
+
+def whole_names(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
+    """The entities with person names as the text writes them (module docstring), sorted by
+    start."""
+    relabelled = [PiiEntity("PERSON", e.start, e.end, e.text, e.score)
+                  if e.type in ("GPE", "ORGANIZATION") and _reads_as_person(e) else e
+                  for e in entities]
+    people: list[PiiEntity] = []
+    others: list[PiiEntity] = []
+    for e in relabelled:
+        if e.type == "PERSON":
+            people += _parts_without_lower_words(e)
+        else:
+            others.append(e)
+    # Growth looks only outside a name's own span, so every span may stand in its way.
+    taken = [(e.start, e.end) for e in others + people]
+    grown = [_grown(p, text, taken) for p in people]
+    return sorted(others + grown, key=lambda e: (e.start, e.end, e.type))

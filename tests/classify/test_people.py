@@ -1,0 +1,84 @@
+"""Person names as the text writes them: the model's PERSON spans grown to the whole name,
+cut at words that are no name, and names the model read as places or organisations."""
+
+from __future__ import annotations
+
+import pytest
+
+from router_svc.classify.people import first_names, is_name_word, whole_names
+from router_svc.classify.pii import PiiEntity
+from router_svc.classify.recognisers import guarded, recognise
+
+
+def ent(kind: str, text: str, value: str, score: float = 0.9) -> PiiEntity:
+    start = text.index(value)
+    return PiiEntity(kind, start, start + len(value), value, score)
+
+
+def read(text: str, kind: str, value: str) -> list[tuple[str, str]]:
+    return [(e.type, e.text) for e in whole_names([ent(kind, text, value)], text)]
+
+
+def test_the_first_names_list_holds_names_of_many_cultures_and_no_common_words() -> None:
+    assert {"Aleksander", "Valentina", "Kwabena", "Hedvig", "Camille"} <= first_names()
+    assert not {"Will", "Grace", "May", "Mark"} & first_names()
+
+
+@pytest.mark.parametrize("word, name", [
+    ("Nowak", True), ("O'Brien", True), ("Seo-yeon", True), ("Aleksander", True),
+    ("Thanks", False), ("Monday", False), ("Hospital", False), ("Street", False),
+    ("Dr", False), ("RR", False), ("nowak", False),
+])
+def test_name_words(word: str, name: bool) -> None:
+    assert is_name_word(word) is name
+
+
+@pytest.mark.parametrize("text, kind, value, expected", [
+    # a surname after a first name, up to a possessive or punctuation
+    ("verses from Yuri Bulgakov's Cautionary Tales", "PERSON", "Yuri",
+     [("PERSON", "Yuri Bulgakov")]),
+    ("ask Valentina Rossi: she knows", "PERSON", "Valentina", [("PERSON", "Valentina Rossi")]),
+    # a first name before a surname
+    ("please contact Aleksander Nowak (a.nowak@x.pl)", "PERSON", "Nowak",
+     [("PERSON", "Aleksander Nowak")]),
+    # words that are no name leave it; initials and particles stay
+    ("as regular RR commenter Stephan Fenstermacher points out", "PERSON",
+     "RR commenter Stephan Fenstermacher", [("PERSON", "Stephan Fenstermacher")]),
+    ("hello Amir jan, hope all is good", "PERSON", "Amir jan", [("PERSON", "Amir")]),
+    ("reporting to J. Whitlock today", "PERSON", "J. Whitlock", [("PERSON", "J. Whitlock")]),
+    ("Ludwig van Beethoven wrote it", "PERSON", "Ludwig van Beethoven",
+     [("PERSON", "Ludwig van Beethoven")]),
+    ("cormac had given it", "PERSON", "cormac", [("PERSON", "cormac")]),  # all lower case
+    # a person's name the model read as a place or an organisation
+    ("Have you been to a Hedvig Arvidsson concert?", "GPE", "Hedvig Arvidsson",
+     [("PERSON", "Hedvig Arvidsson")]),
+    ("1. Piotr – order the scaffolding", "ORGANIZATION", "Piotr", [("PERSON", "Piotr")]),
+    # and what stays as it is
+    ("a trip to Florence next week", "GPE", "Florence", [("GPE", "Florence")]),
+    ("paid by Wells Fargo", "ORGANIZATION", "Wells Fargo", [("ORGANIZATION", "Wells Fargo")]),
+    ("Ask Priya Monday morning", "PERSON", "Priya", [("PERSON", "Priya")]),
+    ("Sent by Kevin Thompson Consulting", "PERSON", "Kevin",
+     [("PERSON", "Kevin Thompson")]),  # not over the organisation's word
+    ("Tell Maria the news", "PERSON", "Maria", [("PERSON", "Maria")]),
+])
+def test_whole_names(text: str, kind: str, value: str, expected: list[tuple[str, str]]) -> None:
+    assert read(text, kind, value) == expected
+
+
+def test_growth_never_takes_another_entitys_words() -> None:
+    text = "TO:\nGrace Mwale Plot 1023, Kabulonga Road"
+    entities = [ent("PERSON", text, "Grace"),
+                ent("STREET_ADDRESS", text, "Mwale Plot 1023, Kabulonga Road")]
+    assert whole_names(entities, text) == entities
+
+
+def test_growth_stays_on_its_line() -> None:
+    text = "Regards,\nYuri\nBulgakov Ltd"
+    assert read(text, "PERSON", "Yuri") == [("PERSON", "Yuri")]
+
+
+def test_the_guard_reads_names_whole_only_with_the_rules_on() -> None:
+    text = "please contact Aleksander Nowak today"
+    model = [ent("PERSON", text, "Nowak")]
+    assert [e.text for e in guarded(model, recognise(text), text)] == ["Aleksander Nowak"]
+    assert [e.text for e in guarded(model, None, text)] == ["Nowak"]
