@@ -424,8 +424,9 @@ def _valid_phone(value: str, region: str) -> bool:
         return 7 <= digits <= 15 and _valid_in(value, region)
     if region in _NANP:
         # Checked cheaply before parsing (~0.1 ms a number): a national number of the
-        # North American plan has ten digits (eleven with its "1").
-        if digits == 10 or (digits == 11 and value.lstrip("(")[0] == "1"):
+        # North American plan has ten digits (eleven with its "1"), and none opens with "0".
+        if value.lstrip("(")[0] != "0" and (
+                digits == 10 or (digits == 11 and value.lstrip("(")[0] == "1")):
             return _valid_in(value, region)
         # A national number with a trunk "0" ("07400 082494", "0912 833 7102") is of no
         # NANP country: valid in one of the countries most prompts come from, written in

@@ -187,6 +187,7 @@ def test_an_emails_domain_is_not_a_second_entity() -> None:
     ("07700 063 966-Fax", "07700 063 966"),
     ("her number 0912 833 7102. thanks", "0912 833 7102"),
     ("Landlord: Graham McAllister, 021 734 902", "021 734 902"),
+    ("South Africa 70651\n082 490 1693-Office", "082 490 1693"),  # ten digits, not NANP's
 ])
 def test_phone_numbers(text: str, value: str) -> None:
     assert found(rec.phone_numbers, text) == [value]
