@@ -425,22 +425,25 @@ def _valid_phone(value: str, region: str) -> bool:
     if region in _NANP:
         # Checked cheaply before parsing (~0.1 ms a number): a national number of the
         # North American plan has ten digits (eleven with its "1"), and none opens with "0".
-        if value.lstrip("(")[0] != "0" and (
-                digits == 10 or (digits == 11 and value.lstrip("(")[0] == "1")):
+        lead = value.lstrip("(")[0]
+        if lead != "0" and (digits == 10 or (digits == 11 and value[0] == "1")):
             return _valid_in(value, region)
-        # A national number with a trunk "0" ("07400 082494", "0912 833 7102") is of no
-        # NANP country: valid in one of the countries most prompts come from, written in
-        # groups, it is a phone number.
-        return (_TRUNK_ZERO.fullmatch(value) is not None and 9 <= digits <= 12
-                and any(_valid_in(value, r) for r in TRUNK_ZERO_REGIONS))
+        # A national number with a trunk "0" ("07400 082494", "(02) 1234 5678") or an area
+        # code in brackets at another length ("(11) 96123-4567") is of no NANP country:
+        # valid in one of the countries most prompts come from, written in groups, it is a
+        # phone number.
+        return ((_TRUNK_ZERO.fullmatch(value) is not None or value.startswith("("))
+                and 9 <= digits <= 12 and any(_valid_in(value, r) for r in TRUNK_ZERO_REGIONS))
     return 6 <= digits <= 13 and _valid_in(value, region)
 
 
 # Where a national phone number opens with "0", most prompts' countries first.
 TRUNK_ZERO_REGIONS = ("GB", "IN", "AU", "DE", "FR", "IT", "ES", "NL", "IE", "NZ", "ZA", "NG",
                       "KE", "BR", "PK", "IR", "TR", "PH", "JP", "KR")
-# "0" and one to four more digits, then groups split by single spaces or dashes.
-_TRUNK_ZERO = re.compile(r"(?!\d{5}-\d{4}$)0\d{1,4}(?:[ -]\d{2,8})+")  # not a ZIP+4 code
+# "0" and one to five more digits (or "(0" and one to four, and ")"), then groups split by
+# single spaces or dashes.
+_TRUNK_ZERO = re.compile(  # not a ZIP+4 code
+    r"(?!\d{5}-\d{4}$)(?:0\d{1,5}|\(0\d{1,4}\))(?:[ -]\d{2,8})+")
 
 
 def _valid_in(value: str, region: str) -> bool:

@@ -188,6 +188,9 @@ def test_an_emails_domain_is_not_a_second_entity() -> None:
     ("her number 0912 833 7102. thanks", "0912 833 7102"),
     ("Landlord: Graham McAllister, 021 734 902", "021 734 902"),
     ("South Africa 70651\n082 490 1693-Office", "082 490 1693"),  # ten digits, not NANP's
+    ("office (02) 1234 5678 or", "(02) 1234 5678"),  # Australia, the trunk "0" in brackets
+    ("mobile 081234 56789", "081234 56789"),  # India
+    ("(11) 96123-4567 whatsapp", "(11) 96123-4567"),  # Brazil, eleven digits
 ])
 def test_phone_numbers(text: str, value: str) -> None:
     assert found(rec.phone_numbers, text) == [value]
@@ -357,3 +360,22 @@ def test_rules_read_the_folded_text_and_map_back_to_the_original() -> None:
              for e in recognise(folded.text)]
     assert spans == [("CREDIT_CARD", "４１１１ １１１１ １１１１ １１１１"),
                      ("EMAIL_ADDRESS", "ana＠example．com")]
+
+
+def test_every_countrys_example_numbers_in_international_format() -> None:
+    """phonenumbers' example mobile and fixed-line number of every region, written as
+    "+CC ..." and in E.164, in a sentence: each is found whole."""
+    import phonenumbers
+    from phonenumbers import PhoneNumberFormat, PhoneNumberType
+
+    missed = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE):
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is None:
+                continue
+            for fmt in (PhoneNumberFormat.INTERNATIONAL, PhoneNumberFormat.E164):
+                value = phonenumbers.format_number(number, fmt)
+                if value not in found(rec.phone_numbers, f"You can call me at {value} today."):
+                    missed.append((region, value))
+    assert missed == []
