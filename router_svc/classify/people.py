@@ -21,6 +21,10 @@ two word lists say:
   words in all), and over a first name right before it.
 
 Growth never takes a word inside another entity. Scores stay the model's.
+
+``titled_names`` is a recogniser (``recognisers.RECOGNISERS``): an honorific right before one
+to three name words ("Professor Mwangi", "Sr. Gutiérrez", "Ms Delacroix", "MR ABDULLAH KHALID
+AL-MANSOORI") is a TITLE and a PERSON, as the span conventions split the model's.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import re
 from collections.abc import Sequence
 
 from router_svc.classify import names
-from router_svc.classify.pii import PiiEntity
+from router_svc.classify.pii import HONORIFICS, PiiEntity
 
 # Lower-case words that belong inside a name ("Ludwig van Beethoven", "Ahmad bin Ali").
 PARTICLES = frozenset({"de", "da", "di", "del", "della", "van", "von", "der", "den", "bin",
@@ -43,6 +47,11 @@ _WORD = re.compile(r"\S+")
 # after it ends the name there ("Goldberg's", "Nowak,").
 _NAME_PART = re.compile(r"[^\W\d_](?:[\w'’-]*[^\W\d_])?")
 _INITIAL = re.compile(r"[A-Z]\.?")
+
+
+LISTED = names.LISTED  # the score of a TITLE and PERSON found after an honorific
+# Honorifics as written before a name: Title Case or upper case ("Dr", "DR", "MR").
+_TITLE_FORMS = frozenset(f for w in HONORIFICS for f in (w, w.upper()))
 
 
 def first_names() -> frozenset[str]:
@@ -150,3 +159,42 @@ def whole_names(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
     taken = [(e.start, e.end) for e in others + people]
     grown = [_grown(p, text, taken) for p in people]
     return sorted(others + grown, key=lambda e: (e.start, e.end, e.type))
+
+
+def _name_after(text: str, pos: int, upper: bool) -> int:
+    """The end of the one to three name words (or initials "J.") from ``pos``, one space
+    apart; ``pos`` where none. ``upper``: words in upper case, as after "MR"."""
+    end, count = pos, 0
+    while count < 3:
+        m = _NAME_PART.match(text, pos)
+        if m is None:
+            break
+        word = m.group()
+        if word.endswith(("'s", "’s")):
+            word = word[:-2]
+        if _INITIAL.fullmatch(word) and text[pos + 1:pos + 2] == ".":
+            word += "."
+        elif not (is_name_word(word.title() if upper and word.isupper() else word)
+                  and (word.isupper() or not upper)):
+            break
+        end, count = pos + len(word), count + 1
+        if text[end:end + 1] != " " or not text[end + 1:end + 2].isupper():
+            break
+        pos = end + 1
+    return end
+
+
+def titled_names(text: str) -> list[PiiEntity]:
+    """An honorific and the name after it (module docstring): a TITLE and a PERSON each."""
+    out: list[PiiEntity] = []
+    for word in names.capitalised_words(text) & _TITLE_FORMS:
+        for i in names.occurrences(text, word):
+            end = i + len(word) + (text[i + len(word):i + len(word) + 1] == ".")
+            if text[end:end + 1] != " ":
+                continue
+            upper = word.isupper() and len(word) > 1
+            name_end = _name_after(text, end + 1, upper)
+            if name_end > end + 1:
+                out.append(PiiEntity("TITLE", i, end, text[i:end], LISTED))
+                out.append(PiiEntity("PERSON", end + 1, name_end, text[end + 1:name_end], LISTED))
+    return sorted(out, key=lambda e: e.start)

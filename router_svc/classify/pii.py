@@ -702,8 +702,8 @@ def _cut(e: PiiEntity, text: str, sep: re.Pattern[str], need) -> list[PiiEntity]
 
 # Honorifics before a name: a TITLE of their own, never part of the PERSON ("Dr. P. Naidoo" ->
 # TITLE "Dr." + PERSON "P. Naidoo"), as the training data and presidio-research mark them.
-HONORIFICS = ("Mr", "Mrs", "Ms", "Miss", "Mx", "Dr", "Prof", "Sir", "Dame", "Herr", "Herrn",
-              "Frau", "Mme", "Mlle", "Sr", "Sra", "Srta", "Dra")
+HONORIFICS = ("Mr", "Mrs", "Ms", "Miss", "Mx", "Dr", "Professor", "Prof", "Sir", "Dame", "Herr",
+              "Herrn", "Frau", "Mme", "Mlle", "Sr", "Sra", "Srta", "Dra")
 _HONORIFIC_WORD = "(?:" + "|".join(HONORIFICS) + ")"
 _HONORIFIC = re.compile(_HONORIFIC_WORD + r"\.?(?=\s+\S)", re.IGNORECASE)
 _HONORIFIC_DOT = re.compile(_HONORIFIC_WORD + r"\.", re.IGNORECASE)

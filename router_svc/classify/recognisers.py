@@ -27,6 +27,8 @@ its own check passes (offsets are into ``text``, the text the model reads):
   "34 years old", "age: 52", "aged 7", "at the age of 61", "turned 60."); the span is the value.
 - DATE_TIME: dates, times and weekdays written in a date's shape with valid calendar values
   (``dates``: "2024-03-04", "14/02/1991", "2nd of May", "Monday afternoon", "16:22:03,114").
+- TITLE and PERSON: an honorific and the name words after it (``people.titled_names``:
+  "Professor Mwangi", "Sr. Gutiérrez").
 - ORGANIZATION and GPE: names on word lists and organisations' words (``names``: "University
   of Tehran", "Dangote Group", "Canada", "NEW YORK"), neither checked nor in context.
 
@@ -64,7 +66,7 @@ import phonenumbers
 from router_svc.classify import names
 from router_svc.classify.dates import dates
 from router_svc.classify.names import organisations, places
-from router_svc.classify.people import whole_names
+from router_svc.classify.people import titled_names, whole_names
 from router_svc.classify.pii import (
     _EMAIL,
     DATE_LIKE,
@@ -578,6 +580,7 @@ RECOGNISERS: tuple[tuple[str, Callable[[str], list[PiiEntity]]], ...] = (
     ("DOMAIN_NAME", domains),
     ("PHONE_NUMBER", phone_numbers),
     ("DATE_TIME", dates),
+    ("TITLE", titled_names),
     ("ZIP_CODE", zip_codes),
     ("AGE", ages),
     ("ORGANIZATION", organisations),
@@ -586,7 +589,8 @@ RECOGNISERS: tuple[tuple[str, Callable[[str], list[PiiEntity]]], ...] = (
 RULE_TYPES = frozenset({"AGE", "CREDIT_CARD", "DATE_TIME", "DOMAIN_NAME", "EMAIL_ADDRESS",
                         "IBAN_CODE", "IP_ADDRESS", "PHONE_NUMBER", "US_SSN", "ZIP_CODE"})
 CONTEXT_TYPES = frozenset({"AGE", "ZIP_CODE"})  # found by the words around, no check
-NAME_TYPES = frozenset({"GPE", "ORGANIZATION"})  # found on word lists (classify/names.py)
+# Found on word lists (classify/names.py, and a name after an honorific: classify/people.py).
+NAME_TYPES = frozenset({"GPE", "ORGANIZATION", "PERSON", "TITLE"})
 SHAPE_TYPES = frozenset({"DATE_TIME"})  # found by their shape alone (classify/dates.py)
 # Rule types that do not beat the model's reading of a span they overlap (only a longer span).
 _UNCHECKED = CONTEXT_TYPES | NAME_TYPES | SHAPE_TYPES

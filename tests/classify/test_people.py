@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from router_svc.classify.people import first_names, is_name_word, whole_names
+from router_svc.classify.people import first_names, is_name_word, titled_names, whole_names
 from router_svc.classify.pii import PiiEntity
 from router_svc.classify.recognisers import guarded, recognise
 
@@ -82,3 +82,26 @@ def test_the_guard_reads_names_whole_only_with_the_rules_on() -> None:
     model = [ent("PERSON", text, "Nowak")]
     assert [e.text for e in guarded(model, recognise(text), text)] == ["Aleksander Nowak"]
     assert [e.text for e in guarded(model, None, text)] == ["Nowak"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("How do I ask Professor Mwangi for an extension", [("TITLE", "Professor"),
+                                                        ("PERSON", "Mwangi")]),
+    ("Estimado Sr. Gutiérrez:\nLe confirmamos", [("TITLE", "Sr."), ("PERSON", "Gutiérrez")]),
+    ("Passenger: MR ABDULLAH KHALID AL-MANSOORI\n05 OCT", [
+        ("TITLE", "MR"), ("PERSON", "ABDULLAH KHALID AL-MANSOORI")]),
+    ("Referred by Dr. Tran Thi Lan (Bach Mai Hospital)", [("TITLE", "Dr."),
+                                                         ("PERSON", "Tran Thi Lan")]),
+    ("Dear Mr. J. Smith's office", [("TITLE", "Mr."), ("PERSON", "J. Smith")]),
+    ("Miss the bus, Ms. Word and Mr. and Mrs. nobody", []),  # no name after them
+    ("Sr Developer at Wipro", []),
+])
+def test_an_honorific_and_the_name_after_it(text: str, expected: list[tuple[str, str]]) -> None:
+    assert [(e.type, e.text) for e in titled_names(text)] == expected
+
+
+def test_the_models_reading_of_a_titled_name_stays_and_a_longer_one_wins() -> None:
+    text = "reading w/ Ms Delacroix: needs practice"
+    model = [ent("PERSON", text, "Delacroix", 0.95)]
+    assert [(e.type, e.text, e.score) for e in guarded(model, recognise(text), text)] == [
+        ("TITLE", "Ms", 0.8), ("PERSON", "Delacroix", 0.95)]
