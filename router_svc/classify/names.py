@@ -90,8 +90,10 @@ def _places_by_first_word(upper: bool) -> dict[str, tuple[tuple[str, ...], ...]]
 
 
 def is_name_word(word: str) -> bool:
-    """A capitalised word that is a name, not a sentence's first word or a generic one."""
-    return word.rstrip(".").lower() not in common_words()
+    """A capitalised word that is a name, not a sentence's first word, a generic one or a code
+    with digits ("M19" in "Manchester M19 2LL")."""
+    return word.rstrip(".").lower() not in common_words() and not any(
+        ch.isdigit() for ch in word)
 
 
 def _words_at(text: str, start: int, count: int) -> list[re.Match[str]]:

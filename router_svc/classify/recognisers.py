@@ -64,6 +64,7 @@ from collections.abc import Callable, Iterable, Iterator
 import phonenumbers
 
 from router_svc.classify import names
+from router_svc.classify.addresses import address_edges
 from router_svc.classify.dates import dates
 from router_svc.classify.names import organisations, places
 from router_svc.classify.people import titled_names, whole_names
@@ -686,7 +687,8 @@ def guarded(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEnti
     (``pii.possible_values``) joined with the rules' (``union``; None: the model's alone),
     under the span conventions (``pii.span_conventions``)."""
     model = possible_values(model_entities, text)
-    found = model if rule_entities is None else whole_names(union(model, rule_entities), text)
+    found = model if rule_entities is None else address_edges(
+        whole_names(union(model, rule_entities), text), text)
     return span_conventions(found, text)
 
 
