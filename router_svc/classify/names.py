@@ -96,12 +96,17 @@ def is_name_word(word: str) -> bool:
         ch.isdigit() for ch in word)
 
 
+# Lower-case words inside a place's name ("Rio de Janeiro", "Frankfurt am Main", "Isle of Man").
+_PLACE_PARTICLE = re.compile(r"(?:de|do|da|dos|das|del|la|le|les|of|am|an|der|sur|en|y|el|al)\b")
+
+
 def _words_at(text: str, start: int, count: int) -> list[re.Match[str]]:
-    """Up to ``count`` capitalised words from ``start`` on, one space apart."""
+    """Up to ``count`` capitalised words (or particles inside them) from ``start`` on, one
+    space apart."""
     out: list[re.Match[str]] = []
     pos = start
     while len(out) < count:
-        m = _CAP_WORD.match(text, pos)
+        m = _CAP_WORD.match(text, pos) or (_PLACE_PARTICLE.match(text, pos) if out else None)
         if m is None:
             break
         out.append(m)

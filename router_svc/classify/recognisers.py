@@ -46,8 +46,11 @@ Union with the model (``union``), the rule where spans overlap: one span and one
    (``RULE_TYPES``: the model's PHONE_NUMBER over an SSN, its card span cut short) or lies
    inside the match (a PERSON read into an e-mail address): the rule's check passed where the
    model guessed.
-2. Otherwise the longer span wins, then the higher score; a tie goes to the model (a STREET_ADDRESS
-   holding a postcode stays the address, so redaction covers it all).
+2. A listed place (GPE) on exactly the span the model read as a PERSON, ORGANIZATION or
+   STREET_ADDRESS wins unless it opens with a first name ("Kano" and "Pune" in a record are
+   cities; "Florence" may be a person).
+3. Otherwise the longer span wins, then the higher score; a tie goes to the model (a
+   STREET_ADDRESS holding a postcode stays the address, so redaction covers it all).
 
 A rule entity survives only if it beats every model entity it overlaps; those then go. Entities
 that overlap nothing on the other side are all kept: the rules never veto the model (a card
@@ -67,7 +70,7 @@ from router_svc.classify import names
 from router_svc.classify.addresses import address_edges
 from router_svc.classify.dates import dates
 from router_svc.classify.names import organisations, places
-from router_svc.classify.people import titled_names, whole_names
+from router_svc.classify.people import first_names, titled_names, whole_names
 from router_svc.classify.pii import (
     _EMAIL,
     DATE_LIKE,
@@ -593,6 +596,8 @@ CONTEXT_TYPES = frozenset({"AGE", "ZIP_CODE"})  # found by the words around, no 
 # Found on word lists (classify/names.py, and a name after an honorific: classify/people.py).
 NAME_TYPES = frozenset({"GPE", "ORGANIZATION", "PERSON", "TITLE"})
 SHAPE_TYPES = frozenset({"DATE_TIME"})  # found by their shape alone (classify/dates.py)
+# What the model may read a listed place as on the same span, where the list wins.
+_NOT_PLACES = frozenset({"PERSON", "ORGANIZATION", "STREET_ADDRESS"})
 # Rule types that do not beat the model's reading of a span they overlap (only a longer span).
 _UNCHECKED = CONTEXT_TYPES | NAME_TYPES | SHAPE_TYPES
 
@@ -639,6 +644,9 @@ def recognise(text: str, names: Iterable[str] | None = None) -> list[PiiEntity]:
 
 
 def _rule_wins(rule: PiiEntity, model: PiiEntity) -> bool:
+    if (rule.type == "GPE" and model.type in _NOT_PLACES and rule.start == model.start
+            and rule.end == model.end and rule.text.split()[0] not in first_names()):
+        return True  # a listed place read as a name ("...,2023-11-02,Kano"), no first name
     if rule.type not in _UNCHECKED and (
             model.type in RULE_TYPES or (rule.start <= model.start and model.end <= rule.end)):
         return True

@@ -23,6 +23,8 @@ def texts(entities: list[PiiEntity]) -> list[str]:
     ("Houston, Texas", ["Houston", "Texas"]),
     ("In London the rent is high.", ["London"]),  # a sentence's first word is no name
     ("São Paulo or Sao Paulo", ["São Paulo", "Sao Paulo"]),
+    ("stolen in Rio de Janeiro, then Frankfurt am Main", ["Rio de Janeiro", "Frankfurt am Main"]),
+    ("77 Kingsway, Manchester M19 2LL", ["Manchester"]),  # a postcode after it is no name
 ])
 def test_places_found(text: str, want: list[str]) -> None:
     assert texts(places(text)) == want
@@ -92,3 +94,15 @@ def test_union_takes_the_longer_listed_name() -> None:
     model = [PiiEntity("GPE", 32, 38, "Bergen", 0.9)]
     (kept,) = union(model, recognise(text))
     assert (kept.type, kept.text) == ("ORGANIZATION", "University of Bergen")
+
+
+@pytest.mark.parametrize(("text", "kind", "value", "want"), [
+    ("Ahmad Yusuf,2023-11-02,Kano\n", "PERSON", "Kano", "GPE"),  # a listed place the model
+    ("Thoughtworks, Pune — Lead Consultant", "ORGANIZATION", "Pune", "GPE"),  # read as a name
+    ("Florence is my sister", "PERSON", "Florence", "PERSON"),  # a first name: the model's
+])
+def test_a_listed_place_on_a_models_name_span(text: str, kind: str, value: str,
+                                              want: str) -> None:
+    start = text.index(value)
+    model = [PiiEntity(kind, start, start + len(value), value, 0.95)]
+    assert [e.type for e in union(model, recognise(text)) if e.text == value] == [want]
