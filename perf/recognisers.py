@@ -1,5 +1,5 @@
 """The rule recognisers' cost per 500-token prompt, beside the model's own decode (issue 18:
-recognise+union may add at most 1 ms per 500-token prompt).
+the rules may add at most 1 ms per 500-token prompt).
 
 Prompts of ``--tokens`` tokens (the model's tokenizer) are made by joining real prompts line
 by line: MMLU-Pro questions and presidio PII sentences, in three mixes: ``prose`` (questions
@@ -12,8 +12,9 @@ Timed per prompt, alternating in rounds (A B, B A, ...), one call at a time on o
 
 - ``decode``: ``Classifier.decode`` with the recognisers off (the model's own decode: category
   pooling, BIO decoding of every window, merging the windows);
-- ``rules``: ``recognise(text)`` and ``union(model entities, rule entities)``, what
-  ``Classifier.decode`` adds with ``classifier.pii_model.recognisers: true``.
+- ``rules``: ``recognise(text)`` and ``with_rules(model entities, rule entities, text)`` (the
+  union, whole person names, address starts), what ``Classifier.decode`` adds with
+  ``classifier.pii_model.recognisers: true``.
 
 Reported per mix, in milliseconds: p50 and p99 over all calls (prompts x rounds), and p50 and
 p99 over the prompts of each prompt's fastest round ("best"): on a shared machine the other
@@ -49,8 +50,7 @@ from _common import (
 
 from router_svc.classify.batcher import RowOutput
 from router_svc.classify.classifier import Classifier
-from router_svc.classify.people import whole_names
-from router_svc.classify.recognisers import prepare, recognise, union
+from router_svc.classify.recognisers import prepare, recognise, with_rules
 from router_svc.classify.tokenization import TextTokenizer
 from router_svc.labels import CATEGORIES, PII_TAGS
 
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
                         samples["decode"][i].append(time.perf_counter() - t0)
                     else:
                         t0 = time.perf_counter()
-                        whole_names(union(model_ents[i], recognise(text)), text)
+                        with_rules(model_ents[i], recognise(text), text)
                         samples["rules"][i].append(time.perf_counter() - t0)
                     bar.advance(task)
         d = [s * 1e3 for per in samples["decode"] for s in per]
@@ -181,7 +181,7 @@ def _print_rich(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"recognise+union vs the model's decode, per {rows[0]['tokens']}-token "
+    t = Table(title=f"the rules vs the model's decode, per {rows[0]['tokens']}-token "
                     f"prompt (ms; budget {BUDGET_MS} ms)")
     for c in ("mix", "windows", "decode p50", "decode p99", "rules p50", "rules p99",
               "decode best p50", "rules best p50", "rules best p99", "rules/decode",

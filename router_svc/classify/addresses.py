@@ -92,7 +92,8 @@ def address_edges(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
         start = _start_after_names(e)
         if start == e.start:
             grown = _start_before(e, text)
-            if not any(o is not e and o.start < e.start and o.end > grown for o in entities):
+            if grown < e.start and not any(o.start < e.start and o.end > grown
+                                           for o in entities if o is not e):
                 start = grown
         if start != e.start:
             e = PiiEntity("STREET_ADDRESS", start, e.end, text[start:e.end], e.score)

@@ -684,7 +684,9 @@ def union(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEntity
         rivals = [m for m in kept if m.start < r.end and r.start < m.end]
         if all(_rule_wins(r, m) or (id(m) in reread and m.start <= r.start and r.end <= m.end)
                for m in rivals):
-            kept = [m for m in kept if not any(m is x for x in rivals)]
+            if rivals:
+                gone = {id(x) for x in rivals}
+                kept = [m for m in kept if id(m) not in gone]
             added.append(r)
     return sorted(kept + added, key=lambda e: (e.start, e.end, e.type))
 
@@ -692,12 +694,19 @@ def union(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEntity
 def guarded(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEntity] | None,
             text: str) -> list[PiiEntity]:
     """What the guard acts on: the model's entities that the text can hold
-    (``pii.possible_values``) joined with the rules' (``union``; None: the model's alone),
-    under the span conventions (``pii.span_conventions``)."""
+    (``pii.possible_values``) joined with the rules' (``with_rules``; None: the model's
+    alone), under the span conventions (``pii.span_conventions``)."""
     model = possible_values(model_entities, text)
-    found = model if rule_entities is None else address_edges(
-        whole_names(union(model, rule_entities), text), text)
+    found = model if rule_entities is None else with_rules(model, rule_entities, text)
     return span_conventions(found, text)
+
+
+def with_rules(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEntity],
+               text: str) -> list[PiiEntity]:
+    """What the rules add to the model's entities: their ``union``, then person names
+    (``people.whole_names``) and address starts (``addresses.address_edges``) as the text
+    writes them."""
+    return address_edges(whole_names(union(model_entities, rule_entities), text), text)
 
 
 def _ent(kind: str, text: str, start: int, end: int, score: float = CHECKED) -> PiiEntity:
