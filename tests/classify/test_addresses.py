@@ -6,13 +6,8 @@ from __future__ import annotations
 import pytest
 
 from router_svc.classify.addresses import address_edges
-from router_svc.classify.pii import PiiEntity
 from router_svc.classify.recognisers import guarded, recognise
-
-
-def ent(kind: str, text: str, value: str, score: float = 0.9) -> PiiEntity:
-    start = text.index(value)
-    return PiiEntity(kind, start, start + len(value), value, score)
+from tests.classify.spans import ent
 
 
 @pytest.mark.parametrize("text, model, expected", [

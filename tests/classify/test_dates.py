@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from router_svc.classify.dates import dates
-from router_svc.classify.pii import PiiEntity, span_conventions
+from router_svc.classify.pii import span_conventions
 from router_svc.classify.recognisers import guarded, recognise, union
+from tests.classify.spans import ent
 
 
 def found(text: str) -> list[str]:
@@ -81,10 +82,6 @@ def test_recognised_after_checked_types_and_beside_them() -> None:
         ("CREDIT_CARD", "4111 1111 1111 1111"), ("DATE_TIME", "2024-09-18"),
         ("PHONE_NUMBER", "+1 415 555 2671"), ("DATE_TIME", "3pm")]
 
-
-def ent(kind: str, text: str, value: str, score: float = 0.8) -> PiiEntity:
-    start = text.index(value)
-    return PiiEntity(kind, start, start + len(value), value, score)
 
 
 def test_a_longer_rule_date_wins_over_a_model_date_inside_it() -> None:

@@ -6,13 +6,8 @@ from __future__ import annotations
 import pytest
 
 from router_svc.classify.people import first_names, is_name_word, titled_names, whole_names
-from router_svc.classify.pii import PiiEntity
 from router_svc.classify.recognisers import guarded, recognise
-
-
-def ent(kind: str, text: str, value: str, score: float = 0.9) -> PiiEntity:
-    start = text.index(value)
-    return PiiEntity(kind, start, start + len(value), value, score)
+from tests.classify.spans import ent
 
 
 def read(text: str, kind: str, value: str) -> list[tuple[str, str]]:

@@ -9,10 +9,10 @@ import pytest
 from router_svc.classify import recognisers as rec
 from router_svc.classify.batcher import RowOutput
 from router_svc.classify.classifier import Classifier, plan_rows
-from router_svc.classify.pii import PiiEntity
 from router_svc.classify.recognisers import recognise, union
 from router_svc.classify.tokenization import Window
 from router_svc.labels import PII_TAGS, PII_TYPES
+from tests.classify.spans import ent
 
 
 def found(fn, text: str) -> list[str]:
@@ -282,10 +282,6 @@ def test_recognise_one_recogniser_alone() -> None:
     text = "card 4111 1111 1111 1111, mail a@example.com"
     assert [e.type for e in recognise(text, ["EMAIL_ADDRESS"])] == ["EMAIL_ADDRESS"]
 
-
-def ent(kind: str, text: str, value: str, score: float = 0.8) -> PiiEntity:
-    start = text.index(value)
-    return PiiEntity(kind, start, start + len(value), value, score)
 
 
 def test_a_checked_match_replaces_the_models_guess_on_its_span() -> None:
