@@ -74,6 +74,11 @@ def common_words() -> frozenset[str]:
     return word_list("common_words.txt")
 
 
+def first_names() -> frozenset[str]:
+    """Given names of many cultures (``data/first_names.txt``), less common words."""
+    return word_list("first_names.txt")
+
+
 def is_place(name: str) -> bool:
     return name in word_list("places.txt")
 
@@ -189,7 +194,7 @@ def prepare() -> None:
     _first_words()
     _second_words()
     common_words()
-    word_list("first_names.txt")
+    first_names()
 
 
 def places(text: str) -> list[PiiEntity]:
@@ -320,6 +325,64 @@ def _near_keywords(text: str) -> list[tuple[int, int]]:
     return out
 
 
+# What a sentence says before an organisation's bare name ("charged twice by Ryanair", "a job
+# offer from Zalando", "previously at Monzo and Deliveroo", "a letter from HMRC").
+_ORG_CONTEXT = re.compile(
+    r"\b(?:(?:work(?:s|ed|ing)?|employed|(?:job|position|role|internship|interview)s?|"
+    r"previously|formerly|currently|interned|(?:a|my|the) customer|subscri(?:bed|ption)|"
+    r"account) (?:at|for|by|with|of|to)|(?:joined|joining|left|leaving|quit|quitting)|"
+    r"(?:offer|bill|invoice|letter|e-?mail|refund|statement|notice|parcel|package|delivery|"
+    r"order|charges?|payment|message|reply|response) from|charged (?:\w+ )?by) $",
+    re.IGNORECASE)
+_ORG_CONTEXT_WORDS = ("at ", "for ", "by ", "with ", "of ", "to ", "from ", "joined ",
+                      "joining ", "left ", "leaving ", "quit ", "quitting ")
+# A bare name: a capitalised word ("Zalando"), an acronym ("HMRC"), or one written as one word
+# with inner capitals or a dot ("DigitalOcean", "Kaspi.kz"), up to three words.
+_BARE_NAME = re.compile(rf"[{_UPPER}][\w'’&-]*(?:\.[a-z]{{2,3}}\b)?")
+
+
+def _bare_org_word(word: str) -> bool:
+    """A word that can only be an organisation's name here: no common word, first name, place,
+    honorific, month or weekday, and no single letter."""
+    return (len(word) > 1 and is_name_word(word) and word not in first_names()
+            and not is_place(word) and word not in HONORIFIC_WORDS
+            and word.title() not in _CALENDAR_WORDS
+            and not word.endswith(("ish", "ese", "ian", "ians")))  # "English", "Brazilian"
+
+
+_CALENDAR_WORDS = frozenset({
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday",
+    "Saturday", "Sunday"})
+
+
+def organisations_in_context(text: str) -> list[PiiEntity]:
+    """Bare organisation names after the words that announce one (``_ORG_CONTEXT``): one to
+    three name words, and a second name after "and" ("Monzo and Deliveroo")."""
+    out: list[PiiEntity] = []
+    for word in capitalised_words(text):
+        for i in occurrences(text, word):
+            if i < 3 or text[i - 1] != " " or not text[max(0, i - 9):i].lower().endswith(
+                    _ORG_CONTEXT_WORDS):
+                continue
+            if not _ORG_CONTEXT.search(text, max(0, i - 40), i):
+                continue
+            pos = i
+            while True:
+                end, count = pos, 0
+                while count < 3 and (m := _BARE_NAME.match(text, end if count == 0 else end + 1)):
+                    if not _bare_org_word(m.group()) or (count and text[end] != " "):
+                        break
+                    end, count = m.end(), count + 1
+                if count == 0:
+                    break
+                out.append(PiiEntity("ORGANIZATION", pos, end, text[pos:end], LISTED))
+                if not text.startswith(" and ", end):
+                    break
+                pos = end + 5
+    return sorted(out, key=lambda e: e.start)
+
+
 def organisations(text: str) -> list[PiiEntity]:
     out: list[PiiEntity] = []
     runs = [r for a, b in _near_keywords(text) for r in _runs(text, a, b)]
@@ -331,4 +394,6 @@ def organisations(text: str) -> list[PiiEntity]:
         end = b.end() if _key(b) in _DOTTED and b.group().endswith(".") else (
             b.start() + len(_key(b)))
         out.append(PiiEntity("ORGANIZATION", a.start(), end, text[a.start():end], LISTED))
-    return out
+    out += [e for e in organisations_in_context(text)
+            if not any(o.start < e.end and e.start < o.end for o in out)]
+    return sorted(out, key=lambda e: e.start)

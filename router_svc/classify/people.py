@@ -33,6 +33,7 @@ import re
 from collections.abc import Sequence
 
 from router_svc.classify import names
+from router_svc.classify.names import first_names
 from router_svc.classify.pii import HONORIFICS, PiiEntity
 
 # Lower-case words that belong inside a name ("Ludwig van Beethoven", "Ahmad bin Ali").
@@ -52,10 +53,6 @@ _INITIAL = re.compile(r"[A-Z]\.?")
 LISTED = names.LISTED  # the score of a TITLE and PERSON found after an honorific
 # Honorifics as written before a name: Title Case or upper case ("Dr", "DR", "MR").
 _TITLE_FORMS = frozenset(f for w in HONORIFICS for f in (w, w.upper()))
-
-
-def first_names() -> frozenset[str]:
-    return names.word_list("first_names.txt")
 
 
 def _title_case(word: str) -> bool:

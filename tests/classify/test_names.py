@@ -106,3 +106,17 @@ def test_a_listed_place_on_a_models_name_span(text: str, kind: str, value: str,
     start = text.index(value)
     model = [PiiEntity(kind, start, start + len(value), value, 0.95)]
     assert [e.type for e in union(model, recognise(text)) if e.text == value] == [want]
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("my card was charged twice by Ryanair. Draft a complaint", ["Ryanair"]),
+    ("how do I decline a job offer from Zalando? the manager", ["Zalando"]),
+    ("previously at Monzo and Deliveroo. looking for roles", ["Monzo", "Deliveroo"]),
+    ("recieved a letter from HMRC saying i owe", ["HMRC"]),
+    ("an interview with DigitalOcean next week", ["DigitalOcean"]),
+    # a first name, a place, a common word, a language: not organisations
+    ("a letter from John, she left Paris, a reply from Support, translated from English", []),
+])
+def test_bare_organisation_names_after_the_words_that_announce_one(
+        text: str, want: list[str]) -> None:
+    assert texts(organisations(text)) == want
