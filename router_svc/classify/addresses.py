@@ -24,7 +24,7 @@ import re
 from collections.abc import Sequence
 
 from router_svc.classify import names
-from router_svc.classify.pii import PiiEntity
+from router_svc.classify.pii import PiiEntity, SpanIndex
 
 # Words that open a street line before its name or number.
 OPENERS = frozenset({"House", "Flat", "Apt", "Apartment", "Unit", "Suite", "Plot", "Block",
@@ -85,6 +85,7 @@ def address_edges(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
     """The entities with each STREET_ADDRESS's start where the text puts it (module
     docstring), sorted by start."""
     out = []
+    index: SpanIndex | None = None
     for e in entities:
         if e.type != "STREET_ADDRESS":
             out.append(e)
@@ -92,9 +93,10 @@ def address_edges(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
         start = _start_after_names(e)
         if start == e.start:
             grown = _start_before(e, text)
-            if grown < e.start and not any(o.start < e.start and o.end > grown
-                                           for o in entities if o is not e):
-                start = grown
+            if grown < e.start:
+                index = index or SpanIndex(entities)
+                if not [o for o in index.overlapping(grown, e.start) if o is not e]:
+                    start = grown
         if start != e.start:
             e = PiiEntity("STREET_ADDRESS", start, e.end, text[start:e.end], e.score)
         out.append(e)

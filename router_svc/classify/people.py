@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 from router_svc.classify import names
 from router_svc.classify.names import first_names
-from router_svc.classify.pii import HONORIFICS, PiiEntity
+from router_svc.classify.pii import HONORIFICS, PiiEntity, SpanIndex
 
 # Lower-case words that belong inside a name ("Ludwig van Beethoven", "Ahmad bin Ali").
 PARTICLES = frozenset({"de", "da", "di", "del", "della", "van", "von", "der", "den", "bin",
@@ -106,11 +106,11 @@ def _parts_without_lower_words(e: PiiEntity) -> list[PiiEntity]:
     return out
 
 
-def _free(taken: list[tuple[int, int]], a: int, b: int) -> bool:
-    return not any(x < b and a < y for x, y in taken)
+def _free(taken: SpanIndex, a: int, b: int) -> bool:
+    return not taken.overlapping(a, b)
 
 
-def _grown(e: PiiEntity, text: str, taken: list[tuple[int, int]]) -> PiiEntity:
+def _grown(e: PiiEntity, text: str, taken: SpanIndex) -> PiiEntity:
     start, end = e.start, e.end
     count = len(e.text.split())
     if not _title_case(e.text.split()[-1]):
@@ -153,7 +153,7 @@ def whole_names(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
         else:
             others.append(e)
     # Growth looks only outside a name's own span, so every span may stand in its way.
-    taken = [(e.start, e.end) for e in others + people]
+    taken = SpanIndex(others + people)
     grown = [_grown(p, text, taken) for p in people]
     return sorted(others + grown, key=lambda e: (e.start, e.end, e.type))
 

@@ -6,6 +6,7 @@ evaluation and the tests share one decoder.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import ipaddress
 import re
@@ -23,6 +24,28 @@ class PiiEntity:
     end: int
     text: str  # text[start:end]
     score: float  # mean probability of the chosen tags of the entity's tokens
+
+
+class SpanIndex:
+    """Entities sorted by start, to find those overlapping ``[a, b)`` without a pass over all
+    of them (a log of thousands of timestamps would make every such pass quadratic): the
+    longest entity bounds how far back one can start."""
+
+    def __init__(self, entities: Iterable[PiiEntity] = ()) -> None:
+        self._items = sorted(entities, key=lambda e: e.start)
+        self._starts = [e.start for e in self._items]
+        self._longest = max((e.end - e.start for e in self._items), default=0)
+
+    def add(self, e: PiiEntity) -> None:
+        i = bisect.bisect_right(self._starts, e.start)
+        self._starts.insert(i, e.start)
+        self._items.insert(i, e)
+        self._longest = max(self._longest, e.end - e.start)
+
+    def overlapping(self, a: int, b: int) -> list[PiiEntity]:
+        lo = bisect.bisect_left(self._starts, a - self._longest)
+        hi = bisect.bisect_left(self._starts, b)
+        return [e for e in self._items[lo:hi] if e.end > a]
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -795,17 +818,25 @@ def whole_dates(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
     out: list[PiiEntity] = []
     pieces = _merge_overlaps(p for e in entities
                              for p in (_date_pieces(e, text) if e.type == "DATE_TIME" else [e]))
+    # One pass (a log of thousands of timestamps): the last date's index in ``out``, and the
+    # furthest end of everything else kept, which must not reach past that date's end.
+    last: int | None = None
+    others_end = -1
     for e in sorted(pieces, key=lambda e: (e.start, e.end)):
-        prev = next((x for x in reversed(out) if x.type == "DATE_TIME"), None)
+        prev = out[last] if last is not None else None
         if (e.type == "DATE_TIME" and prev is not None and prev.end <= e.start
                 and _DATE_GAP.fullmatch(text[prev.end:e.start])
-                and any(ch.isdigit() for ch in e.text)
-                and not any(x.start < e.start and x.end > prev.end and x is not prev
-                            for x in out)):
-            out[out.index(prev)] = PiiEntity("DATE_TIME", prev.start, e.end,
-                                             text[prev.start:e.end], max(prev.score, e.score))
+                and any(ch.isdigit() for ch in e.text) and others_end <= prev.end):
+            out[last] = PiiEntity("DATE_TIME", prev.start, e.end, text[prev.start:e.end],
+                                  max(prev.score, e.score))
+            continue
+        if e.type == "DATE_TIME":
+            if prev is not None:
+                others_end = max(others_end, prev.end)
+            last = len(out)
         else:
-            out.append(e)
+            others_end = max(others_end, e.end)
+        out.append(e)
     return out
 
 

@@ -75,6 +75,7 @@ from router_svc.classify.pii import (
     _EMAIL,
     DATE_LIKE,
     PiiEntity,
+    SpanIndex,
     _is_ip_address,
     passes_iban_check,
     passes_luhn,
@@ -633,13 +634,15 @@ def recognise(text: str, names: Iterable[str] | None = None) -> list[PiiEntity]:
     has_digit = _DIGIT.search(text) is not None
     long_number = has_digit and _LONG_NUMBER.search(text) is not None
     found: list[PiiEntity] = []
+    index = SpanIndex()
     for name, fn in RECOGNISERS:
         if (only is not None and name not in only) or not _wanted(
                 name, text, has_digit, long_number):
             continue
         for e in fn(text):
-            if not any(f.start < e.end and e.start < f.end for f in found):
+            if not index.overlapping(e.start, e.end):
                 found.append(e)
+                index.add(e)
     return sorted(found, key=lambda e: (e.start, e.end))
 
 
@@ -653,7 +656,7 @@ def _rule_wins(rule: PiiEntity, model: PiiEntity) -> bool:
     return (rule.end - rule.start, rule.score) > (model.end - model.start, model.score)
 
 
-def _dates_account_for(model: PiiEntity, rules: list[PiiEntity]) -> bool:
+def _dates_account_for(model: PiiEntity, rules: SpanIndex) -> bool:
     """A model DATE_TIME whose every date-like part (``pii.DATE_LIKE``) lies in rule dates
     inside it: those are its better reading ("05 OCT B6" is "05 OCT", "Thu 14 Nov 2024 /" is
     "Thu 14 Nov 2024", "saturday night around 11pm" is two)."""
@@ -661,7 +664,7 @@ def _dates_account_for(model: PiiEntity, rules: list[PiiEntity]) -> bool:
         return False
     rest = list(model.text)
     inside = False
-    for r in rules:
+    for r in rules.overlapping(model.start, model.end):
         if r.type == "DATE_TIME" and model.start <= r.start and r.end <= model.end:
             rest[r.start - model.start:r.end - model.start] = " " * (r.end - r.start)
             inside = True
@@ -677,17 +680,18 @@ def union(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEntity
           ) -> list[PiiEntity]:
     """The model's entities and the rules', one span and one type where they overlap (the
     rule in the module docstring), sorted by start."""
-    kept, rules = list(model_entities), list(rule_entities)
+    model, rules = list(model_entities), list(rule_entities)
+    models, rule_index = SpanIndex(model), SpanIndex(rules)
     added: list[PiiEntity] = []
-    reread = {id(m) for m in kept if _dates_account_for(m, rules)}
+    gone: set[int] = set()
+    reread = {id(m) for m in model if m.type == "DATE_TIME" and _dates_account_for(m, rule_index)}
     for r in rules:
-        rivals = [m for m in kept if m.start < r.end and r.start < m.end]
+        rivals = [m for m in models.overlapping(r.start, r.end) if id(m) not in gone]
         if all(_rule_wins(r, m) or (id(m) in reread and m.start <= r.start and r.end <= m.end)
                for m in rivals):
-            if rivals:
-                gone = {id(x) for x in rivals}
-                kept = [m for m in kept if id(m) not in gone]
+            gone.update(id(m) for m in rivals)
             added.append(r)
+    kept = [m for m in model if id(m) not in gone]
     return sorted(kept + added, key=lambda e: (e.start, e.end, e.type))
 
 

@@ -762,3 +762,23 @@ def test_a_date_is_the_dates_it_holds(text, read, dates) -> None:
     from router_svc.classify.pii import whole_dates
 
     assert [e.text for e in whole_dates([_e("DATE_TIME", text, r) for r in read], text)] == dates
+
+
+def test_span_index_finds_exactly_the_overlapping_entities() -> None:
+    import random
+
+    from router_svc.classify.pii import SpanIndex
+
+    rng = random.Random(7)
+    entities = []
+    for i in range(300):
+        a = rng.randrange(0, 2000)
+        entities.append(PiiEntity("PERSON", a, a + rng.choice((1, 3, 8, 40, 400)), str(i), 0.9))
+    index = SpanIndex(entities[:150])
+    for e in entities[150:]:
+        index.add(e)
+    for _ in range(500):
+        a = rng.randrange(0, 2100)
+        b = a + rng.randrange(1, 60)
+        want = {x.text for x in entities if x.start < b and a < x.end}
+        assert {x.text for x in index.overlapping(a, b)} == want
