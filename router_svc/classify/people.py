@@ -24,7 +24,8 @@ Growth never takes a word inside another entity. Scores stay the model's.
 
 ``titled_names`` is a recogniser (``recognisers.RECOGNISERS``): an honorific right before one
 to three name words ("Professor Mwangi", "Sr. Gutiérrez", "Ms Delacroix", "MR ABDULLAH KHALID
-AL-MANSOORI") is a TITLE and a PERSON, as the span conventions split the model's.
+AL-MANSOORI") is a TITLE and a PERSON, as the span conventions split the model's; and a first
+name followed by name words ("Deborah Kline", "Camille Laurent", "Kwame Boateng") is a PERSON.
 """
 
 from __future__ import annotations
@@ -195,3 +196,43 @@ def titled_names(text: str) -> list[PiiEntity]:
                 out.append(PiiEntity("TITLE", i, end, text[i:end], LISTED))
                 out.append(PiiEntity("PERSON", end + 1, name_end, text[end + 1:name_end], LISTED))
     return sorted(out, key=lambda e: e.start)
+
+
+# First names that are also ranks and titles before a name ("King George", "Colonel Cresap").
+_RANKS = frozenset({"King", "Queen", "Prince", "Princess", "Colonel", "Captain", "Sergeant",
+                    "Lieutenant", "Admiral", "Pope", "Saint", "Judge", "Senator", "President",
+                    "Governor", "Emperor", "Empress", "Sultan", "Duke", "Earl", "Baron",
+                    "Bishop", "General", "Major", "Marshal", "Chief"})
+
+
+def full_names(text: str) -> list[PiiEntity]:
+    """A first name (``first_names``) followed by one or two name words or an initial and a
+    name word, one space apart on a line: a PERSON ("Deborah Kline", "Leila Mansour"); not a
+    listed place ("North Carolina", "Ann Arbor") nor a rank before a name."""
+    out: list[PiiEntity] = []
+    for word in (names.capitalised_words(text) & first_names()) - _RANKS:
+        for i in names.occurrences(text, word):
+            j = i + len(word)
+            if text[j:j + 1] != " " or not text[j + 1:j + 2].isupper():
+                continue
+            end = _name_after(text, j + 1, upper=False)
+            # An initial alone after the first name is no surname ("Anna K.").
+            if end == j + 1 or _INITIAL.fullmatch(text[j + 1:end]):
+                continue
+            two = " ".join(text[i:end].split()[:2])
+            if not (names.is_place(two) or names.is_place(text[i:end])):
+                out.append(PiiEntity("PERSON", i, end, text[i:end], LISTED))
+    out.sort(key=lambda e: (e.start, -e.end))
+    kept: list[PiiEntity] = []
+    for e in out:
+        if not kept or e.start >= kept[-1].end:
+            kept.append(e)
+    return kept
+
+
+def people(text: str) -> list[PiiEntity]:
+    """Both recognisers of this module: names after honorifics first, then full names."""
+    titled = titled_names(text)
+    spans = SpanIndex(titled)
+    return sorted(titled + [e for e in full_names(text) if not spans.overlapping(e.start, e.end)],
+                  key=lambda e: e.start)

@@ -28,7 +28,8 @@ its own check passes (offsets are into ``text``, the text the model reads):
 - DATE_TIME: dates, times and weekdays written in a date's shape with valid calendar values
   (``dates``: "2024-03-04", "14/02/1991", "2nd of May", "Monday afternoon", "16:22:03,114").
 - TITLE and PERSON: an honorific and the name words after it (``people.titled_names``:
-  "Professor Mwangi", "Sr. Gutiérrez").
+  "Professor Mwangi", "Sr. Gutiérrez"); a first name and name words after it
+  (``people.full_names``: "Deborah Kline").
 - ORGANIZATION and GPE: names on word lists and organisations' words (``names``: "University
   of Tehran", "Dangote Group", "Canada", "NEW YORK"), neither checked nor in context.
 
@@ -70,7 +71,7 @@ from router_svc.classify import names
 from router_svc.classify.addresses import address_edges
 from router_svc.classify.dates import dates
 from router_svc.classify.names import organisations, places
-from router_svc.classify.people import first_names, titled_names, whole_names
+from router_svc.classify.people import first_names, people, whole_names
 from router_svc.classify.pii import (
     _EMAIL,
     DATE_LIKE,
@@ -585,11 +586,11 @@ RECOGNISERS: tuple[tuple[str, Callable[[str], list[PiiEntity]]], ...] = (
     ("DOMAIN_NAME", domains),
     ("PHONE_NUMBER", phone_numbers),
     ("DATE_TIME", dates),
-    ("TITLE", titled_names),
     ("ZIP_CODE", zip_codes),
     ("AGE", ages),
     ("ORGANIZATION", organisations),
     ("GPE", places),
+    ("PERSON", people),  # after the lists: "Ho Chi Minh City", "Imam Khomeini Hospital"
 )
 RULE_TYPES = frozenset({"AGE", "CREDIT_CARD", "DATE_TIME", "DOMAIN_NAME", "EMAIL_ADDRESS",
                         "IBAN_CODE", "IP_ADDRESS", "PHONE_NUMBER", "US_SSN", "ZIP_CODE"})

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from router_svc.classify.people import first_names, is_name_word, titled_names, whole_names
+from router_svc.classify.people import (
+    first_names,
+    full_names,
+    is_name_word,
+    titled_names,
+    whole_names,
+)
 from router_svc.classify.recognisers import guarded, recognise
 from tests.classify.spans import ent
 
@@ -100,3 +106,21 @@ def test_the_models_reading_of_a_titled_name_stays_and_a_longer_one_wins() -> No
     model = [ent("PERSON", text, "Delacroix", 0.95)]
     assert [(e.type, e.text, e.score) for e in guarded(model, recognise(text), text)] == [
         ("TITLE", "Ms", 0.8), ("PERSON", "Delacroix", 0.95)]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("From: Deborah Kline <dkline@example.com>", ["Deborah Kline"]),
+    ("Camille Laurent,c.laurent@orange.fr,2024-01-07,Lyon", ["Camille Laurent"]),
+    ("1  Kwame Boateng      376561405323525", ["Kwame Boateng"]),
+    ("Mary Ann Smith and Jacob A. Riis", ["Mary Ann Smith", "Jacob A. Riis"]),
+    # places, ranks, an initial alone, a common word after the first name
+    ("North Carolina, Ann Arbor, King George, Anna K. and Victoria Station", []),
+])
+def test_a_first_name_and_the_name_words_after_it(text: str, expected: list[str]) -> None:
+    assert [e.text for e in full_names(text)] == expected
+
+
+def test_listed_names_come_before_a_full_name_inside_them() -> None:
+    text = "a week in Ho Chi Minh City, then Imam Khomeini Hospital"
+    assert [(e.type, e.text) for e in recognise(text)] == [
+        ("GPE", "Ho Chi Minh City"), ("ORGANIZATION", "Imam Khomeini Hospital")]
