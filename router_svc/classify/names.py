@@ -329,13 +329,14 @@ def _near_keywords(text: str) -> list[tuple[int, int]]:
 # offer from Zalando", "previously at Monzo and Deliveroo", "a letter from HMRC").
 _ORG_CONTEXT = re.compile(
     r"\b(?:(?:work(?:s|ed|ing)?|employed|(?:job|position|role|internship|interview)s?|"
-    r"previously|formerly|currently|interned|(?:a|my|the) customer|subscri(?:bed|ption)|"
-    r"account) (?:at|for|by|with|of|to)|(?:joined|joining|left|leaving|quit|quitting)|"
+    r"previously|formerly|currently|interned|(?:an? |my |the )?account) (?:at|for|by|with)|"
+    r"(?:joined|joining|left|leaving|quit|quitting)|"
     r"(?:offer|bill|invoice|letter|e-?mail|refund|statement|notice|parcel|package|delivery|"
     r"order|charges?|payment|message|reply|response) from|charged (?:\w+ )?by) $",
     re.IGNORECASE)
-_ORG_CONTEXT_WORDS = ("at ", "for ", "by ", "with ", "of ", "to ", "from ", "joined ",
-                      "joining ", "left ", "leaving ", "quit ", "quitting ")
+# The announcing phrase's last word before a capital letter, found in C (a literal prefix).
+_ORG_HINT = re.compile(rf"(?:at|for|by|with|from|joined|joining|left|leaving|quit|"
+                       rf"quitting) [{_UPPER}]")
 # A bare name: a capitalised word ("Zalando"), an acronym ("HMRC"), or one written as one word
 # with inner capitals or a dot ("DigitalOcean", "Kaspi.kz"), up to three words.
 _BARE_NAME = re.compile(rf"[{_UPPER}][\w'’&-]*(?:\.[a-z]{{2,3}}\b)?")
@@ -360,27 +361,25 @@ def organisations_in_context(text: str) -> list[PiiEntity]:
     """Bare organisation names after the words that announce one (``_ORG_CONTEXT``): one to
     three name words, and a second name after "and" ("Monzo and Deliveroo")."""
     out: list[PiiEntity] = []
-    for word in capitalised_words(text):
-        for i in occurrences(text, word):
-            if i < 3 or text[i - 1] != " " or not text[max(0, i - 9):i].lower().endswith(
-                    _ORG_CONTEXT_WORDS):
-                continue
-            if not _ORG_CONTEXT.search(text, max(0, i - 40), i):
-                continue
-            pos = i
-            while True:
-                end, count = pos, 0
-                while count < 3 and (m := _BARE_NAME.match(text, end if count == 0 else end + 1)):
-                    if not _bare_org_word(m.group()) or (count and text[end] != " "):
-                        break
-                    end, count = m.end(), count + 1
-                if count == 0:
+    for hint in _ORG_HINT.finditer(text):
+        i = hint.end() - 1
+        if (hint.start() and text[hint.start() - 1].isalpha()) or not _ORG_CONTEXT.search(
+                text, max(0, i - 40), i):
+            continue
+        pos = i
+        while True:
+            end, count = pos, 0
+            while count < 3 and (m := _BARE_NAME.match(text, end if count == 0 else end + 1)):
+                if not _bare_org_word(m.group()) or (count and text[end] != " "):
                     break
-                out.append(PiiEntity("ORGANIZATION", pos, end, text[pos:end], LISTED))
-                if not text.startswith(" and ", end):
-                    break
-                pos = end + 5
-    return sorted(out, key=lambda e: e.start)
+                end, count = m.end(), count + 1
+            if count == 0:
+                break
+            out.append(PiiEntity("ORGANIZATION", pos, end, text[pos:end], LISTED))
+            if not text.startswith(" and ", end):
+                break
+            pos = end + 5
+    return out
 
 
 def organisations(text: str) -> list[PiiEntity]:
