@@ -77,6 +77,9 @@ _TIME_WORDS = frozenset({"in", "since", "until", "till", "by", "from", "during",
                          "last", "next", "this", "early", "late", "mid", "before", "after",
                          "every", "each", "of", "to", "and", "or", "between", "end"})
 _WORD_BEFORE = re.compile(r"([A-Za-z]+)[\s-]+$")
+_CAPITAL_AFTER = re.compile(r"\s+[A-Z]")
+_DATE_SEPARATOR = re.compile(r"[-/.]")
+_LEADING_NUMBER = re.compile(r"\d+")
 
 
 def _valid_day_month(a: int, b: int) -> bool:
@@ -96,7 +99,7 @@ def _month_word_ok(word: str, alone: bool, text: str, start: int) -> bool:
         return True
     if low in _AMBIGUOUS_MONTHS:
         after = text[start + len(word):start + len(word) + 4]
-        if not word.endswith(".") and re.match(r"\s+[A-Z]", after):
+        if not word.endswith(".") and _CAPITAL_AFTER.match(after):
             return False  # a name: "by August Rush"
         m = _WORD_BEFORE.search(text, max(0, start - 12), start)
         return m is not None and m.group(1).lower() in _TIME_WORDS
@@ -106,10 +109,10 @@ def _month_word_ok(word: str, alone: bool, text: str, start: int) -> bool:
 def _numeric_ok(m: re.Match[str]) -> bool:
     kind, value = next(k for k in _KINDS if m.group(k) is not None), m.group()
     if kind == "ymd":
-        y, mo, d = (int(x) for x in re.split(r"[-/.]", value))
+        y, mo, d = (int(x) for x in _DATE_SEPARATOR.split(value))
         return 1 <= mo <= 12 and 1 <= d <= 31 and 1000 <= y <= 2999
     if kind == "dmy":
-        a, b, _ = re.split(r"[-/.]", value)
+        a, b, _ = _DATE_SEPARATOR.split(value)
         return _valid_day_month(int(a), int(b))
     if kind == "my":
         return 1 <= int(value.split("/")[0]) <= 12
@@ -119,7 +122,7 @@ def _numeric_ok(m: re.Match[str]) -> bool:
     if kind == "dm":
         return _month_word_ok(m.group("m1"), False, "", 0)
     if kind == "hour":
-        return 1 <= int(re.match(r"\d+", value).group()) <= 12
+        return 1 <= int(_LEADING_NUMBER.match(value).group()) <= 12
     return True  # "log" and "clock": the pattern holds only valid values
 
 

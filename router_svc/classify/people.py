@@ -49,6 +49,7 @@ _WORD = re.compile(r"\S+")
 # after it ends the name there ("Goldberg's", "Nowak,").
 _NAME_PART = re.compile(r"[^\W\d_](?:[\w'’-]*[^\W\d_])?")
 _INITIAL = re.compile(r"[A-Z]\.?")
+_LAST_WORD = re.compile(r"(?<![\w'’-])[^\W\d_][\w'’-]*$")  # the word before a span
 
 
 LISTED = names.LISTED  # the score of a TITLE and PERSON found after an honorific
@@ -129,7 +130,7 @@ def _grown(e: PiiEntity, text: str, taken: SpanIndex) -> PiiEntity:
         if b < len(text) and not text[b].isspace():
             break  # "Goldberg's", "Nowak,": the name ends here
     if count < 4 and start >= 2 and text[start - 1] == " " and text[start - 2].isalpha():
-        m = re.search(r"(?<![\w'’-])[^\W\d_][\w'’-]*$", text[max(0, start - 30):start - 1])
+        m = _LAST_WORD.search(text, max(0, start - 30), start - 1)
         if m is not None:
             a = start - 1 - (len(m.group()))
             if m.group() in first_names() and is_name_word(m.group()) and _free(

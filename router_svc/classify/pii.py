@@ -771,6 +771,7 @@ _YEAR = re.compile(r"\b\d{4}\b")
 # (GMT+3)", "09:00 UTC").
 _ZONE_AFTER = re.compile(r"\s?(?:[+-]\d{2}:?\d{2}\b|\(?(?:UTC|GMT)(?:[+-]\d{1,2}(?::?\d{2})?)?\)?"
                          r"(?![\w+])|Z\b)")
+_CLOCK_DIGITS = re.compile(r"\d:\d\d")  # a time in a date
 _WEEKDAY_BEFORE = re.compile(r"\b(?:mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)[a-z]*\.?,?\s$",
                              re.IGNORECASE)
 
@@ -796,7 +797,7 @@ def _date_pieces(e: PiiEntity, text: str) -> list[PiiEntity]:
             continue
         if text[b - 3:b].lower() in ("a.m", "p.m") and text[b:b + 1] == ".":
             b += 1
-        if (text[b - 1:b].isdigit() and re.search(r"\d:\d\d", text[a:b])
+        if (text[b - 1:b].isdigit() and _CLOCK_DIGITS.search(text, a, b)
                 and (z := _ZONE_AFTER.match(text, b)) is not None):
             b = z.end()
         if text[a:a + 1].isdigit() and (w := _WEEKDAY_BEFORE.search(text, max(0, a - 12), a)):
