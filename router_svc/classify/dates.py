@@ -42,15 +42,14 @@ _MERIDIEM = r"\s?(?:[ap]\.m\b\.?|[ap]m\b)"
 _NUMBER_START = re.compile(
     r"\d(?:(?<![\w.:/-]\d)|(?<=\dT\d))\d{0,3}"
     r"(?=[-/.:]\d|/[A-Za-z]|(?:st|nd|rd|th)?(?:\s+of)?\s+[ADFJMNOSadfjmnos]|\s?[apAP]\.?[mM]\b)")
-_MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August",
-                "September", "October", "November", "December")
-_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTH_NAMES, _WEEKDAYS = names.MONTHS, names.WEEKDAYS
 # How a month's or weekday's name is written capitalised ("Mar", "Sept", "OCT", "Mondays").
 _NAME_FORMS = frozenset(
     form for w in (*_MONTH_NAMES, *(m[:3] for m in _MONTH_NAMES), "Sept", *_WEEKDAYS,
                    *(d + "s" for d in _WEEKDAYS))
     for form in (w, w.upper()))
 _LOWER_WEEKDAYS = frozenset(d.lower() for d in _WEEKDAYS)
+_FULL_MONTHS = frozenset(m.lower() for m in _MONTH_NAMES)
 _NUMERIC = re.compile(
     rf"(?P<ymd>\d{{4}}(?P<s1>[-/.])\d{{1,2}}(?P=s1)\d{{1,2}})(?!(?!T\d)[\w-]|[./]\d)"
     rf"|(?P<dmy>\d{{1,2}}(?P<s2>[-/.])\d{{1,2}}(?P=s2)(?:\d{{4}}|(?<=/)\d\d))"
@@ -62,8 +61,6 @@ _NUMERIC = re.compile(
     rf"|(?P<clock>{_CLOCK}(?:{_MERIDIEM})?)(?![\d:]|[.,]\d)"
     rf"|(?P<hour>\d{{1,2}}{_MERIDIEM})",
     re.IGNORECASE)
-_FULL_MONTHS = frozenset({"january", "february", "march", "april", "may", "june", "july",
-                          "august", "september", "october", "november", "december"})
 _KINDS = ("ymd", "dmy", "my", "log", "md", "dm", "clock", "hour")
 _WORDS = re.compile(
     rf"(?P<mon>{_MONTH}\b\.?)(?:\s+(?P<day>{_DAY})(?![\d:.]|\w)(?:,?\s+{_YEAR}(?!\d))?"

@@ -33,6 +33,10 @@ from router_svc.classify.pii import HONORIFICS, PiiEntity
 LISTED = 0.8  # the score of a name found on a word list
 
 _UPPER = "A-ZÀ-ÖØ-Þ"
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December")
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+CALENDAR_WORDS = frozenset(MONTHS + WEEKDAYS)  # capitalised, yet no name
 # A capitalised word (or an upper-case one, or "McDonald", "O'Brien", "Baden-Württemberg").
 _CAP_WORD = re.compile(rf"(?<![\w@./\\-])[{_UPPER}][\w'’-]*(?:\.(?=[\s,;:)]|$))?")
 # The guard's honorifics, and those that stand before a name without making it a TITLE there.
@@ -347,14 +351,8 @@ def _bare_org_word(word: str) -> bool:
     honorific, month or weekday, and no single letter."""
     return (len(word) > 1 and is_name_word(word) and word not in first_names()
             and not is_place(word) and word not in HONORIFIC_WORDS
-            and word.title() not in _CALENDAR_WORDS
+            and word.title() not in CALENDAR_WORDS
             and not word.endswith(("ish", "ese", "ian", "ians")))  # "English", "Brazilian"
-
-
-_CALENDAR_WORDS = frozenset({
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday",
-    "Saturday", "Sunday"})
 
 
 def organisations_in_context(text: str) -> list[PiiEntity]:

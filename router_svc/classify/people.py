@@ -22,10 +22,11 @@ two word lists say:
 
 Growth never takes a word inside another entity. Scores stay the model's.
 
-``titled_names`` is a recogniser (``recognisers.RECOGNISERS``): an honorific right before one
-to three name words ("Professor Mwangi", "Sr. Gutiérrez", "Ms Delacroix", "MR ABDULLAH KHALID
-AL-MANSOORI") is a TITLE and a PERSON, as the span conventions split the model's; and a first
-name followed by name words ("Deborah Kline", "Camille Laurent", "Kwame Boateng") is a PERSON.
+``people`` is a recogniser (``recognisers.RECOGNISERS``) of two rules: ``titled_names``, an
+honorific right before one to three name words ("Professor Mwangi", "Sr. Gutiérrez", "Ms
+Delacroix", "MR ABDULLAH KHALID AL-MANSOORI") is a TITLE and a PERSON, as the span conventions
+split the model's; ``full_names``, a first name followed by name words ("Deborah Kline",
+"Camille Laurent", "Kwame Boateng") is a PERSON.
 """
 
 from __future__ import annotations
@@ -41,9 +42,6 @@ from router_svc.classify.pii import HONORIFICS, PiiEntity, SpanIndex
 PARTICLES = frozenset({"de", "da", "di", "del", "della", "van", "von", "der", "den", "bin",
                        "binti", "bint", "ibn", "ben", "al", "el", "la", "le", "du", "des",
                        "dos", "das", "ter", "ten", "y", "e", "zu", "af", "st"})
-_NOT_NAMES = frozenset({"January", "February", "March", "April", "May", "June", "July",
-                        "August", "September", "October", "November", "December", "Monday",
-                        "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"})
 _WORD = re.compile(r"\S+")
 # A word as a name: letters with inner hyphens or apostrophes; a possessive or punctuation
 # after it ends the name there ("Goldberg's", "Nowak,").
@@ -66,12 +64,12 @@ def is_name_word(word: str) -> bool:
     return (_title_case(word) and (word in first_names() or names.is_name_word(word))
             and word not in names.HONORIFIC_WORDS and word not in names.ORG_LAST
             and word not in names.ORG_FIRST and word not in names.STREET_WORDS
-            and word not in _NOT_NAMES)
+            and word not in names.CALENDAR_WORDS)
 
 
 def _reads_as_person(e: PiiEntity) -> bool:
     words = e.text.split()
-    if e.text in names.word_list("places.txt") or words[0] not in first_names():
+    if names.is_place(e.text) or words[0] not in first_names():
         return False
     if len(words) == 1:
         return e.type == "ORGANIZATION" and not names.is_place(words[0])
@@ -113,6 +111,7 @@ def _free(taken: SpanIndex, a: int, b: int) -> bool:
 
 
 def _grown(e: PiiEntity, text: str, taken: SpanIndex) -> PiiEntity:
+    """``e`` over the name words after it and a first name before it (module docstring)."""
     start, end = e.start, e.end
     count = len(e.text.split())
     if not _title_case(e.text.split()[-1]):
@@ -131,11 +130,9 @@ def _grown(e: PiiEntity, text: str, taken: SpanIndex) -> PiiEntity:
             break  # "Goldberg's", "Nowak,": the name ends here
     if count < 4 and start >= 2 and text[start - 1] == " " and text[start - 2].isalpha():
         m = _LAST_WORD.search(text, max(0, start - 30), start - 1)
-        if m is not None:
-            a = start - 1 - (len(m.group()))
-            if m.group() in first_names() and is_name_word(m.group()) and _free(
-                    taken, a, start - 1):
-                start = a
+        if m is not None and m.group() in first_names() and is_name_word(m.group()) and _free(
+                taken, m.start(), start - 1):
+            start = m.start()
     if (start, end) == (e.start, e.end):
         return e
     return PiiEntity("PERSON", start, end, text[start:end], e.score)
