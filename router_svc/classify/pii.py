@@ -690,9 +690,23 @@ def span_conventions(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity
     finds and, by ``eval pii``, to gold spans alike: a name holds no line break
     (``one_line_names``) and no honorific (``without_honorifics``), a date written with its
     time or weekday is one DATE_TIME (``whole_dates``), a postal address one STREET_ADDRESS
-    (``whole_addresses``)."""
-    return whole_addresses(whole_dates(without_honorifics(one_line_names(entities, text), text),
-                                       text), text)
+    (``whole_addresses``), an AGE its number (``bare_ages``)."""
+    return whole_addresses(whole_dates(without_honorifics(
+        one_line_names(bare_ages(entities), text), text), text), text)
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def bare_ages(entities: Sequence[PiiEntity]) -> list[PiiEntity]:
+    """An AGE written with digits is its number ("7-year-old" -> "7", "67M" -> "67"), as the
+    training data and both held-out sets mark it; one in words stays as it is."""
+    out = []
+    for e in entities:
+        if e.type == "AGE" and not e.text.isdigit() and (m := _DIGITS.search(e.text)):
+            e = PiiEntity("AGE", e.start + m.start(), e.start + m.end(), m.group(), e.score)
+        out.append(e)
+    return out
 
 
 # Types of names and words, none of which runs over a line break ("Luis Ortega\nLuis" in a

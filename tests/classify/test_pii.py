@@ -782,3 +782,11 @@ def test_span_index_finds_exactly_the_overlapping_entities() -> None:
         b = a + rng.randrange(1, 60)
         want = {x.text for x in entities if x.start < b and a < x.end}
         assert {x.text for x in index.overlapping(a, b)} == want
+
+
+def test_an_age_is_its_number_under_the_conventions() -> None:
+    from router_svc.classify.pii import span_conventions
+
+    text = "a 7-year-old, Pt 67M, aged seventy"
+    ages = [_e("AGE", text, "7-year-old"), _e("AGE", text, "67M"), _e("AGE", text, "seventy")]
+    assert [e.text for e in span_conventions(ages, text)] == ["7", "67", "seventy"]
