@@ -59,9 +59,8 @@ _NUMERIC = re.compile(
     rf"|(?P<md>\d\d-\d\d)(?=[ T]{_CLOCK}(?!\d))"
     rf"|(?P<dm>{_DAY}(?:\s+of)?\s+(?P<m1>{_MONTH})\b\.?(?:,?\s+{_YEAR}(?!\d))?)"
     rf"|(?P<clock>{_CLOCK}(?:{_MERIDIEM})?)(?![\d:]|[.,]\d)"
-    rf"|(?P<hour>\d{{1,2}}{_MERIDIEM})",
+    rf"|(?P<hour>(?P<h>\d{{1,2}}){_MERIDIEM})",
     re.IGNORECASE)
-_KINDS = ("ymd", "dmy", "my", "log", "md", "dm", "clock", "hour")
 _WORDS = re.compile(
     rf"(?P<mon>{_MONTH}\b\.?)(?:\s+(?P<day>{_DAY})(?![\d:.]|\w)(?:,?\s+{_YEAR}(?!\d))?"
     rf"|,?\s+{_YEAR}(?!\d))?"
@@ -76,7 +75,6 @@ _TIME_WORDS = frozenset({"in", "since", "until", "till", "by", "from", "during",
 _WORD_BEFORE = re.compile(r"([A-Za-z]+)[\s-]+$")
 _CAPITAL_AFTER = re.compile(r"\s+[A-Z]")
 _DATE_SEPARATOR = re.compile(r"[-/.]")
-_LEADING_NUMBER = re.compile(r"\d+")
 
 
 def _valid_day_month(a: int, b: int) -> bool:
@@ -104,7 +102,8 @@ def _month_word_ok(word: str, alone: bool, text: str, start: int) -> bool:
 
 
 def _numeric_ok(m: re.Match[str]) -> bool:
-    kind, value = next(k for k in _KINDS if m.group(k) is not None), m.group()
+    # The outer named group of the alternative that matched closes last.
+    kind, value = m.lastgroup, m.group()
     if kind == "ymd":
         y, mo, d = (int(x) for x in _DATE_SEPARATOR.split(value))
         return 1 <= mo <= 12 and 1 <= d <= 31 and 1000 <= y <= 2999
@@ -119,7 +118,7 @@ def _numeric_ok(m: re.Match[str]) -> bool:
     if kind == "dm":
         return _month_word_ok(m.group("m1"), False, "", 0)
     if kind == "hour":
-        return 1 <= int(_LEADING_NUMBER.match(value).group()) <= 12
+        return 1 <= int(m.group("h")) <= 12
     return True  # "log" and "clock": the pattern holds only valid values
 
 

@@ -70,8 +70,8 @@ import phonenumbers
 from router_svc.classify import names
 from router_svc.classify.addresses import address_edges
 from router_svc.classify.dates import dates
-from router_svc.classify.names import organisations, places
-from router_svc.classify.people import first_names, people, whole_names
+from router_svc.classify.names import first_names, organisations, places
+from router_svc.classify.people import people, whole_names
 from router_svc.classify.pii import (
     _EMAIL,
     DATE_LIKE,
