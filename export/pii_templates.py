@@ -394,27 +394,6 @@ PII_TEMPLATES: tuple[str, ...] = (
     "My parents were farmers in {{country}} and I became a {{job}}. Help me with a personal "
     "statement.",
     "Do software developers in {{city}} earn more than accountants?",
-    # -- organisations named bare, as people type them (no organisation word around them) -----
-    "Is {{org}} or {{org}} cheaper for a ride to the airport at {{time}}?",
-    "how do i move my number from {{org}} to {{org}} without losing my contacts",
-    "My {{org}} account got locked after I switched my number to {{phone}}. What now?",
-    "{{org}} support keeps closing my ticket {{ticket}} without an answer. Draft an escalation.",
-    "Book a table at {{org}} for four on {{weekday}} at {{time}}, under the name {{last}}.",
-    "my son is a huge {{org}} fan, what should i write on his birthday card? he turns {{age}}",
-    "Compare these two quotes:\n- {{org}}: {{amount}} a month\n- {{org}}: {{amount}} a month\n"
-    "Which is better value?",
-    "I bought a jacket from {{org}} on {{date}} and they refuse to take it back. Am I owed a "
-    "refund?",
-    "Should I take the offer from {{org}} or stay at {{org}}? Give me pros and cons.",
-    "write a review of {{org}}: the delivery was late and the driver {{first}} was rude",
-    "Cancel my {{org}} subscription and send the confirmation to {{email}}.",
-    "Why did {{org}} charge me {{amount}} twice this month?",
-    # -- nationality, religion and politics, as people mention them --------------------------
-    "my wife is {{nationality}} and i'm {{nationality}}, any baby names that work in both "
-    "languages?",
-    "Any tips for travelling in {{country}} on a {{nationality}} passport?",
-    "Summarise the {{nrp}} position on the new tax plan in neutral language.",
-    "we're trying a {{nationality}} bakery near {{street}} this weekend, what should we order?",
 )
 
 # Prompts with no PII (about 15% of generated rows), many of them near-misses: numbers that are
