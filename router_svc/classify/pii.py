@@ -547,7 +547,8 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
     IP_ADDRESS that does not parse is cut to the address inside it (a port or a prefix
     length after it) or goes; a CREDIT_CARD, PHONE_NUMBER or US_SSN with too few digits, an
     EMAIL_ADDRESS without "@", a DOMAIN_NAME without a dot, a ZIP_CODE not shaped like a
-    postcode and an IBAN_CODE without an IBAN's letters-digits shape go.
+    postcode, an IBAN_CODE without an IBAN's letters-digits shape and a STREET_ADDRESS of one
+    word without a digit go.
     A value with the shape that fails its checksum stays: a mistyped card is still a card.
     Values are first cut at the fields of a record (``field_parts``), and an ISO date read as
     a PHONE_NUMBER is a DATE_TIME. A PERSON holds no digit and two characters or more, and
@@ -576,6 +577,9 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
         if e.type == "IBAN_CODE" and not _IBAN.fullmatch(
                 re.sub(r"[\s-]", "", e.text).upper()):
             continue
+        if e.type == "STREET_ADDRESS" and " " not in e.text.strip() and not any(
+                ch.isdigit() for ch in e.text):
+            continue  # "The", "IL": one word without a number is no address
         if e.type == "TITLE" and _ROLE_BEFORE.search(text, max(0, e.start - 80), e.start):
             continue  # the role a prompt gives the assistant: nobody's title
         if e.type == "PERSON":

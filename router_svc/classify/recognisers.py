@@ -68,7 +68,7 @@ from collections.abc import Callable, Iterable, Iterator
 import phonenumbers
 
 from router_svc.classify import names
-from router_svc.classify.addresses import address_edges
+from router_svc.classify.addresses import address_edges, street_addresses
 from router_svc.classify.dates import dates
 from router_svc.classify.names import first_names, organisations, places
 from router_svc.classify.people import people, whole_names
@@ -586,6 +586,7 @@ RECOGNISERS: tuple[tuple[str, Callable[[str], list[PiiEntity]]], ...] = (
     ("DOMAIN_NAME", domains),
     ("PHONE_NUMBER", phone_numbers),
     ("DATE_TIME", dates),
+    ("STREET_ADDRESS", street_addresses),  # before ZIP codes: a ZIP code inside is the address's
     ("ZIP_CODE", zip_codes),
     ("AGE", ages),
     ("ORGANIZATION", organisations),
@@ -597,7 +598,8 @@ RULE_TYPES = frozenset({"AGE", "CREDIT_CARD", "DATE_TIME", "DOMAIN_NAME", "EMAIL
 CONTEXT_TYPES = frozenset({"AGE", "ZIP_CODE"})  # found by the words around, no check
 # Found on word lists (classify/names.py, and a name after an honorific: classify/people.py).
 NAME_TYPES = frozenset({"GPE", "ORGANIZATION", "PERSON", "TITLE"})
-SHAPE_TYPES = frozenset({"DATE_TIME"})  # found by their shape alone (classify/dates.py)
+# Found by their shape alone: dates (classify/dates.py), street lines (classify/addresses.py).
+SHAPE_TYPES = frozenset({"DATE_TIME", "STREET_ADDRESS"})
 # What the model may read a listed place as on the same span, where the list wins.
 _NOT_PLACES = frozenset({"PERSON", "ORGANIZATION", "STREET_ADDRESS"})
 # Rule types that do not beat the model's reading of a span they overlap (only a longer span).
@@ -614,7 +616,7 @@ def _wanted(name: str, text: str, has_digit: bool, long_number: bool) -> bool:
     """Cheap tests of what a recogniser needs at all, so prose costs next to nothing."""
     if name in ("IBAN_CODE", "CREDIT_CARD", "US_SSN", "PHONE_NUMBER"):
         return long_number
-    if name in ("ZIP_CODE", "AGE"):
+    if name in ("ZIP_CODE", "AGE", "STREET_ADDRESS"):
         return has_digit
     if name == "IP_ADDRESS":
         return has_digit or text.count(":") >= 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from router_svc.classify.addresses import address_edges
+from router_svc.classify.addresses import address_edges, street_addresses
 from router_svc.classify.recognisers import guarded, recognise
 from tests.classify.spans import ent
 
@@ -52,3 +52,53 @@ def test_the_guard_moves_address_starts_only_with_the_rules_on() -> None:
     assert [e.text for e in guarded(model, recognise(text), text)] == [
         "12 Ponsonby Terrace, Ponsonby, Auckland 1011"]
     assert [e.text for e in guarded(model, None, text)] == ["Ponsonby, Auckland 1011"]
+
+
+# --------------------------------------------------------------------------- the recogniser
+
+@pytest.mark.parametrize("text, expected", [
+    ("Please send it to 221B Baker Street, London NW1 6XE by Friday.",
+     "221B Baker Street, London NW1 6XE"),
+    ("I moved to Flat 2, 9 Elm Grove, Bristol BS1 5AA last year",
+     "Flat 2, 9 Elm Grove, Bristol BS1 5AA"),
+    ("Ship to 742 Evergreen Terrace, Springfield, OR 97403.",
+     "742 Evergreen Terrace, Springfield, OR 97403"),
+    ("Apt 3B, 55 West 72nd Street, New York, NY 10023 – thanks",
+     "Apt 3B, 55 West 72nd Street, New York, NY 10023"),
+    ("Meine Adresse: Hauptstraße 5, 10115 Berlin", "Hauptstraße 5, 10115 Berlin"),
+    ("Calle Mayor 12, 28013 Madrid", "Calle Mayor 12, 28013 Madrid"),
+    ("Rua Augusta 274, 1100-053 Lisboa", "Rua Augusta 274, 1100-053 Lisboa"),
+    ("my address is 12 rue de la Paix, 75002 Paris", "12 rue de la Paix, 75002 Paris"),
+    ("write to PO Box 771, Nairobi and ask", "PO Box 771, Nairobi"),
+    ("deliver to 18 ngong road, nairobi please", "18 ngong road, nairobi"),  # lower case
+    ("Unit 4\n17 Harbour Street\nWellington 6011\nNew Zealand\n\nHi,",
+     "17 Harbour Street\nWellington 6011\nNew Zealand"),  # a line a part
+    ('{"to": "5 Cedar Close, Hillcrest, Durban 3610"}', "5 Cedar Close, Hillcrest, Durban 3610"),
+    # a town not on the list stays only before a part only an address holds
+    ("at 40 Quarry Lane, Thornbury and then", "40 Quarry Lane"),
+])
+def test_street_addresses(text: str, expected: str) -> None:
+    assert [e.text for e in street_addresses(text)] == [expected]
+
+
+@pytest.mark.parametrize("text", [
+    "we walked 5 miles down the road", "Chapter 12 covers it", "Windows 11 crashed again",
+    "sent via email 2 times", "I bought 2 Central Park tickets", "the 3 Main Points of the talk",
+    "call me on Aug 3, 2024",
+])
+def test_no_street_address(text: str) -> None:
+    assert street_addresses(text) == []
+
+
+def test_a_rule_address_wins_over_the_models_pieces() -> None:
+    text = "Send the keys to 88 Orchard Road, Kampala before noon."
+    model = [ent("STREET_ADDRESS", text, "Orchard Road"), ent("GPE", text, "Kampala")]
+    found = guarded(model, recognise(text), text)
+    assert [(e.type, e.text) for e in found if e.type in ("STREET_ADDRESS", "GPE")] == [
+        ("STREET_ADDRESS", "88 Orchard Road, Kampala")]
+
+
+def test_offsets_hold_where_lower_case_is_longer() -> None:
+    # "İ" lower-cases to two characters: the street word must still be found where it is.
+    text = "İİİ send it to 9 Elm Road please"
+    assert [e.text for e in street_addresses(text)] == ["9 Elm Road"]

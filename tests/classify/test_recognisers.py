@@ -231,12 +231,18 @@ def test_phone_region_for_national_formats() -> None:
     ("<zip>78521</zip>", "78521"),
     ("name=Agnes&zip=00100&src=fb", "00100"),
     ('"postal_code":"560034"', "560034"),  # a six-digit postcode (India, China, Russia)
-    ("411 Atlantic Ave, Brooklyn, NY 11215", "11215"),  # a US address's last line
+    ("Brooklyn, NY 11215", "11215"),  # a US address's last line
     ("Newark, NJ 07114-1234, USA", "07114-1234"),
 ])
 def test_zip_codes_in_context(text: str, value: str) -> None:
     assert found(rec.zip_codes, text) == [value]
     assert [e.score for e in recognise(text) if e.type == "ZIP_CODE"] == [rec.IN_CONTEXT]
+
+
+def test_a_zip_code_in_a_whole_address_is_the_addresss() -> None:
+    text = "411 Atlantic Ave, Brooklyn, NY 11215"
+    assert found(rec.zip_codes, text) == ["11215"]
+    assert [(e.type, e.text) for e in recognise(text)] == [("STREET_ADDRESS", text)]
 
 
 @pytest.mark.parametrize("text", ["94107", "room 94107", "zip 9410712", "zipped 94107 files",
