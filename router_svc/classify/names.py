@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from importlib import resources
 
 from router_svc.classify.pii import HONORIFICS, PiiEntity
@@ -394,3 +394,49 @@ def organisations(text: str) -> list[PiiEntity]:
     out += [e for e in organisations_in_context(text)
             if not any(o.start < e.end and e.start < o.end for o in out)]
     return sorted(out, key=lambda e: e.start)
+
+
+# A capitalised word in mid-sentence: the text writes names capitalised.
+_CASED = re.compile(rf"[a-z,;] [{_UPPER}]")
+_TRAILING_LOWER = re.compile(r"(?: [a-z][\w'’-]*)+$")
+_OPENING = {")": "(", "]": "["}
+
+
+def _unbalanced_end(value: str) -> bool:
+    """``value`` ends in a bracket it does not open, or a quote it holds an odd number of."""
+    c = value[-1:]
+    if c in _OPENING:
+        return value.count(c) > value.count(_OPENING[c])
+    return c in ("\"", "'") and value.count(c) % 2 == 1
+
+
+def has_organisation_word(value: str) -> bool:
+    """A name that holds an organisation's word or legal form ("Bakkerij Smit B.V.",
+    "Clinique Vétérinaire des Brotteaux"): no person's name."""
+    return any(w.rstrip(".,") in ORG_LAST or w.rstrip(".,") in ORG_FIRST for w in value.split())
+
+
+def organisation_edges(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
+    """The model's ORGANIZATION spans as a name is written, in a text that capitalises names
+    (``_CASED``): one without a capital letter is no name ("permit", "bank"), lower-case words
+    at its end go ("Kruger Cement plant" -> "Kruger Cement"), and so does a closing bracket or
+    quote that it does not open ("Mapna Group)")."""
+    cased = _CASED.search(text) is not None
+    out = []
+    for e in entities:
+        if e.type != "ORGANIZATION":
+            out.append(e)
+            continue
+        value = e.text
+        if cased and value == value.lower():
+            continue
+        if cased and (tail := _TRAILING_LOWER.search(value)) and any(
+                ch.isupper() for ch in value[:tail.start()]):
+            value = value[:tail.start()]
+        while value and _unbalanced_end(value):
+            value = value[:-1].rstrip()
+        if value != e.text:
+            e = PiiEntity(e.type, e.start, e.start + len(value), value, e.score)
+        if value:
+            out.append(e)
+    return out

@@ -70,7 +70,12 @@ import phonenumbers
 from router_svc.classify import names
 from router_svc.classify.addresses import address_edges, street_addresses
 from router_svc.classify.dates import dates
-from router_svc.classify.names import first_names, organisations, places
+from router_svc.classify.names import (
+    first_names,
+    organisation_edges,
+    organisations,
+    places,
+)
 from router_svc.classify.people import people, whole_names
 from router_svc.classify.pii import (
     _EMAIL,
@@ -653,6 +658,9 @@ def _rule_wins(rule: PiiEntity, model: PiiEntity) -> bool:
     if (rule.type == "GPE" and model.type in _NOT_PLACES and rule.start == model.start
             and rule.end == model.end and rule.text.split()[0] not in first_names()):
         return True  # a listed place read as a name ("...,2023-11-02,Kano"), no first name
+    if (rule.type == "ORGANIZATION" and model.type == "PERSON" and rule.start <= model.start
+            and model.end <= rule.end and names.has_organisation_word(rule.text)):
+        return True  # "Bakkerij Smit B.V.", "Clinique Vétérinaire des Brotteaux": no person
     if rule.type not in _UNCHECKED and (
             model.type in RULE_TYPES or (rule.start <= model.start and model.end <= rule.end)):
         return True
@@ -713,7 +721,8 @@ def with_rules(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiE
     """What the rules add to the model's entities: their ``union``, then person names
     (``people.whole_names``) and address starts (``addresses.address_edges``) as the text
     writes them."""
-    return address_edges(whole_names(union(model_entities, rule_entities), text), text)
+    return address_edges(whole_names(union(organisation_edges(model_entities, text),
+                                           rule_entities), text), text)
 
 
 def _ent(kind: str, text: str, start: int, end: int, score: float = CHECKED) -> PiiEntity:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from router_svc.classify.names import LISTED, organisations, places
+from router_svc.classify.names import LISTED, organisation_edges, organisations, places
 from router_svc.classify.pii import PiiEntity
-from router_svc.classify.recognisers import recognise, union
+from router_svc.classify.recognisers import guarded, recognise, union
+from tests.classify.spans import ent
 
 
 def texts(entities: list[PiiEntity]) -> list[str]:
@@ -120,3 +121,26 @@ def test_a_listed_place_on_a_models_name_span(text: str, kind: str, value: str,
 def test_bare_organisation_names_after_the_words_that_announce_one(
         text: str, want: list[str]) -> None:
     assert texts(organisations(text)) == want
+
+
+# --------------------------------------------------------------------------- the model's edges
+
+@pytest.mark.parametrize("text, model, expected", [
+    ("The Kruger Cement plant in Pretoria is closing", "Kruger Cement plant", ["Kruger Cement"]),
+    ("a contract (Mapna Group) for the turbines", "Mapna Group)", ["Mapna Group"]),
+    ("Do I need a permit for a shed, Mr Lee?", "permit", []),  # a common word, no name
+    ('She works at "Blue Finch" now', '"Blue Finch"', ['"Blue Finch"']),  # balanced quotes
+    ("asked stillwater supercomputing inc. for a quote", "stillwater supercomputing inc.",
+     ["stillwater supercomputing inc."]),  # a text all in lower case writes names so too
+])
+def test_organisation_edges(text: str, model: str, expected: list[str]) -> None:
+    found = organisation_edges([ent("ORGANIZATION", text, model)], text)
+    assert [e.text for e in found] == expected
+
+
+def test_an_organisation_with_its_legal_form_is_no_person() -> None:
+    text = "Invoice from Bakkerij Jansen B.V. for the bread, and one from Piet Jansen."
+    model = [ent("PERSON", text, "Bakkerij Jansen B.V."), ent("PERSON", text, "Piet Jansen")]
+    found = guarded(model, recognise(text), text)
+    assert [(e.type, e.text) for e in found] == [
+        ("ORGANIZATION", "Bakkerij Jansen B.V."), ("PERSON", "Piet Jansen")]
