@@ -416,14 +416,42 @@ def has_organisation_word(value: str) -> bool:
     return any(w.rstrip(".,") in ORG_LAST or w.rstrip(".,") in ORG_FIRST for w in value.split())
 
 
-def organisation_edges(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
-    """The model's ORGANIZATION spans as a name is written, in a text that capitalises names
-    (``_CASED``): one without a capital letter is no name ("permit", "bank"), lower-case words
-    at its end go ("Kruger Cement plant" -> "Kruger Cement"), and so does a closing bracket or
-    quote that it does not open ("Mapna Group)")."""
+# Direction adjectives before a place ("Southern Cyprus" is Cyprus, "Southern" alone no place);
+# a listed place that opens with one stays whole ("Western Australia", "Northern Ireland").
+_DIRECTIONS = frozenset({"Northern", "Southern", "Eastern", "Western", "Central", "North",
+                         "South", "East", "West", "Northeastern", "Northwestern",
+                         "Southeastern", "Southwestern"})
+
+
+def _place_without_direction(e: PiiEntity) -> PiiEntity | None:
+    """A model GPE without a direction adjective in front of a listed place, None for the
+    adjective alone; ``e`` itself otherwise."""
+    first, _, rest = e.text.partition(" ")
+    if first not in _DIRECTIONS or is_place(e.text):
+        return e
+    if not rest:
+        return None if first.endswith("ern") else e
+    if is_place(rest):
+        start = e.start + len(first) + 1
+        return PiiEntity(e.type, start, e.end, rest, e.score)
+    return e
+
+
+def name_edges(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
+    """The model's organisation and place spans as a name is written. A GPE loses a direction
+    adjective before a listed place ("Southern Cyprus" -> "Cyprus"), and one that is the
+    adjective alone ("Southern") goes. In a text that capitalises names (``_CASED``), an
+    ORGANIZATION without a capital letter goes ("permit", "bank") and lower-case words at its
+    end go ("Kruger Cement plant" -> "Kruger Cement"); a closing bracket or quote that it
+    does not open goes too ("Mapna Group)")."""
     cased = _CASED.search(text) is not None
     out = []
     for e in entities:
+        if e.type == "GPE":
+            place = _place_without_direction(e)
+            if place is not None:
+                out.append(place)
+            continue
         if e.type != "ORGANIZATION":
             out.append(e)
             continue

@@ -72,7 +72,7 @@ from router_svc.classify.addresses import address_edges, street_addresses
 from router_svc.classify.dates import dates
 from router_svc.classify.names import (
     first_names,
-    organisation_edges,
+    name_edges,
     organisations,
     places,
 )
@@ -721,7 +721,7 @@ def with_rules(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiE
     """What the rules add to the model's entities: their ``union``, then person names
     (``people.whole_names``) and address starts (``addresses.address_edges``) as the text
     writes them."""
-    return address_edges(whole_names(union(organisation_edges(model_entities, text),
+    return address_edges(whole_names(union(name_edges(model_entities, text),
                                            rule_entities), text), text)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from router_svc.classify.names import LISTED, organisation_edges, organisations, places
+from router_svc.classify.names import LISTED, name_edges, organisations, places
 from router_svc.classify.pii import PiiEntity
 from router_svc.classify.recognisers import guarded, recognise, union
 from tests.classify.spans import ent
@@ -133,8 +133,8 @@ def test_bare_organisation_names_after_the_words_that_announce_one(
     ("asked stillwater supercomputing inc. for a quote", "stillwater supercomputing inc.",
      ["stillwater supercomputing inc."]),  # a text all in lower case writes names so too
 ])
-def test_organisation_edges(text: str, model: str, expected: list[str]) -> None:
-    found = organisation_edges([ent("ORGANIZATION", text, model)], text)
+def test_name_edges(text: str, model: str, expected: list[str]) -> None:
+    found = name_edges([ent("ORGANIZATION", text, model)], text)
     assert [e.text for e in found] == expected
 
 
@@ -144,3 +144,13 @@ def test_an_organisation_with_its_legal_form_is_no_person() -> None:
     found = guarded(model, recognise(text), text)
     assert [(e.type, e.text) for e in found] == [
         ("ORGANIZATION", "Bakkerij Jansen B.V."), ("PERSON", "Piet Jansen")]
+
+
+@pytest.mark.parametrize("text, model, expected", [
+    ("Wine from Southern Cyprus is cheap", "Southern Cyprus", ["Cyprus"]),
+    ("We flew to Western Australia", "Western Australia", ["Western Australia"]),  # listed
+    ("He grew up in the Southern part", "Southern", []),
+    ("Head North on the A1", "North", ["North"]),  # left to the model
+])
+def test_places_without_direction_words(text: str, model: str, expected: list[str]) -> None:
+    assert [e.text for e in name_edges([ent("GPE", text, model)], text)] == expected
