@@ -410,6 +410,11 @@ def _unbalanced_end(value: str) -> bool:
     return c in ("\"", "'") and value.count(c) % 2 == 1
 
 
+def writes_names_capitalised(text: str) -> bool:
+    """The text writes a capitalised word in mid-sentence, so it writes names capitalised."""
+    return _CASED.search(text) is not None
+
+
 def has_organisation_word(value: str) -> bool:
     """A name that holds an organisation's word or legal form ("Bakkerij Smit B.V.",
     "Clinique Vétérinaire des Brotteaux"): no person's name."""
@@ -444,7 +449,7 @@ def name_edges(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
     ORGANIZATION without a capital letter goes ("permit", "bank") and lower-case words at its
     end go ("Kruger Cement plant" -> "Kruger Cement"); a closing bracket or quote that it
     does not open goes too ("Mapna Group)")."""
-    cased = _CASED.search(text) is not None
+    cased = writes_names_capitalised(text)
     out = []
     for e in entities:
         if e.type == "GPE":

@@ -18,7 +18,12 @@ two word lists say:
   with what is on one side of them that holds no Title Case word; a name written all in lower
   case ("cormac") stays as it is;
 - a PERSON grows over the name words right after it, one space apart on its line (up to four
-  words in all), and over a first name right before it.
+  words in all), and over a first name right before it;
+- kin words that open a PERSON go ("Auntie Bisi" -> "Bisi"), and role words are a TITLE of
+  their own ("Vice President Choi Min-jun");
+- in a text that writes names capitalised (``names.writes_names_capitalised``), a PERSON in
+  lower case that is no first name goes ("pls", "lodash"), as does a code identifier
+  ("setIban").
 
 Growth never takes a word inside another entity. Scores stay the model's.
 
@@ -138,19 +143,59 @@ def _grown(e: PiiEntity, text: str, taken: SpanIndex) -> PiiEntity:
     return PiiEntity("PERSON", start, end, text[start:end], e.score)
 
 
+# Words before a name that are no part of it: kin ("Auntie Bisi", "Uncle Femi"); and roles,
+# which are a TITLE of their own ("Vice President Choi Min-jun", "Coach Okafor").
+_KIN = frozenset({"Auntie", "Aunty", "Aunt", "Uncle", "Cousin", "Grandma", "Grandpa",
+                  "Granny", "Grandad", "Grandmother", "Grandfather", "Khaleh", "Amu"})
+_ROLES = frozenset({"President", "Vice", "Chairman", "Chairwoman", "Chair", "CEO", "CFO", "CTO",
+                    "COO", "Director", "Minister", "Senator", "Governor", "Mayor", "Judge",
+                    "Justice", "Ambassador", "Secretary", "Chancellor", "Commissioner",
+                    "Inspector", "Detective", "Officer", "Coach", "Pastor", "Rabbi", "Imam",
+                    "Reverend", "Rev", "Colonel", "Captain", "Sergeant", "Lieutenant",
+                    "Admiral"})
+_CAMEL = re.compile(r"[a-z]+[A-Z]")  # "setIban": an identifier in code
+
+
+def _without_leading_words(e: PiiEntity) -> list[PiiEntity]:
+    """``e`` without the kin and role words it opens with (``_KIN``, ``_ROLES``), the roles as
+    one TITLE; ``[e]`` when it has none or is nothing else."""
+    words = list(_WORD.finditer(e.text))
+    k = 0
+    while k < len(words) - 1 and words[k].group().rstrip(".") in _KIN | _ROLES:
+        k += 1
+    if k == 0:
+        return [e]
+    roles = [w for w in words[:k] if w.group().rstrip(".") in _ROLES]
+    out = [PiiEntity("PERSON", e.start + words[k].start(), e.end, e.text[words[k].start():],
+                     e.score)]
+    if roles and roles[-1] is words[k - 1]:
+        first = next(i for i, w in enumerate(words) if w.group().rstrip(".") in _ROLES)
+        a, b = words[first].start(), words[k - 1].end()
+        out.insert(0, PiiEntity("TITLE", e.start + a, e.start + b, e.text[a:b], e.score))
+    return out
+
+
 def whole_names(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
     """The entities with person names as the text writes them (module docstring), sorted by
     start."""
     relabelled = [PiiEntity("PERSON", e.start, e.end, e.text, e.score)
                   if e.type in ("GPE", "ORGANIZATION") and _reads_as_person(e) else e
                   for e in entities]
+    cased = names.writes_names_capitalised(text)
     people: list[PiiEntity] = []
     others: list[PiiEntity] = []
     for e in relabelled:
-        if e.type == "PERSON":
-            people += _parts_without_lower_words(e)
-        else:
+        if e.type != "PERSON":
             others.append(e)
+        elif cased and (_CAMEL.match(e.text) or (
+                e.text == e.text.lower() and e.text.split()[0].title() not in first_names())):
+            continue  # "pls", "lodash", "setIban" in a text that capitalises names
+        else:
+            for part in _without_leading_words(e):
+                if part.type == "PERSON":
+                    people += _parts_without_lower_words(part)
+                else:
+                    others.append(part)
     # Growth looks only outside a name's own span, so every span may stand in its way.
     taken = SpanIndex(others + people)
     grown = [_grown(p, text, taken) for p in people]

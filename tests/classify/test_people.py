@@ -61,6 +61,16 @@ def test_name_words(word: str, name: bool) -> None:
     ("Sent by Kevin Thompson Consulting", "PERSON", "Kevin",
      [("PERSON", "Kevin Thompson")]),  # not over the organisation's word
     ("Tell Maria the news", "PERSON", "Maria", [("PERSON", "Maria")]),
+    # kin words are no part of a name; roles are a TITLE of their own
+    ("Send a card to Auntie Folake for Easter", "PERSON", "Auntie Folake",
+     [("PERSON", "Folake")]),
+    ("a letter to Vice President Kamala Reyes today", "PERSON", "Vice President Kamala Reyes",
+     [("TITLE", "Vice President"), ("PERSON", "Kamala Reyes")]),
+    # in a text that capitalises names, a lower-case word or a code identifier is none; a
+    # lower-case first name still is
+    ("Use lodash for this, Mr Brown said", "PERSON", "lodash", []),
+    ("Call setIban() before Save in the Form", "PERSON", "setIban", []),
+    ("Ask Tom whether maria can come", "PERSON", "maria", [("PERSON", "maria")]),
 ])
 def test_whole_names(text: str, kind: str, value: str, expected: list[tuple[str, str]]) -> None:
     assert read(text, kind, value) == expected
