@@ -213,16 +213,55 @@ def places(text: str) -> list[PiiEntity]:
         start, end = span
         skip_to = end
         before = _word_before(text, start)
-        if before and before[0].isupper() and (is_name_word(before)
-                                               or before.rstrip(".") in HONORIFIC_WORDS):
-            continue  # "Michael Jordan", "Mr. Houston"
+        if before and before[0].isupper() and (is_name_word(before) or before.rstrip(".")
+                                               in HONORIFIC_WORDS) and not _code_beside(
+                                                   text[start:end], before):
+            continue  # "Michael Jordan", "Mr. Houston"; not "OCT DUBAI"
         after = _CAP_WORD.match(text, end + 1) if text[end:end + 1] == " " else None
         if after and (is_name_word(after.group()) or after.group().rstrip(".")
-                      in STREET_WORDS):
-            continue  # "Paris Hilton", "Florida Road"
-        if text[end:end + 1] in ("@", "_") or re.match(r"\.[^\W\d_]", text[end:end + 2]):
-            continue  # an e-mail address's or a domain's part
+                      in STREET_WORDS) and not _code_beside(text[start:end], after.group()):
+            continue  # "Paris Hilton", "Florida Road"; not "DUBAI DXB"
+        if _in_address_or_domain(text, end):
+            continue
         out.append(PiiEntity("GPE", start, end, text[start:end], LISTED))
+    return out + [e for e in lower_case_places(text) if e.start >= skip_to or not any(
+        o.start < e.end and e.start < o.end for o in out)]
+
+
+def _in_address_or_domain(text: str, end: int) -> bool:
+    """A word ending at ``end`` is an e-mail address's or a domain's part ("paris@...",
+    "lyon.fr")."""
+    return text[end:end + 1] in ("@", "_") or re.match(r"\.[^\W\d_]", text[end:end + 2]) is not None
+
+
+def _code_beside(place: str, word: str) -> bool:
+    """An upper-case place with an upper-case code of up to three letters beside it: an
+    airport's, a month's, a region's ("DUBAI DXB", "05 OCT DUBAI"), not a name's word."""
+    return place.isupper() and word.isupper() and word.isalpha() and len(word) <= 3
+
+
+# A place in lower case, after a word that says one follows ("live in bristol", "the shipment
+# to novosibirsk"): a prompt typed in lower case writes names so too.
+_LOWER_PLACE = re.compile(r" (?:in|from|to|at|near|around|visit|visiting|of) ([a-z][a-z'-]{2,})"
+                          r"(?= ([a-z][a-z'-]+))?")  # the second word looked at, not taken
+
+
+def lower_case_places(text: str) -> list[PiiEntity]:
+    """Listed places written in lower case after ``_LOWER_PLACE``'s words: two words that are
+    a place ("new york"), or one that is a place and no common word ("bristol", not
+    "reading")."""
+    out = []
+    for m in _LOWER_PLACE.finditer(text):
+        one, two = m.group(1), m.group(2)
+        if two and is_place(f"{one} {two}".title()):
+            end = m.end(2)
+        elif len(one) > 3 and one not in common_words() and is_place(one.title()):
+            end = m.end(1)
+        else:
+            continue
+        if _in_address_or_domain(text, end):
+            continue
+        out.append(PiiEntity("GPE", m.start(1), end, text[m.start(1):end], LISTED))
     return out
 
 

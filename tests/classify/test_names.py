@@ -31,6 +31,16 @@ def test_places_found(text: str, want: list[str]) -> None:
     assert texts(places(text)) == want
 
 
+@pytest.mark.parametrize("text, want", [
+    ("i live in london", ["london"]),
+    ("the shipment to novosibirsk is late", ["novosibirsk"]),
+    ("flying from new york to lagos tmrw", ["new york", "lagos"]),
+    ("05 OCT DUBAI DXB 02:40 -> NEW YORK JFK 08:25", ["DUBAI", "NEW YORK"]),  # airport codes
+])
+def test_places_as_prompts_type_them(text: str, want: list[str]) -> None:
+    assert texts(places(text)) == want
+
+
 @pytest.mark.parametrize("text", [
     "Michael Jordan and Paris Hilton",  # inside a longer name
     "Mr. Houston called",  # after an honorific
@@ -38,7 +48,8 @@ def test_places_found(text: str, want: list[str]) -> None:
     "write to paris@example.com or see lyon.fr",  # e-mail and domain parts
     "LET US KNOW BY FRIDAY",  # an upper-case pronoun
     "Reading is fun. Nice work. Split the bill.",  # common words are not on the list
-    "i live in london",  # lower case: the model's call
+    "i was reading in nice weather",  # lower case: only a place that is no common word
+    "lunch at home with mum",
     'users.insert({ name: "Le Quang Vinh" })',  # a name's last word
     "Translate this Java to Kotlin",
 ])
