@@ -30,6 +30,7 @@ def found(text: str) -> list[str]:
     ("pickup Aug 3, 10:00", ["Aug 3, 10:00"]),
     ("Friday, October 4, 2024 4:51 PM", ["Friday, October 4, 2024 4:51 PM"]),
     ("It was Oct. 5 and", ["Oct. 5"]),
+    ("our demo day is on November 12. Let me know", ["November 12"]),  # a sentence ends
     ("since 11 june we", ["11 june"]),
     ("the report of February 2024", ["February 2024"]),
     ("out since March. My mother", ["March"]),
