@@ -22,6 +22,8 @@ its own check passes (offsets are into ``text``, the text the model reads):
   national formats by the default region's (US), and a number in groups opening with a trunk
   "0" ("07400 082494") by the plan of one of ``TRUNK_ZERO_REGIONS``. Bare digit runs need a
   phone word nearby ("call", "tel", "fax", ...); dates are not numbers.
+- US_DRIVER_LICENSE: a letter or two and digits, or digits in groups, right after "license",
+  "licence" or "DL" ("Driver's License: W426-8810-3572", "NY license 734 918 205").
 - ZIP_CODE and AGE: in context only ("zip 94107", "ZIP code: 10001-1234", "postcode 7412 SL",
   ``{"zip": "30310"}``, ``<zip>78521</zip>``, a US address's ", NY 11215";
   "34 years old", "age: 52", "aged 7", "at the age of 61", "turned 60."); the span is the value.
@@ -193,6 +195,28 @@ def us_ssns(text: str) -> list[PiiEntity]:
             continue
         out.append(_ent("US_SSN", text, m.start(), m.end()))
     return out
+
+
+# --------------------------------------------------------------------------- driver's licences
+
+# A licence number right after the words that name one ("Driver's License: W426-8810-3572",
+# "NY license 734 918 205", "DL: K2391 48806 51247", "license_number: \"S530-418-72-291-0\"",
+# "my licence as S49201836"); US states write them in many shapes, so the shape is loose (a
+# letter or two and digits, or digits in groups) and the words carry the evidence.
+_LICENCE = re.compile(
+    r"(?:\b(?i:licen[cs]e)(?![ -]?(?i:plate|key|fee|agreement|terms))|\bDL\b)"
+    r"(?:[ _](?i:number|no\.?|num|#))?[\"']?[ \t]*(?:#|:|=|,|(?i:is|was|as))?[ \t]*[\"']?"
+    r"([A-Z]{1,2}[ -]?\d[\d -]{3,18}\d|\d[\d -]{5,16}\d)(?![\w-])")
+
+
+# Dates and year ranges are no licence numbers ("license: 2024-01-15", "licence 2019-2021").
+_DATE_LIKE_VALUE = re.compile(r"\d{4}[-/. ]\d{1,2}[-/. ]\d{1,2}|\d{1,2}[-/. ]\d{1,2}[-/. ]\d{4}|"
+                              r"(?:19|20)\d\d ?- ?(?:19|20)?\d\d")
+
+
+def drivers_licences(text: str) -> list[PiiEntity]:
+    return [_ent("US_DRIVER_LICENSE", text, m.start(1), m.end(1), IN_CONTEXT)
+            for m in _LICENCE.finditer(text) if not _DATE_LIKE_VALUE.fullmatch(m.group(1))]
 
 
 # --------------------------------------------------------------------------- e-mail, IP
@@ -584,6 +608,7 @@ def ages(text: str) -> list[PiiEntity]:
 RECOGNISERS: tuple[tuple[str, Callable[[str], list[PiiEntity]]], ...] = (
     ("IBAN_CODE", ibans),
     ("CREDIT_CARD", credit_cards),
+    ("US_DRIVER_LICENSE", drivers_licences),  # its words say what the number is
     ("US_SSN", us_ssns),
     ("IP_ADDRESS", ip_addresses),
     ("URL", urls),
@@ -600,7 +625,8 @@ RECOGNISERS: tuple[tuple[str, Callable[[str], list[PiiEntity]]], ...] = (
 )
 RULE_TYPES = frozenset({"AGE", "CREDIT_CARD", "DATE_TIME", "DOMAIN_NAME", "EMAIL_ADDRESS",
                         "IBAN_CODE", "IP_ADDRESS", "PHONE_NUMBER", "US_SSN", "ZIP_CODE"})
-CONTEXT_TYPES = frozenset({"AGE", "ZIP_CODE"})  # found by the words around, no check
+# Found by the words around, no check.
+CONTEXT_TYPES = frozenset({"AGE", "ZIP_CODE", "US_DRIVER_LICENSE"})
 # Found on word lists (classify/names.py, and a name after an honorific: classify/people.py).
 NAME_TYPES = frozenset({"GPE", "ORGANIZATION", "PERSON", "TITLE"})
 # Found by their shape alone: dates (classify/dates.py), street lines (classify/addresses.py).
@@ -623,6 +649,8 @@ def _wanted(name: str, text: str, has_digit: bool, long_number: bool) -> bool:
         return long_number
     if name in ("ZIP_CODE", "AGE", "STREET_ADDRESS"):
         return has_digit
+    if name == "US_DRIVER_LICENSE":
+        return has_digit and ("icen" in text or "ICEN" in text or "DL" in text)
     if name == "IP_ADDRESS":
         return has_digit or text.count(":") >= 2
     if name == "URL":
@@ -658,6 +686,8 @@ def _rule_wins(rule: PiiEntity, model: PiiEntity) -> bool:
     if (rule.type == "GPE" and model.type in _NOT_PLACES and rule.start == model.start
             and rule.end == model.end and rule.text.split()[0] not in first_names()):
         return True  # a listed place read as a name ("...,2023-11-02,Kano"), no first name
+    if rule.type == "US_DRIVER_LICENSE" and rule.start <= model.start and model.end <= rule.end:
+        return True  # the words before it say what the number is, whatever its shape
     if (rule.type == "ORGANIZATION" and model.type == "PERSON" and rule.start <= model.start
             and model.end <= rule.end and names.has_organisation_word(rule.text)):
         return True  # "Bakkerij Smit B.V.", "Clinique Vétérinaire des Brotteaux": no person

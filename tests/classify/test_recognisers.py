@@ -215,6 +215,31 @@ def test_phone_region_for_national_formats() -> None:
     assert found(lambda t: rec.phone_numbers(t, "GB"), "ring 020 7946 0958") == ["020 7946 0958"]
 
 
+# --------------------------------------------------------------------------- driver's licences
+
+
+@pytest.mark.parametrize("text, value", [
+    ("Driver License: Q815-2290-7741 (WA)", "Q815-2290-7741"),
+    ("her CA license is B7730192.", "B7730192"),
+    ("licence no. 552 810 347 expires soon", "552 810 347"),
+    ('{"dl_state": "TX", "license_number": "24018875"}', "24018875"),
+    ("DL# H12-553-90-441-7", "H12-553-90-441-7"),
+])
+def test_drivers_licences_after_their_words(text: str, value: str) -> None:
+    assert found(rec.drivers_licences, text) == [value]
+    assert [(e.type, e.text) for e in recognise(text) if e.text == value] == [
+        ("US_DRIVER_LICENSE", value)]
+
+
+@pytest.mark.parametrize("text", [
+    "license plate 7ABC123", "the MIT license 2.0", "License: Apache-2.0",
+    "software licence 2019-2021", "license key 1234-5678-9012", "flight DL 1234 to JFK",
+    "Q815-2290-7741",  # no words: the model's call
+])
+def test_no_drivers_licence(text: str) -> None:
+    assert rec.drivers_licences(text) == []
+
+
 # --------------------------------------------------------------------------- ZIP codes, ages
 
 
