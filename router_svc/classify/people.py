@@ -21,6 +21,8 @@ two word lists say:
   words in all), and over a first name right before it;
 - kin words that open a PERSON go ("Auntie Bisi" -> "Bisi"), and role words are a TITLE of
   their own ("Vice President Choi Min-jun");
+- a word of a name of two words or more, where it stands again alone ("Faina D. Yefremova
+  ... early Yefremova"), is that PERSON again;
 - in a text that writes names capitalised (``names.writes_names_capitalised``), a PERSON in
   lower case that is no first name goes ("pls", "lodash"), as does a code identifier
   ("setIban").
@@ -199,7 +201,29 @@ def whole_names(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
     # Growth looks only outside a name's own span, so every span may stand in its way.
     taken = SpanIndex(others + people)
     grown = [_grown(p, text, taken) for p in people]
-    return sorted(others + grown, key=lambda e: (e.start, e.end, e.type))
+    return sorted(others + grown + _mentioned_again(grown, others, text),
+                  key=lambda e: (e.start, e.end, e.type))
+
+
+def _mentioned_again(people: list[PiiEntity], others: list[PiiEntity], text: str
+                     ) -> list[PiiEntity]:
+    """The words of a name of two words or more, where the text names the person again by one
+    of them alone ("Faina D. Yefremova ... early Yefremova", "Dr. Goldberg ... Goldberg's"):
+    capitalised as in the name, standing alone, in no other entity."""
+    words = {w for p in people if len(parts := p.text.split()) > 1 for w in parts
+             if len(w) > 2 and _title_case(w) and _NAME_PART.fullmatch(w)}
+    if not words:
+        return []
+    taken = SpanIndex(others + people)
+    out = []
+    for w in words:
+        for i in names.occurrences(text, w):
+            j = i + len(w)
+            if text[j:j + 1].isalpha() or taken.overlapping(i, j):
+                continue
+            out.append(PiiEntity("PERSON", i, j, w, LISTED))
+            taken.add(out[-1])
+    return out
 
 
 def _name_after(text: str, pos: int, upper: bool) -> int:

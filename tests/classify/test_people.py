@@ -134,3 +134,11 @@ def test_listed_names_come_before_a_full_name_inside_them() -> None:
     text = "a week in Ho Chi Minh City, then Imam Khomeini Hospital"
     assert [(e.type, e.text) for e in recognise(text)] == [
         ("GPE", "Ho Chi Minh City"), ("ORGANIZATION", "Imam Khomeini Hospital")]
+
+
+def test_a_person_named_again_by_one_word_of_the_name() -> None:
+    text = "Poems by Ilse K. Marwitz. Nobody rhymes like Marwitz, or like Ilse's sister Brigid."
+    model = [ent("PERSON", text, "Ilse K. Marwitz")]
+    found = [(e.type, e.text, e.start) for e in whole_names(model, text)]
+    assert found == [("PERSON", "Ilse K. Marwitz", 9), ("PERSON", "Marwitz", 45),
+                     ("PERSON", "Ilse", 62)]
