@@ -21,6 +21,8 @@ two word lists say:
   words in all), and over a first name right before it;
 - kin words that open a PERSON go ("Auntie Bisi" -> "Bisi"), and role words are a TITLE of
   their own ("Vice President Choi Min-jun");
+- a name word joined to a PERSON by "and" ("Marrero and Murphy") is a PERSON too, unless it
+  is a listed place;
 - a word of a name of two words or more, where it stands again alone ("Faina D. Yefremova
   ... early Yefremova"), is that PERSON again;
 - in a text that writes names capitalised (``names.writes_names_capitalised``), a PERSON in
@@ -201,8 +203,32 @@ def whole_names(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
     # Growth looks only outside a name's own span, so every span may stand in its way.
     taken = SpanIndex(others + people)
     grown = [_grown(p, text, taken) for p in people]
+    grown += _named_beside(grown, others, text)
     return sorted(others + grown + _mentioned_again(grown, others, text),
                   key=lambda e: (e.start, e.end, e.type))
+
+
+_AND_AFTER = re.compile(r" (?:and|&) ([^\W\d_][\w'’-]*)")
+_AND_BEFORE = re.compile(r"([^\W\d_][\w'’-]*) (?:and|&) $")
+
+
+def _named_beside(people: list[PiiEntity], others: list[PiiEntity], text: str
+                  ) -> list[PiiEntity]:
+    """A name word joined to a PERSON by "and" ("Marrero and Murphy", "Anna and Marco"): a
+    person too, unless it is a listed place or stands in another entity."""
+    taken = SpanIndex(others + people)
+    out = []
+    for p in people:
+        for m in (_AND_AFTER.match(text, p.end),
+                  _AND_BEFORE.search(text, max(0, p.start - 40), p.start)):
+            if m is None:
+                continue
+            word, (a, b) = m.group(1), m.span(1)
+            if (is_name_word(word) and not names.is_place(word) and not taken.overlapping(a, b)
+                    and not text[b:b + 2].strip()[:1].isupper()):
+                out.append(PiiEntity("PERSON", a, b, word, LISTED))
+                taken.add(out[-1])
+    return out
 
 
 def _mentioned_again(people: list[PiiEntity], others: list[PiiEntity], text: str

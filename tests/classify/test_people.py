@@ -142,3 +142,13 @@ def test_a_person_named_again_by_one_word_of_the_name() -> None:
     found = [(e.type, e.text, e.start) for e in whole_names(model, text)]
     assert found == [("PERSON", "Ilse K. Marwitz", 9), ("PERSON", "Marwitz", 45),
                      ("PERSON", "Ilse", 62)]
+
+
+@pytest.mark.parametrize("text, model, expected", [
+    ("Oduya and Brennick wrote the score together.", "Oduya", ["Oduya", "Brennick"]),
+    ("Ask Brennick and Oduya about it", "Oduya", ["Brennick", "Oduya"]),
+    ("Oduya and Lagos both", "Oduya", ["Oduya"]),  # a listed place
+    ("Oduya and Partners Ltd", "Oduya", ["Oduya"]),  # no name word, then a capital
+])
+def test_a_name_joined_to_a_person_by_and(text: str, model: str, expected: list[str]) -> None:
+    assert [e.text for e in whole_names([ent("PERSON", text, model)], text)] == expected
