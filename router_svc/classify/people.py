@@ -23,6 +23,8 @@ two word lists say:
   their own ("Vice President Choi Min-jun");
 - a name word joined to a PERSON by "and" ("Marrero and Murphy") is a PERSON too, unless it
   is a listed place;
+- a job title in lower case is a TITLE only beside a PERSON ("Mr Hakimi - math teacher"); "I'm
+  a pharmacist" names a job, no one's title;
 - a word of a name of two words or more, where it stands again alone ("Faina D. Yefremova
   ... early Yefremova"), is that PERSON again;
 - in a text that writes names capitalised (``names.writes_names_capitalised``), a PERSON in
@@ -204,8 +206,31 @@ def whole_names(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
     taken = SpanIndex(others + people)
     grown = [_grown(p, text, taken) for p in people]
     grown += _named_beside(grown, others, text)
-    return sorted(others + grown + _mentioned_again(grown, others, text),
-                  key=lambda e: (e.start, e.end, e.type))
+    grown += _mentioned_again(grown, others, text)
+    others = _titles_of_people(others, grown, text)
+    return sorted(others + grown, key=lambda e: (e.start, e.end, e.type))
+
+
+# What may stand between a person's name and the job title that is theirs ("Mr Hakimi - math
+# teacher", "Dana Roy, head of sales", "the pharmacist Ana Ruiz").
+_BESIDE = re.compile(r"[ \t]*(?:[,–—(-][ \t]*|(?:the|our|my|a|an|is|was|as)[ \t]+)?")
+
+
+def _titles_of_people(others: list[PiiEntity], people: list[PiiEntity], text: str
+                      ) -> list[PiiEntity]:
+    """A TITLE in lower case is a job that the text names ("I'm a pharmacist", "a data
+    engineer role"), no one's title, unless it stands beside a PERSON: it goes."""
+    index = SpanIndex(people)
+    out = []
+    for e in others:
+        if e.type == "TITLE" and e.text == e.text.lower():
+            before = index.overlapping(max(0, e.start - 12), e.start)
+            after = index.overlapping(e.end, e.end + 12)
+            if not any(_BESIDE.fullmatch(text, p.end, e.start) for p in before) and not any(
+                    _BESIDE.fullmatch(text, e.end, p.start) for p in after):
+                continue
+        out.append(e)
+    return out
 
 
 _AND_AFTER = re.compile(r" (?:and|&) ([^\W\d_][\w'’-]*)")

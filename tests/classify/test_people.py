@@ -152,3 +152,20 @@ def test_a_person_named_again_by_one_word_of_the_name() -> None:
 ])
 def test_a_name_joined_to_a_person_by_and(text: str, model: str, expected: list[str]) -> None:
     assert [e.text for e in whole_names([ent("PERSON", text, model)], text)] == expected
+
+
+@pytest.mark.parametrize("text, title, kept", [
+    ("Notes: Ms Ferreira - science teacher - says hi", "science teacher", True),
+    ("Ana Ruiz, head of sales, called", "head of sales", True),
+    ("I'm a pharmacist and work nights", "pharmacist", False),
+    ("applying for a data engineer role", "data engineer", False),
+    ("our Regional Controller will sign", "Regional Controller", True),  # written as a title
+])
+def test_a_lower_case_job_is_a_title_only_beside_a_person(text: str, title: str,
+                                                          kept: bool) -> None:
+    model = [ent("TITLE", text, title)]
+    for name in ("Ferreira", "Ana Ruiz"):
+        if name in text:
+            model.append(ent("PERSON", text, name))
+    found = [e.text for e in whole_names(model, text) if e.type == "TITLE"]
+    assert found == ([title] if kept else [])
