@@ -482,7 +482,8 @@ def _place_without_direction(e: PiiEntity) -> PiiEntity | None:
 
 
 def name_edges(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
-    """The model's organisation and place spans as a name is written. A GPE loses a direction
+    """The model's organisation, place and group spans as a name is written. An NRP that the
+    text uses as a language's name goes ("Answer in French."). A GPE loses a direction
     adjective before a listed place ("Southern Cyprus" -> "Cyprus"), and one that is the
     adjective alone ("Southern") goes. In a text that capitalises names (``_CASED``), an
     ORGANIZATION without a capital letter goes ("permit", "bank") and lower-case words at its
@@ -491,6 +492,8 @@ def name_edges(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
     cased = writes_names_capitalised(text)
     out = []
     for e in entities:
+        if e.type == "NRP" and _as_language(text, e.start, e.end):
+            continue  # "Answer in French.", "Home language: Kazakh"
         if e.type == "GPE":
             place = _place_without_direction(e)
             if place is not None:
@@ -512,3 +515,91 @@ def name_edges(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
         if value:
             out.append(e)
     return out
+
+
+# --------------------------------------------------------------------------- NRP
+
+def groups() -> frozenset[str]:
+    """Nationalities, religions and political groups (``data/groups.txt``)."""
+    return word_list("groups.txt")
+
+
+@functools.cache
+def _group_words() -> tuple[frozenset[str], dict[str, tuple[str, ...]], frozenset[str]]:
+    """The one-word groups with their plurals; the second words of two-word groups by their
+    first ("Costa" -> "Rican"); the one-word groups in lower case."""
+    one = {g for g in groups() if " " not in g}
+    one |= {g + "s" for g in one if g[-1] in "nio"}  # "Canadians", "Muslims", "Israelis"
+    two: dict[str, list[str]] = {}
+    for g in groups():
+        if " " in g:
+            first, second = g.split(" ", 1)
+            two.setdefault(first, []).append(second)
+    return (frozenset(one), {k: tuple(v) for k, v in two.items()},
+            frozenset(g.lower() for g in one))
+
+
+# A language, not a people: "Answer in French.", "translate it into Spanish", "French lessons".
+_LANGUAGE_BEFORE = frozenset({"speak", "speaks", "speaking", "spoke", "learn", "learning",
+                              "learned", "learnt", "study", "studying", "teach", "teaching",
+                              "translate", "translated", "translating", "fluent", "native"})
+_LANGUAGE_AFTER = frozenset({
+    "language", "languages", "translation", "translations", "lesson", "lessons", "class",
+    "classes", "course", "courses", "speaker", "speakers", "word", "words", "phrase",
+    "phrases", "text", "version", "subtitles", "grammar", "dictionary", "keyboard",
+    "sentence", "sentences", "accent", "teacher", "tutor", "proverb", "proverbs", "names"})
+_IN_A_LANGUAGE = frozenset({"in", "into", "to", "from"})
+_NEXT_WORD = re.compile(r"[ \t]+([\w'’-]+)")
+_PREVIOUS_WORD = re.compile(r"([\w'’-]+)[ \t]+$")
+
+
+def _as_language(text: str, start: int, end: int) -> bool:
+    line = text[max(text.rfind("\n", 0, start) + 1, start - 100):start].lower()
+    if "language" in line or "speak" in line or "translat" in line:
+        return True  # "Home language: Kazakh", "speaks English and", "translate ... into"
+    before = _PREVIOUS_WORD.search(text, max(0, start - 20), start)
+    after = _NEXT_WORD.match(text, end)
+    prev = before.group(1).lower() if before else ""
+    nxt = after.group(1).lower() if after else ""
+    if prev in _LANGUAGE_BEFORE or nxt in _LANGUAGE_AFTER:
+        return True
+    # "Answer in French.", "in English and French": no noun after it
+    return prev in _IN_A_LANGUAGE and (not after or nxt in ("and", "or", "please"))
+
+
+def groups_named(text: str) -> list[PiiEntity]:
+    """NRP: a nationality, religion or political group on ``data/groups.txt``, capitalised
+    (in lower case too in a text that writes names so), alone or joined by hyphens
+    ("Mexican-American"), where the text does not use it as a language's name ("Answer in
+    French.", "French lessons", "Home language: Kazakh")."""
+    one, two, lower = _group_words()
+    caps = capitalised_words(text)
+    found = set(caps) & (one | frozenset(two))
+    found |= {w for w in caps if "-" in w and all(p in one for p in w.split("-"))}
+    # In lower case as prompts are typed ("my nigerian jollof"), unless also a word ("nail
+    # polish").
+    found |= {w for w in _LOWER_WORD.findall(text) if w in lower and w not in common_words()}
+    out = []
+    for word in found:
+        for i in occurrences(text, word):
+            end = i + len(word)
+            if word in two:
+                nxt = _NEXT_WORD.match(text, end)
+                if nxt is None or nxt.group(1) not in two[word]:
+                    if word not in one:
+                        continue
+                else:
+                    end = nxt.end()
+            if text[end:end + 1].isalnum() or text[end:end + 1] == "-" or _as_language(
+                    text, i, end):
+                continue
+            out.append(PiiEntity("NRP", i, end, text[i:end], LISTED))
+    out.sort(key=lambda e: (e.start, -e.end))
+    kept: list[PiiEntity] = []
+    for e in out:
+        if not kept or e.start >= kept[-1].end:
+            kept.append(e)
+    return kept
+
+
+_LOWER_WORD = re.compile(r"\b[a-z]+\b")

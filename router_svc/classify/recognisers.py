@@ -74,6 +74,7 @@ from router_svc.classify.addresses import address_edges, street_addresses
 from router_svc.classify.dates import dates
 from router_svc.classify.names import (
     first_names,
+    groups_named,
     name_edges,
     organisations,
     places,
@@ -622,13 +623,14 @@ RECOGNISERS: tuple[tuple[str, Callable[[str], list[PiiEntity]]], ...] = (
     ("ORGANIZATION", organisations),
     ("GPE", places),
     ("PERSON", people),  # after the lists: "Ho Chi Minh City", "Imam Khomeini Hospital"
+    ("NRP", groups_named),  # after names: "Christian Bale" is a person
 )
 RULE_TYPES = frozenset({"AGE", "CREDIT_CARD", "DATE_TIME", "DOMAIN_NAME", "EMAIL_ADDRESS",
                         "IBAN_CODE", "IP_ADDRESS", "PHONE_NUMBER", "US_SSN", "ZIP_CODE"})
 # Found by the words around, no check.
 CONTEXT_TYPES = frozenset({"AGE", "ZIP_CODE", "US_DRIVER_LICENSE"})
 # Found on word lists (classify/names.py, and a name after an honorific: classify/people.py).
-NAME_TYPES = frozenset({"GPE", "ORGANIZATION", "PERSON", "TITLE"})
+NAME_TYPES = frozenset({"GPE", "ORGANIZATION", "PERSON", "TITLE", "NRP"})
 # Found by their shape alone: dates (classify/dates.py), street lines (classify/addresses.py).
 SHAPE_TYPES = frozenset({"DATE_TIME", "STREET_ADDRESS"})
 # What the model may read a listed place as on the same span, where the list wins.

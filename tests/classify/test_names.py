@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from router_svc.classify.names import LISTED, name_edges, organisations, places
+from router_svc.classify.names import LISTED, groups_named, name_edges, organisations, places
 from router_svc.classify.pii import PiiEntity
 from router_svc.classify.recognisers import guarded, recognise, union
 from tests.classify.spans import ent
@@ -165,3 +165,32 @@ def test_an_organisation_with_its_legal_form_is_no_person() -> None:
 ])
 def test_places_without_direction_words(text: str, model: str, expected: list[str]) -> None:
     assert [e.text for e in name_edges([ent("GPE", text, model)], text)] == expected
+
+
+# --------------------------------------------------------------------------- NRP
+
+@pytest.mark.parametrize("text, want", [
+    ("We tried a new Peruvian place last night", ["Peruvian"]),
+    ("my husband is Welsh and I'm Kenyan", ["Welsh", "Kenyan"]),
+    ("a Sri Lankan tea and a Puerto Rican dish", ["Sri Lankan", "Puerto Rican"]),
+    ("she is Korean-Canadian", ["Korean-Canadian"]),
+    ("the Democrats and Republicans agreed", ["Democrats", "Republicans"]),
+    ("a Hindu temple and a Lutheran church", ["Hindu", "Lutheran"]),
+    ("best ugandan rolex recipe?", ["ugandan"]),  # typed in lower case
+])
+def test_groups_named(text: str, want: list[str]) -> None:
+    assert texts(groups_named(text)) == want
+
+
+@pytest.mark.parametrize("text", [
+    "Answer in French.", "Please translate this into German for my boss",
+    "French lessons for kids", "She speaks Danish and Dutch", "Home language: Thai, Lao",
+    "nail polish remover", "Christian Bale's films",
+])
+def test_groups_named_not_as_languages(text: str) -> None:
+    assert [e for e in recognise(text) if e.type == "NRP"] == []
+
+
+def test_a_models_group_used_as_a_language_goes() -> None:
+    text = "Reply in Spanish."
+    assert name_edges([ent("NRP", text, "Spanish")], text) == []
