@@ -481,19 +481,36 @@ def _place_without_direction(e: PiiEntity) -> PiiEntity | None:
     return e
 
 
+# An executive's title written as its acronym, read as a name ("our CFO signed").
+_EXECUTIVES = frozenset({"CEO", "CFO", "CTO", "COO", "CIO", "CMO", "CISO", "CPO", "VP", "SVP",
+                         "EVP"})
+# One word with a capital inside after lower-case letters ("DigitalOcean", "PayPal"): a
+# brand's spelling, not a place's (whose inner capitals follow Mc, De, La: "McAllen", "DeKalb").
+_BRAND_CASE = re.compile(r"(?!Mc|Mac|De|La|Le|Di)[A-Z][a-z]+[A-Z][A-Za-z]*")
+
+
 def name_edges(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
-    """The model's organisation, place and group spans as a name is written. An NRP that the
-    text uses as a language's name goes ("Answer in French."). A GPE loses a direction
-    adjective before a listed place ("Southern Cyprus" -> "Cyprus"), and one that is the
-    adjective alone ("Southern") goes. In a text that capitalises names (``_CASED``), an
-    ORGANIZATION without a capital letter goes ("permit", "bank") and lower-case words at its
-    end go ("Kruger Cement plant" -> "Kruger Cement"); a closing bracket or quote that it
-    does not open goes too ("Mapna Group)")."""
+    """The model's organisation, place and group spans as a name is written:
+
+    - an NRP that the text uses as a language's name goes ("Answer in French.");
+    - an executive's acronym read as a name is a TITLE ("CFO"), a GPE spelt as a brand an
+      ORGANIZATION ("DigitalOcean");
+    - a GPE loses a direction adjective before a listed place ("Southern Cyprus" -> "Cyprus"),
+      and the adjective alone goes ("Southern");
+    - in a text that capitalises names (``_CASED``), an ORGANIZATION without a capital letter
+      goes ("permit", "bank") and lower-case words at its end go ("Kruger Cement plant" ->
+      "Kruger Cement"); a closing bracket or quote that it does not open goes ("Mapna
+      Group)").
+    """
     cased = writes_names_capitalised(text)
     out = []
     for e in entities:
         if e.type == "NRP" and _as_language(text, e.start, e.end):
             continue  # "Answer in French.", "Home language: Kazakh"
+        if e.type in ("ORGANIZATION", "GPE") and e.text in _EXECUTIVES:
+            e = PiiEntity("TITLE", e.start, e.end, e.text, e.score)
+        elif e.type == "GPE" and _BRAND_CASE.fullmatch(e.text) and not is_place(e.text):
+            e = PiiEntity("ORGANIZATION", e.start, e.end, e.text, e.score)
         if e.type == "GPE":
             place = _place_without_direction(e)
             if place is not None:

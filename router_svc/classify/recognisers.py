@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 
@@ -723,7 +724,7 @@ def union(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEntity
           ) -> list[PiiEntity]:
     """The model's entities and the rules', one span and one type where they overlap (the
     rule in the module docstring), sorted by start."""
-    model, rules = list(model_entities), list(rule_entities)
+    model, rules = _split_where_rules_do(list(model_entities), list(rule_entities))
     models, rule_index = SpanIndex(model), SpanIndex(rules)
     added: list[PiiEntity] = []
     gone: set[int] = set()
@@ -736,6 +737,29 @@ def union(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEntity
             added.append(r)
     kept = [m for m in model if id(m) not in gone]
     return sorted(kept + added, key=lambda e: (e.start, e.end, e.type))
+
+
+_JOINED = re.compile(r"\s*(?:,|and|&|or|,\s*and)\s*")
+
+
+def _split_where_rules_do(model: list[PiiEntity], rules: list[PiiEntity]
+                          ) -> tuple[list[PiiEntity], list[PiiEntity]]:
+    """A model name whose span the rules read as two or more names of its type joined by
+    "and" or commas ("Monzo and Deliveroo"): the rules' reading, the model's score."""
+    index = SpanIndex(rules)
+    out = []
+    for m in model:
+        parts = sorted((r for r in index.overlapping(m.start, m.end)
+                        if r.type == m.type and m.start <= r.start and r.end <= m.end),
+                       key=lambda r: r.start)
+        if (m.type in NAME_TYPES and len(parts) > 1 and parts[0].start == m.start
+                and parts[-1].end == m.end and all(
+                    _JOINED.fullmatch(m.text, a.end - m.start, b.start - m.start)
+                    for a, b in itertools.pairwise(parts))):
+            out += [PiiEntity(m.type, r.start, r.end, r.text, m.score) for r in parts]
+        else:
+            out.append(m)
+    return out, rules
 
 
 def guarded(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEntity] | None,

@@ -194,3 +194,21 @@ def test_groups_named_not_as_languages(text: str) -> None:
 def test_a_models_group_used_as_a_language_goes() -> None:
     text = "Reply in Spanish."
     assert name_edges([ent("NRP", text, "Spanish")], text) == []
+
+
+@pytest.mark.parametrize("text, kind, value, expected", [
+    ("our CFO signed it", "ORGANIZATION", "CFO", ("TITLE", "CFO")),
+    ("hosted on DigitalOcean since May", "GPE", "DigitalOcean", ("ORGANIZATION", "DigitalOcean")),
+    ("flew into McAllen on Friday", "GPE", "McAllen", ("GPE", "McAllen")),
+])
+def test_names_the_model_read_as_another_kind(text: str, kind: str, value: str,
+                                              expected: tuple[str, str]) -> None:
+    assert [(e.type, e.text) for e in name_edges([ent(kind, text, value)], text)] == [expected]
+
+
+def test_a_model_name_the_rules_read_as_two() -> None:
+    text = "I worked at Zenvora and Quillbase before."
+    model = [ent("ORGANIZATION", text, "Zenvora and Quillbase", 0.95)]
+    rules = [ent("ORGANIZATION", text, "Zenvora"), ent("ORGANIZATION", text, "Quillbase")]
+    assert [(e.text, e.score) for e in union(model, rules)] == [
+        ("Zenvora", 0.95), ("Quillbase", 0.95)]
