@@ -486,7 +486,7 @@ _EXECUTIVES = frozenset({"CEO", "CFO", "CTO", "COO", "CIO", "CMO", "CISO", "CPO"
                          "EVP"})
 # One word with a capital inside after lower-case letters ("DigitalOcean", "PayPal"): a
 # brand's spelling, not a place's (whose inner capitals follow Mc, De, La: "McAllen", "DeKalb").
-_BRAND_CASE = re.compile(r"(?!Mc|Mac|De|La|Le|Di)[A-Z][a-z]+[A-Z][A-Za-z]*")
+_BRAND_CASE = re.compile(r"(?!Mc|Mac|De|La|Le)[A-Z][a-z]+[A-Z][A-Za-z]*")
 
 
 def name_edges(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
