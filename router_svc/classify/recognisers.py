@@ -455,6 +455,22 @@ _NANP = frozenset({"US", "CA"})
 _DATE = re.compile(r"\d{4}[-.]\d{1,2}[-.]\d{1,2}(?!\d)|(?<!\d)\d{1,2}[-.]\d{1,2}[-.]\d{4}")
 
 
+# A number the text names as something else: "membership no 00482213", '"mrn": "00917734"',
+# "ORDER: 240617-0082", "Order 4471-8820-1193-0052". Such a number is no phone number unless
+# a phone word is near.
+_ID_BEFORE = re.compile(
+    r"\b(?:order|invoice|ticket|case|ref|reference|booking|tracking|account|acct|membership|"
+    r"member|mrn|sku|serial|receipt|transaction|confirmation|policy|claim|customer)"
+    r"[\s\"':#=]*(?:(?:number|no|num|id)\b\.?)?[\s\"':#=]*$", re.IGNORECASE)
+
+
+def named_otherwise(text: str, start: int, end: int) -> bool:
+    """The words right before ``text[start:end]`` name it as an identifier, and no phone word
+    is near."""
+    return _ID_BEFORE.search(text, max(0, start - 30), start) is not None and (
+        _PHONE_WORDS.search(text, max(0, start - 40), min(len(text), end + 20)) is None)
+
+
 def _valid_phone(value: str, region: str) -> bool:
     digits = sum(ch.isdigit() for ch in value)
     if _DATE.search(value) or (value.count(".") == 3 and _is_ip_address(value)):
@@ -514,6 +530,8 @@ def phone_numbers(text: str, region: str = DEFAULT_REGION) -> list[PiiEntity]:
     out = []
     for m in _phone_candidates(text):
         value = m.group()
+        if named_otherwise(text, m.start(), m.end()):
+            continue
         if value.isdigit() and not _PHONE_WORDS.search(
                 text, max(0, m.start() - 40), min(len(text), m.end() + 20)):
             continue  # a bare digit run is a phone number only where the text says so
@@ -774,11 +792,14 @@ def guarded(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEnti
 
 def with_rules(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiEntity],
                text: str) -> list[PiiEntity]:
-    """What the rules add to the model's entities: their ``union``, then person names
+    """What the rules add to the model's entities (the model's names as written,
+    ``names.name_edges``; no phone number that the text names as an identifier): their
+    ``union``, then person names
     (``people.whole_names``) and address starts (``addresses.address_edges``) as the text
     writes them."""
-    return address_edges(whole_names(union(name_edges(model_entities, text),
-                                           rule_entities), text), text)
+    model = [e for e in name_edges(model_entities, text) if not (
+        e.type == "PHONE_NUMBER" and named_otherwise(text, e.start, e.end))]
+    return address_edges(whole_names(union(model, rule_entities), text), text)
 
 
 def _ent(kind: str, text: str, start: int, end: int, score: float = CHECKED) -> PiiEntity:

@@ -215,6 +215,20 @@ def test_phone_region_for_national_formats() -> None:
     assert found(lambda t: rec.phone_numbers(t, "GB"), "ring 020 7946 0958") == ["020 7946 0958"]
 
 
+@pytest.mark.parametrize("text, value, phone", [
+    ("Invoice no. 415 555 2671 is overdue", "415 555 2671", False),
+    ('{"mrn": "415-555-2671"}', "415-555-2671", False),
+    ("Order 415 555 2671: please call me about it", "415 555 2671", True),  # a phone word
+    ("reach me on 415 555 2671", "415 555 2671", True),
+])
+def test_a_number_the_text_names_as_an_identifier_is_no_phone(text: str, value: str,
+                                                              phone: bool) -> None:
+    assert (value in found(rec.phone_numbers, text)) == phone
+    model = [ent("PHONE_NUMBER", text, value)]
+    assert [e.text for e in rec.with_rules(model, [], text)
+            if e.type == "PHONE_NUMBER"] == ([value] if phone else [])
+
+
 # --------------------------------------------------------------------------- driver's licences
 
 
