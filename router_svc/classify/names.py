@@ -242,27 +242,56 @@ def _code_beside(place: str, word: str) -> bool:
 
 # A place in lower case, after a word that says one follows ("live in bristol", "the shipment
 # to novosibirsk"): a prompt typed in lower case writes names so too.
-_LOWER_PLACE = re.compile(r" (?:in|from|to|at|near|around|visit|visiting|of) ([a-z][a-z'-]{2,})"
-                          r"(?= ([a-z][a-z'-]+))?")  # the second word looked at, not taken
+_ANNOUNCES_PLACE = re.compile(r"\b(?:in|from|to|at|near|around|visit|visiting|of) $")
+
+
+@functools.cache
+def _lower_places() -> tuple[frozenset[str], dict[str, frozenset[str]]]:
+    """Listed places in lower case: those of one word that is no common word and longer than
+    three letters ("bristol"; not "reading"), and those of two words by their first ("new" ->
+    "york", "jersey", ...)."""
+    one, two = set(), {}
+    for place in word_list("places.txt"):
+        words = place.lower().split()
+        if len(words) == 1 and len(words[0]) > 3 and words[0] not in common_words():
+            one.add(words[0])
+        elif len(words) == 2:
+            two.setdefault(words[0], set()).add(words[1])
+    return frozenset(one), {k: frozenset(v) for k, v in two.items()}
 
 
 def lower_case_places(text: str) -> list[PiiEntity]:
-    """Listed places written in lower case after ``_LOWER_PLACE``'s words: two words that are
-    a place ("new york"), or one that is a place and no common word ("bristol", not
-    "reading")."""
+    """Listed places written in lower case after ``_ANNOUNCES_PLACE``'s words: two words that
+    are a place ("new york"), or one that is a place and no common word ("bristol", not
+    "reading"). Only places whose words the text holds are looked for."""
+    words = lower_words(text)
+    one, two = _lower_places()
+    wanted = [w for w in words & one]
+    wanted += [f"{w} {x}" for w in words & two.keys() for x in two[w] & words]
     out = []
-    for m in _LOWER_PLACE.finditer(text):
-        one, two = m.group(1), m.group(2)
-        if two and is_place(f"{one} {two}".title()):
-            end = m.end(2)
-        elif len(one) > 3 and one not in common_words() and is_place(one.title()):
-            end = m.end(1)
-        else:
-            continue
-        if _in_address_or_domain(text, end):
-            continue
-        out.append(PiiEntity("GPE", m.start(1), end, text[m.start(1):end], LISTED))
-    return out
+    for place in wanted:
+        for i in occurrences(text, place):
+            end = i + len(place)
+            if _ANNOUNCES_PLACE.search(text, max(0, i - 12), i) and not _in_address_or_domain(
+                    text, end):
+                out.append(PiiEntity("GPE", i, end, place, LISTED))
+    out.sort(key=lambda e: (e.start, -e.end))
+    kept: list[PiiEntity] = []
+    for e in out:
+        if not kept or e.start >= kept[-1].end:
+            kept.append(e)
+    return kept
+
+
+# Lower-case runs (parts of capitalised words too: ``occurrences`` then finds only whole
+# words); a character class first, so ``re`` scans in C.
+_LOWER_WORDS = re.compile(r"[a-z]{2,}")
+
+
+@functools.lru_cache(maxsize=4)
+def lower_words(text: str) -> frozenset[str]:
+    """The text's lower-case words, gathered in C once for the place and group recognisers."""
+    return frozenset(_LOWER_WORDS.findall(text))
 
 
 # Words that end an organisation's name, and those that open one ("University of ...").
@@ -595,7 +624,7 @@ def groups_named(text: str) -> list[PiiEntity]:
     found |= {w for w in caps if "-" in w and all(p in one for p in w.split("-"))}
     # In lower case as prompts are typed ("my nigerian jollof"), unless also a word ("nail
     # polish").
-    found |= {w for w in _LOWER_WORD.findall(text) if w in lower and w not in common_words()}
+    found |= {w for w in lower_words(text) & lower if w not in common_words()}
     out = []
     for word in found:
         for i in occurrences(text, word):
@@ -619,4 +648,3 @@ def groups_named(text: str) -> list[PiiEntity]:
     return kept
 
 
-_LOWER_WORD = re.compile(r"\b[a-z]+\b")
