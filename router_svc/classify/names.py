@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterable, Iterator
 from importlib import resources
 
-from router_svc.classify.pii import HONORIFICS, PiiEntity
+from router_svc.classify.pii import HONORIFICS, PiiEntity, SpanIndex
 
 LISTED = 0.8  # the score of a name found on a word list
 
@@ -445,6 +445,37 @@ def organisations_in_context(text: str) -> list[PiiEntity]:
             if not text.startswith(" and ", end):
                 break
             pos = end + 5
+    done = SpanIndex(out)
+    for e in _organisations_before_services(text):
+        if not done.overlapping(e.start, e.end):
+            out.append(e)
+    return sorted(out, key=lambda e: e.start)
+
+
+# What a service's customer writes after its name ("my Airtel account", "the Uber driver",
+# "Netflix subscription", "Jio recharge", "Vodafone customer care").
+_SERVICE_AFTER = re.compile(
+    r" (?:support|app|account|subscription|customer (?:service|care|support)|helpline|"
+    r"driver|rider|ride|delivery|order|refund|recharge|login|password|website|premium|"
+    r"membership|loyalty|points|credit card|debit card|SIM|sim|data plan|bill|invoice|"
+    r"store|outlet|branch|agent|rep|representative)\b")
+_NAME_BEFORE = re.compile(rf"(?<![\w'’&.-])[{_UPPER}][\w'’&-]*(?: [{_UPPER}][\w'’&-]*)?$")
+
+
+def _organisations_before_services(text: str) -> list[PiiEntity]:
+    """A bare name right before what a service's customer writes after it (``_SERVICE_AFTER``):
+    one or two words that can only be an organisation's (``_bare_org_word``)."""
+    out = []
+    for m in _SERVICE_AFTER.finditer(text):
+        name = _NAME_BEFORE.search(text, max(0, m.start() - 40), m.start())
+        if name is None:
+            continue
+        start, value = name.start(), name.group()
+        first, _, rest = value.partition(" ")
+        if rest and first in _OPENERS:  # "The Uber driver"
+            start, value = start + len(first) + 1, rest
+        if all(_bare_org_word(w) for w in value.split()):
+            out.append(PiiEntity("ORGANIZATION", start, name.end(), value, LISTED))
     return out
 
 

@@ -212,3 +212,15 @@ def test_a_model_name_the_rules_read_as_two() -> None:
     rules = [ent("ORGANIZATION", text, "Zenvora"), ent("ORGANIZATION", text, "Quillbase")]
     assert [(e.text, e.score) for e in union(model, rules)] == [
         ("Zenvora", 0.95), ("Quillbase", 0.95)]
+
+
+@pytest.mark.parametrize("text, want", [
+    ("my Zenvora account got locked", ["Zenvora"]),
+    ("The Quillbase driver never came", ["Quillbase"]),
+    ("I rang Telvio customer care twice", ["Telvio"]),
+    ("the Monday delivery was late", []),  # a weekday
+    ("ask John support", []),  # a first name
+    ("The app crashed", []),
+])
+def test_organisations_before_what_their_customers_write(text: str, want: list[str]) -> None:
+    assert texts(organisations(text)) == want
