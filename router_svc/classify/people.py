@@ -18,7 +18,10 @@ two word lists say:
   with what is on one side of them that holds no Title Case word; a name written all in lower
   case ("cormac") stays as it is;
 - a PERSON grows over the name words right after it, one space apart on its line (up to four
-  words in all), and over a first name right before it;
+  words in all; after a hyphenated given name, "Sung-min Park", the surname may be a word),
+  and over a first name right before it;
+- one word that is a code of two or three capitals ("JFK"), a greeting in another language
+  ("Estimado") or a short abbreviation with its full stop ("Ext.") is no name;
 - kin words that open a PERSON go ("Auntie Bisi" -> "Bisi"), and role words are a TITLE of
   their own ("Vice President Choi Min-jun");
 - a name word joined to a PERSON by "and" ("Marrero and Murphy") is a PERSON too, unless it
@@ -121,6 +124,11 @@ def _free(taken: SpanIndex, a: int, b: int) -> bool:
     return not taken.overlapping(a, b)
 
 
+_GIVEN_HYPHENATED = re.compile(r"[A-Z][a-z]+-[a-z]+")
+_NOT_NAME_WORDS = (names.HONORIFIC_WORDS | names.ORG_LAST | names.ORG_FIRST | names.STREET_WORDS
+                   | names.CALENDAR_WORDS)
+
+
 def _grown(e: PiiEntity, text: str, taken: SpanIndex) -> PiiEntity:
     """``e`` over the name words after it and a first name before it (module docstring)."""
     start, end = e.start, e.end
@@ -134,7 +142,12 @@ def _grown(e: PiiEntity, text: str, taken: SpanIndex) -> PiiEntity:
         a, b = m.span()
         if m.group().endswith(("'s", "’s")):
             b -= 2
-        if not is_name_word(text[a:b]) or not _free(taken, a, b):
+        word = text[a:b]
+        # After a hyphenated given name ("Sung-min", "Hyun-woo") a surname may be a word too
+        # ("Park", "Lim", "Song").
+        surname_word = (_GIVEN_HYPHENATED.fullmatch(text[start:end].split()[-1]) is not None
+                        and _title_case(word) and word not in _NOT_NAME_WORDS)
+        if not (is_name_word(word) or surname_word) or not _free(taken, a, b):
             break
         end, count = b, count + 1
         if b < len(text) and not text[b].isspace():
@@ -181,6 +194,26 @@ def _without_leading_words(e: PiiEntity) -> list[PiiEntity]:
     return out
 
 
+# Greetings in other languages, read as a name ("Estimado Sr. Gutiérrez", "Sehr geehrte").
+_GREETINGS = frozenset({"Estimado", "Estimada", "Querido", "Querida", "Sehr", "Geehrte",
+                        "Geehrter", "Liebe", "Lieber", "Caro", "Cara", "Gentile", "Bonjour",
+                        "Hola", "Ciao", "Hallo", "Salut", "Olá", "Prezado", "Prezada"})
+
+
+def _no_name(e: PiiEntity, text: str) -> bool:
+    """One word that is no one's name: a code of two or three capitals ("JFK", "ZAR"), a
+    greeting ("Estimado"), an abbreviation of up to three letters with its full stop ("Ext.",
+    "Pt.") that is no first name."""
+    word = e.text
+    if " " in word:
+        return False
+    if word.isupper() and word.isalpha() and len(word) <= 3:
+        return True
+    if word in _GREETINGS:
+        return True
+    return len(word) <= 3 and text[e.end:e.end + 1] == "." and word not in first_names()
+
+
 def whole_names(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
     """The entities with person names as the text writes them (module docstring), sorted by
     start."""
@@ -196,6 +229,8 @@ def whole_names(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
         elif cased and (_CAMEL.match(e.text) or (
                 e.text == e.text.lower() and e.text.split()[0].title() not in first_names())):
             continue  # "pls", "lodash", "setIban" in a text that capitalises names
+        elif _no_name(e, text):
+            continue
         else:
             for part in _without_leading_words(e):
                 if part.type == "PERSON":

@@ -71,6 +71,12 @@ def test_name_words(word: str, name: bool) -> None:
     ("Use lodash for this, Mr Brown said", "PERSON", "lodash", []),
     ("Call setIban() before Save in the Form", "PERSON", "setIban", []),
     ("Ask Tom whether maria can come", "PERSON", "maria", [("PERSON", "maria")]),
+    # a hyphenated given name takes the surname after it, a word or not
+    ("I met Ji-hoon Song at the fair", "PERSON", "Ji-hoon", [("PERSON", "Ji-hoon Song")]),
+    # codes, greetings and abbreviations are no names
+    ("Flight BA117 lands at LHR at noon", "PERSON", "LHR", []),
+    ("Estimado Sr. Pérez, le escribo", "PERSON", "Estimado", []),
+    ("Call Ext. 4412 for billing", "PERSON", "Ext", []),
 ])
 def test_whole_names(text: str, kind: str, value: str, expected: list[tuple[str, str]]) -> None:
     assert read(text, kind, value) == expected
