@@ -556,7 +556,9 @@ def name_edges(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
     - an executive's acronym read as a name is a TITLE ("CFO"), a GPE spelt as a brand an
       ORGANIZATION ("DigitalOcean");
     - a GPE loses a direction adjective before a listed place ("Southern Cyprus" -> "Cyprus"),
-      and the adjective alone goes ("Southern");
+      and the adjective alone goes ("Southern"); it loses a code after a listed place ("NEW
+      YORK JFK"); in a text that capitalises names, one in lower case that is no listed place
+      goes ("pho");
     - in a text that capitalises names (``_CASED``), an ORGANIZATION without a capital letter
       goes ("permit", "bank") and lower-case words at its end go ("Kruger Cement plant" ->
       "Kruger Cement"); a closing bracket or quote that it does not open goes ("Mapna
@@ -572,6 +574,11 @@ def name_edges(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
         elif e.type == "GPE" and _BRAND_CASE.fullmatch(e.text) and not is_place(e.text):
             e = PiiEntity("ORGANIZATION", e.start, e.end, e.text, e.score)
         if e.type == "GPE":
+            if cased and e.text == e.text.lower() and not is_place(e.text.title()):
+                continue  # "pho", "terracotta" in a text that capitalises names
+            head, _, code = e.text.rpartition(" ")
+            if head and code.isupper() and len(code) <= 3 and is_place(head.title()):
+                e = PiiEntity(e.type, e.start, e.start + len(head), head, e.score)  # "NEW YORK JFK"
             place = _place_without_direction(e)
             if place is not None:
                 out.append(place)
@@ -592,6 +599,37 @@ def name_edges(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
         if value:
             out.append(e)
     return out
+
+
+# --------------------------------------------------------------------------- region codes
+
+# Two-letter codes that are also words or values a record holds ("status": "OK", "NO", "ID").
+_AMBIGUOUS_CODES = frozenset({"OK", "NO", "ID", "IT", "IN", "AM", "PM", "TO", "ME", "OR", "AS",
+                              "AT", "BE", "DO", "GO", "IS", "MY", "SO", "AN", "AC", "TA", "CC",
+                              "BY", "HI", "MA", "MS", "SA"})
+_US_STATES = frozenset({
+    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID", "IL", "IN",
+    "IA", "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH",
+    "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT",
+    "VT", "VA", "WA", "WV", "WI", "WY"})
+# A code standing as a whole field of a record: between delimiters or quotes.
+_FIELD_CODE = re.compile(r"(?<=[,;|\t\"'])[ \t]*([A-Z]{2})[ \t]*(?=[,;|\t\"'\n)]|$)")
+
+
+@functools.cache
+def _region_codes() -> frozenset[str]:
+    import phonenumbers  # its region list is ISO 3166's two-letter codes
+
+    return (frozenset(phonenumbers.SUPPORTED_REGIONS) | _US_STATES | {"UK"}) - _AMBIGUOUS_CODES
+
+
+def region_codes(text: str) -> list[PiiEntity]:
+    """GPE: a US state's or a country's two-letter code standing as a whole field of a record
+    (``"state": "FL"``, ``...,78.72.140.11,SE,2024-03-02``, ``;GA;``), not one that is also a
+    word or a common value ("OK", "NO", "ID")."""
+    codes = _region_codes()
+    return [PiiEntity("GPE", m.start(1), m.end(1), m.group(1), LISTED)
+            for m in _FIELD_CODE.finditer(text) if m.group(1) in codes]
 
 
 # --------------------------------------------------------------------------- NRP

@@ -79,6 +79,7 @@ from router_svc.classify.names import (
     name_edges,
     organisations,
     places,
+    region_codes,
 )
 from router_svc.classify.people import people, whole_names
 from router_svc.classify.pii import (
@@ -643,6 +644,7 @@ RECOGNISERS: tuple[tuple[str, Callable[[str], list[PiiEntity]]], ...] = (
     ("GPE", places),
     ("PERSON", people),  # after the lists: "Ho Chi Minh City", "Imam Khomeini Hospital"
     ("NRP", groups_named),  # after names: "Christian Bale" is a person
+    ("GPE", region_codes),
 )
 RULE_TYPES = frozenset({"AGE", "CREDIT_CARD", "DATE_TIME", "DOMAIN_NAME", "EMAIL_ADDRESS",
                         "IBAN_CODE", "IP_ADDRESS", "PHONE_NUMBER", "US_SSN", "ZIP_CODE"})

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from router_svc.classify.names import LISTED, groups_named, name_edges, organisations, places
+from router_svc.classify.names import (
+    LISTED,
+    groups_named,
+    name_edges,
+    organisations,
+    places,
+    region_codes,
+)
 from router_svc.classify.pii import PiiEntity
 from router_svc.classify.recognisers import guarded, recognise, union
 from tests.classify.spans import ent
@@ -224,3 +231,24 @@ def test_a_model_name_the_rules_read_as_two() -> None:
 ])
 def test_organisations_before_what_their_customers_write(text: str, want: list[str]) -> None:
     assert texts(organisations(text)) == want
+
+
+# --------------------------------------------------------------------------- region codes
+
+@pytest.mark.parametrize("text, want", [
+    ('{"name": "Ola", "state": "TX", "zip": "75001"}', ["TX"]),
+    ("id,ip,country\n7,81.2.69.142,GB\n", ["GB"]),
+    ("Kim;1990-01-02;WA;active", ["WA"]),
+    ('{"status": "OK", "lang": "NO"}', []),  # values that are words
+    ("TX is big", []),  # no field of a record
+])
+def test_region_codes_as_record_fields(text: str, want: list[str]) -> None:
+    assert texts(region_codes(text)) == want
+
+
+@pytest.mark.parametrize("text, model, expected", [
+    ("NEW YORK JFK 08:25", "NEW YORK JFK", ["NEW YORK"]),
+    ("Best pho in Hanoi? I tried pho at Nam's", "pho", []),
+])
+def test_the_models_place_spans(text: str, model: str, expected: list[str]) -> None:
+    assert [e.text for e in name_edges([ent("GPE", text, model)], text)] == expected
