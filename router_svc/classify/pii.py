@@ -548,8 +548,8 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
     length after it) or goes; a CREDIT_CARD, PHONE_NUMBER or US_SSN with too few digits, an
     EMAIL_ADDRESS without "@", a DOMAIN_NAME without a dot, a ZIP_CODE not shaped like a
     postcode, an IBAN_CODE without an IBAN's letters-digits shape and a STREET_ADDRESS of one
-    word without a digit go. A value that opens a bracket it does not close ends before it
-    ("W426-8810-3572 (IL").
+    word that is no number ("IL", "SKU-88412") go. A value that opens a bracket it does not
+    close ends before it ("W426-8810-3572 (IL").
     A value with the shape that fails its checksum stays: a mistyped card is still a card.
     Values are first cut at the fields of a record (``field_parts``), and an ISO date read as
     a PHONE_NUMBER is a DATE_TIME. A PERSON holds no digit and two characters or more, and
@@ -581,9 +581,9 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
         if e.type != "DATE_TIME" and (cut := e.text.rfind(" (")) > 0 and ")" not in e.text[cut:]:
             value = e.text[:cut].rstrip()  # "W426-8810-3572 (IL": the bracket it opens goes
             e = PiiEntity(e.type, e.start, e.start + len(value), value, e.score)
-        if e.type == "STREET_ADDRESS" and " " not in e.text.strip() and not any(
-                ch.isdigit() for ch in e.text):
-            continue  # "The", "IL": one word without a number is no address
+        if e.type == "STREET_ADDRESS" and " " not in e.text.strip() and (
+                not any(ch.isdigit() for ch in e.text) or any(ch.isalpha() for ch in e.text)):
+            continue  # "The", "IL", "SKU-88412": one word is a number or no address
         if e.type == "TITLE" and _ROLE_BEFORE.search(text, max(0, e.start - 80), e.start):
             continue  # the role a prompt gives the assistant: nobody's title
         if e.type == "PERSON":

@@ -709,6 +709,10 @@ def _rule_wins(rule: PiiEntity, model: PiiEntity) -> bool:
     if (rule.type == "GPE" and model.type in _NOT_PLACES and rule.start == model.start
             and rule.end == model.end and rule.text.split()[0] not in first_names()):
         return True  # a listed place read as a name ("...,2023-11-02,Kano"), no first name
+    if (rule.type == model.type == "STREET_ADDRESS" and model.start < rule.start
+            and rule.end == model.end and _no_address_before(
+                model.text[:rule.start - model.start])):
+        return True  # "30: PO Box 2281, ...", "Enterprise, 1 Newark Airport Rd, ..."
     if rule.type == "US_DRIVER_LICENSE" and rule.start <= model.start and model.end <= rule.end:
         return True  # the words before it say what the number is, whatever its shape
     if (rule.type == "ORGANIZATION" and model.type == "PERSON" and rule.start <= model.start
@@ -718,6 +722,19 @@ def _rule_wins(rule: PiiEntity, model: PiiEntity) -> bool:
             model.type in RULE_TYPES or (rule.start <= model.start and model.end <= rule.end)):
         return True
     return (rule.end - rule.start, rule.score) > (model.end - model.start, model.score)
+
+
+_PART_BEFORE = re.compile(r"[^,:\n]{1,40}(?:,|:)\s+")
+
+
+def _no_address_before(prefix: str) -> bool:
+    """What the model's address holds before the street line a rule found: one part, ended by
+    a comma or a colon, with no street word ("Enterprise, ", "30: ")."""
+    return _PART_BEFORE.fullmatch(prefix) is not None and not any(
+        w.rstrip(".,:").lower() in _STREET_WORDS_LOWER for w in prefix.split())
+
+
+_STREET_WORDS_LOWER = frozenset(w.lower() for w in names.STREET_WORDS)
 
 
 def _dates_account_for(model: PiiEntity, rules: SpanIndex) -> bool:

@@ -102,3 +102,21 @@ def test_offsets_hold_where_lower_case_is_longer() -> None:
     # "İ" lower-cases to two characters: the street word must still be found where it is.
     text = "İİİ send it to 9 Elm Road please"
     assert [e.text for e in street_addresses(text)] == ["9 Elm Road"]
+
+
+@pytest.mark.parametrize("text, model, expected", [
+    ("Ship by June 30: PO Box 8812, Eugene, OR 97401 please",
+     "30: PO Box 8812, Eugene, OR 97401", "PO Box 8812, Eugene, OR 97401"),
+    ("Pick-up at Hertz, 12 Airport Rd, Denver, CO 80249.",
+     "Hertz, 12 Airport Rd, Denver, CO 80249", "12 Airport Rd, Denver, CO 80249"),
+])
+def test_a_rule_address_trims_what_the_model_read_before_its_street_line(
+        text: str, model: str, expected: str) -> None:
+    found = guarded([ent("STREET_ADDRESS", text, model)], recognise(text), text)
+    assert [e.text for e in found if e.type == "STREET_ADDRESS"] == [expected]
+
+
+@pytest.mark.parametrize("value", ["SKU-88412", "IL"])
+def test_one_word_that_is_no_number_is_no_address(value: str) -> None:
+    text = f"see {value} today"
+    assert guarded([ent("STREET_ADDRESS", text, value)], None, text) == []
