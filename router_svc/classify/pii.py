@@ -541,6 +541,12 @@ def field_parts(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
     return out
 
 
+# A unit after a number makes it a quantity ("68 kg", "12 mg", "30%").
+UNIT_AFTER = re.compile(
+    r"\s?(?:kg|kgs|lb|lbs|pounds|cm|mm|km|m|g|mg|ml|ft|feet|inches|%|°|mph|min|mins|minutes|"
+    r"hours|hrs|days|weeks|months|units)\b", re.IGNORECASE)
+
+
 def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
     """The model reads fixed-shape types into text that cannot hold them ("HTTP/1.1" and
     "Mozilla/5.0" as IP addresses, "09/27" as a card, "at 10" as a phone number): an
@@ -549,7 +555,8 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
     EMAIL_ADDRESS without "@", a DOMAIN_NAME without a dot, a ZIP_CODE not shaped like a
     postcode, an IBAN_CODE without an IBAN's letters-digits shape and a STREET_ADDRESS of one
     word that is no number ("IL", "SKU-88412") go. A value that opens a bracket it does not
-    close ends before it ("W426-8810-3572 (IL").
+    close ends before it ("W426-8810-3572 (IL"); an AGE with a unit after it ("68 kg") or
+    inside a code ("cus_9Xk2") goes.
     A value with the shape that fails its checksum stays: a mistyped card is still a card.
     Values are first cut at the fields of a record (``field_parts``), and an ISO date read as
     a PHONE_NUMBER is a DATE_TIME. A PERSON holds no digit and two characters or more, and
@@ -584,6 +591,9 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
         if e.type == "STREET_ADDRESS" and " " not in e.text.strip() and (
                 not any(ch.isdigit() for ch in e.text) or any(ch.isalpha() for ch in e.text)):
             continue  # "The", "IL", "SKU-88412": one word is a number or no address
+        if e.type == "AGE" and (UNIT_AFTER.match(text, e.end) or (
+                e.start and (text[e.start - 1].isalnum() or text[e.start - 1] == "_"))):
+            continue  # "68 kg", "cus_9Xk2": a quantity or a piece of a code, no age
         if e.type == "TITLE" and _ROLE_BEFORE.search(text, max(0, e.start - 80), e.start):
             continue  # the role a prompt gives the assistant: nobody's title
         if e.type == "PERSON":

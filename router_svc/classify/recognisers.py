@@ -26,7 +26,8 @@ its own check passes (offsets are into ``text``, the text the model reads):
   "licence" or "DL" ("Driver's License: W426-8810-3572", "NY license 734 918 205").
 - ZIP_CODE and AGE: in context only ("zip 94107", "ZIP code: 10001-1234", "postcode 7412 SL",
   ``{"zip": "30310"}``, ``<zip>78521</zip>``, a US address's ", NY 11215";
-  "34 years old", "age: 52", "aged 7", "at the age of 61", "turned 60."); the span is the value.
+  "34 years old", "45yo", "an 8-month-old", "age: 52", "aged 7", "at the age of 61", "turned
+  60.", "70th birthday", "my dad is 70"); the span is the value.
 - DATE_TIME: dates, times and weekdays written in a date's shape with valid calendar values
   (``dates``: "2024-03-04", "14/02/1991", "2nd of May", "Monday afternoon", "16:22:03,114").
 - TITLE and PERSON: an honorific and the name words after it (``people.titled_names``:
@@ -85,6 +86,7 @@ from router_svc.classify.people import people, whole_names
 from router_svc.classify.pii import (
     _EMAIL,
     DATE_LIKE,
+    UNIT_AFTER,
     PiiEntity,
     SpanIndex,
     _is_ip_address,
@@ -586,20 +588,32 @@ def zip_codes(text: str) -> list[PiiEntity]:
 # "turned 90 degrees"); "when he was 78.", "I'm 34." (at the end of a clause).
 # One to three digits standing alone (not in a longer number, a word, "3.5" or "1,200").
 _SMALL_NUMBER = re.compile(r"(?<![\w.,])\d{1,3}(?!\d)")
-_AGE_AFTER = re.compile(r"(?:[ -]years?[ -]old|[ -]yrs?[ -]old|\s?y/o)\b", re.IGNORECASE)
+_AGE_AFTER = re.compile(r"(?:[ -]years?[ -]old|[ -]yrs?[ -]old|\s?y/o|\s?y\.o\.|\s?yo)\b|"
+                        r"[ -](?:months?|weeks?)[ -]old\b", re.IGNORECASE)
 _AGE_BEFORE = re.compile(r"\baged?\b\s*(?:[:=]\s*|(?:is|of|was)\s+)?$", re.IGNORECASE)
 _TURN_BEFORE = re.compile(r"\bturn(?:ed|s|ing)?\s+$", re.IGNORECASE)
 _TURN_AFTER = re.compile(r"\s*(?:[.!?,;)]|$|(?:years?|yrs?|this|today|tomorrow|next|last|soon)\b)",
                          re.IGNORECASE)
 _PERSON_BEFORE = re.compile(r"\b(?:I['’]m|I am|I was|(?:he|she)(?:['’]s| is| was))\s+$",
                             re.IGNORECASE)
+# A family member's age: "my dad is 70 and", "our son was 4 when" (no unit after: a unit is
+# caught before).
+_KIN_BEFORE = re.compile(
+    r"\b(?:my|our|his|her|their)\s+(?:son|daughter|mom|mum|mother|dad|father|wife|husband|"
+    r"brother|sister|grandma|grandmother|grandpa|grandfather|kid|child|baby|boy|girl|partner|"
+    r"nephew|niece|cousin|aunt|uncle)\s+(?:is|was|turned|just turned)\s+$", re.IGNORECASE)
+
+
+_BIRTHDAY = re.compile(r"(?:st|nd|rd|th) birthday\b", re.IGNORECASE)  # "Daddy's 70th birthday"
 
 
 def _is_age(text: str, start: int, end: int) -> bool:
     # Plain string tests before any pattern: most numbers in a prompt have no such words near.
     after = text[end:end + 2]
-    if (after[:1] in ("y", "Y") or after in (" y", " Y", "-y", "-Y")) and _AGE_AFTER.match(
-            text, end):
+    if after in ("st", "nd", "rd", "th", "ST", "ND", "RD", "TH") and _BIRTHDAY.match(text, end):
+        return True
+    if (after[:1] in ("y", "Y") or after[:2] in (" y", " Y", "-y", "-Y", " m", "-m", " w", "-w")
+            ) and _AGE_AFTER.match(text, end):
         return True
     if after and (after[0] == "%" or after[0].isalpha() or (
             after[0] in ".,:" and after[1:].isdigit())):
@@ -611,7 +625,11 @@ def _is_age(text: str, start: int, end: int) -> bool:
     if "turn" in before and _TURN_BEFORE.search(text, lo, start):
         return _TURN_AFTER.match(text, end) is not None
     rest = text[end:end + 4].lstrip()
-    return (not rest or rest[0] in ".!?;") and _PERSON_BEFORE.search(text, lo, start) is not None
+    if (not rest or rest[0] in ".!?;") and _PERSON_BEFORE.search(text, lo, start) is not None:
+        return True
+    lo = max(0, start - 40)
+    return ("is" in text[lo:start] or "was" in text[lo:start] or "turned" in text[lo:start]) and (
+        _KIN_BEFORE.search(text, lo, start) is not None and UNIT_AFTER.match(text, end) is None)
 
 
 def ages(text: str) -> list[PiiEntity]:

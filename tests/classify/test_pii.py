@@ -11,6 +11,7 @@ from router_svc.classify.pii import (
     PiiEntity,
     decode_bio,
     merge_windows,
+    possible_values,
     redact,
     softmax,
     window_spans,
@@ -790,3 +791,10 @@ def test_an_age_is_its_number_under_the_conventions() -> None:
     text = "a 7-year-old, Pt 67M, aged seventy"
     ages = [_e("AGE", text, "7-year-old"), _e("AGE", text, "67M"), _e("AGE", text, "seventy")]
     assert [e.text for e in span_conventions(ages, text)] == ["7", "67", "seventy"]
+
+
+@pytest.mark.parametrize("text, value", [("i'm 52, 68 kg, bad knee", "68"),
+                                          ('"id": "cus_9Xk2"', "9")])
+def test_an_age_that_is_a_quantity_or_a_piece_of_a_code_goes(text: str, value: str) -> None:
+    start = text.index(value)
+    assert possible_values([PiiEntity("AGE", start, start + len(value), value, 0.9)], text) == []

@@ -299,6 +299,10 @@ def test_zip_codes_out_of_context(text: str) -> None:
     ("My brother just turned 60", "60"),
     ("I'll turn 23.", "23"),
     ("Written when he was 78.", "78"),
+    ("for Grandpa's 90th birthday", "90"),
+    ("a 45yo male with chest pain", "45"),
+    ("my 8-month-old baby", "8"),
+    ("my mum is 72 and lives alone", "72"),
 ])
 def test_ages_in_context(text: str, value: str) -> None:
     assert found(rec.ages, text) == [value]
@@ -306,7 +310,7 @@ def test_ages_in_context(text: str, value: str) -> None:
 
 @pytest.mark.parametrize("text", [
     "34 apples", "turned 90 degrees", "page 52", "stage 3", "he was 5 minutes late",
-    "age: 250", "the average was 3.5",
+    "age: 250", "the average was 3.5", "my son is 5 feet tall", "the price is 70 and rising",
 ])
 def test_ages_out_of_context(text: str) -> None:
     assert rec.ages(text) == []
