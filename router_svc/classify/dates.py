@@ -62,7 +62,7 @@ _NUMERIC = re.compile(
     rf"|(?P<hour>(?P<h>\d{{1,2}}){_MERIDIEM})",
     re.IGNORECASE)
 _WORDS = re.compile(
-    rf"(?P<mon>{_MONTH}\b\.?)(?:\s+(?P<day>{_DAY})(?![\d:]|\.\d|\w)(?:,?\s+{_YEAR}(?!\d))?"
+    rf"(?P<mon>{_MONTH}\b\.?)(?:\s+(?P<day>{_DAY})(?!\d|[:.]\d|\w)(?:,?\s+{_YEAR}(?!\d))?"
     rf"|,?\s+{_YEAR}(?!\d))?"
     r"|(?P<wd>(?:mon|tues|wednes|thurs|fri|satur|sun)days?\b)"
     r"(?:\s+(?:morning|afternoon|evening|night)s?\b)?",

@@ -541,6 +541,10 @@ def field_parts(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
     return out
 
 
+# "2022-present": a range to now is its start (a range of dates is two, the conventions say).
+_TO_NOW = re.compile(r"\s*[-–—]\s*(?:present|now|today|current|date)$", re.IGNORECASE)
+# "user@host:path", git's and scp's remote: the host is a domain, no one's e-mail address.
+_SCP_AFTER = re.compile(r":[\w~/.-]")
 # A unit after a number makes it a quantity ("68 kg", "12 mg", "30%").
 UNIT_AFTER = re.compile(
     r"\s?(?:kg|kgs|lb|lbs|pounds|cm|mm|km|m|g|mg|ml|ft|feet|inches|%|°|mph|min|mins|minutes|"
@@ -556,7 +560,8 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
     postcode, an IBAN_CODE without an IBAN's letters-digits shape and a STREET_ADDRESS of one
     word that is no number ("IL", "SKU-88412") go. A value that opens a bracket it does not
     close ends before it ("W426-8810-3572 (IL"); an AGE with a unit after it ("68 kg") or
-    inside a code ("cus_9Xk2") goes.
+    inside a code ("cus_9Xk2") goes; a date range to now is its start ("2022-present"); an
+    e-mail address before ":path" is a git or scp remote, its host a DOMAIN_NAME.
     A value with the shape that fails its checksum stays: a mistyped card is still a card.
     Values are first cut at the fields of a record (``field_parts``), and an ISO date read as
     a PHONE_NUMBER is a DATE_TIME. A PERSON holds no digit and two characters or more, and
@@ -591,6 +596,11 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
         if e.type == "STREET_ADDRESS" and " " not in e.text.strip() and (
                 not any(ch.isdigit() for ch in e.text) or any(ch.isalpha() for ch in e.text)):
             continue  # "The", "IL", "SKU-88412": one word is a number or no address
+        if e.type == "DATE_TIME" and (cut := _TO_NOW.search(e.text)) and cut.start() > 0:
+            e = PiiEntity(e.type, e.start, e.start + cut.start(), e.text[:cut.start()], e.score)
+        if e.type == "EMAIL_ADDRESS" and _SCP_AFTER.match(text, e.end) and "@" in e.text:
+            at = e.text.index("@") + 1  # "git@gitlab.example.org:team/repo.git": a host
+            e = PiiEntity("DOMAIN_NAME", e.start + at, e.end, e.text[at:], e.score)
         if e.type == "AGE" and (UNIT_AFTER.match(text, e.end) or (
                 e.start and (text[e.start - 1].isalnum() or text[e.start - 1] == "_"))):
             continue  # "68 kg", "cus_9Xk2": a quantity or a piece of a code, no age

@@ -230,6 +230,10 @@ _EMAIL_FIND = re.compile(r"[\w.%+'-]+@[^\W_](?:[\w-]*[^\W_])?(?:\.[\w-]+)+")
 _LOCAL_PART = re.compile(r"[\w.%+'-]+$")
 
 
+_SCP_REMOTE = re.compile(r":[\w~/.-]")
+_SCP_HOST = re.compile(r"(?<=@)(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}(?=:[\w~/.-])")
+
+
 def emails(text: str) -> list[PiiEntity]:
     out = []
     at = text.find("@")
@@ -245,8 +249,11 @@ def emails(text: str) -> list[PiiEntity]:
             continue
         value = m.group().rstrip(".-")
         domain = value.rpartition("@")[2]
-        if _EMAIL.fullmatch(value) and _registrable(domain.lower()):
-            out.append(_ent("EMAIL_ADDRESS", text, m.start(), m.start() + len(value)))
+        end = m.start() + len(value)
+        if _SCP_REMOTE.match(text, end):
+            pass  # "git@host:team/repo.git": a remote, its host a domain (found as one)
+        elif _EMAIL.fullmatch(value) and _registrable(domain.lower()):
+            out.append(_ent("EMAIL_ADDRESS", text, m.start(), end))
         at = text.find("@", m.end())
     if "%40" in text:  # URL-encoded in a query string or a link: name%40example.com
         for m in _EMAIL_ENCODED.finditer(text):
@@ -443,6 +450,10 @@ def domains(text: str) -> list[PiiEntity]:
         done = m.end() if m else dot.end()
         if m and _bare_domain(m.group()):
             out.append(_ent("DOMAIN_NAME", text, m.start(), m.end()))
+    if "@" in text:  # "git@gitlab.example.org:team/repo.git": the remote's host
+        out += [_ent("DOMAIN_NAME", text, m.start(), m.end()) for m in _SCP_HOST.finditer(text)
+                if _registrable(m.group().lower())]
+        out.sort(key=lambda e: e.start)
     return out
 
 

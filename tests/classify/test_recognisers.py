@@ -229,6 +229,20 @@ def test_a_number_the_text_names_as_an_identifier_is_no_phone(text: str, value: 
             if e.type == "PHONE_NUMBER"] == ([value] if phone else [])
 
 
+def test_a_git_remote_is_its_hosts_domain_not_an_email() -> None:
+    text = "git remote add origin git@code.example.org:team/app.git"
+    assert [(e.type, e.text) for e in recognise(text)] == [("DOMAIN_NAME", "code.example.org")]
+    model = [ent("EMAIL_ADDRESS", text, "git@code.example.org")]
+    assert [(e.type, e.text) for e in rec.guarded(model, None, text)] == [
+        ("DOMAIN_NAME", "code.example.org")]
+
+
+def test_a_date_range_to_now_is_its_start() -> None:
+    text = "Acme Corp, 2019-present"
+    found = rec.guarded([ent("DATE_TIME", text, "2019-present")], None, text)
+    assert [(e.type, e.text) for e in found] == [("DATE_TIME", "2019")]
+
+
 # --------------------------------------------------------------------------- driver's licences
 
 
