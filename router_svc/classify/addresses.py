@@ -97,11 +97,29 @@ def _start_before(e: PiiEntity, text: str) -> int:
     return e.start
 
 
+_LISTED_AND = re.compile(r",? and (?:also )?")
+
+
+def _listed_apart(e: PiiEntity) -> list[PiiEntity]:
+    """Two addresses listed with ", and " read as one ("..., Spain 16200, and 7878 Rahu 37 Apt.
+    405"): apart, when each side holds a number."""
+    m = next((m for m in _LISTED_AND.finditer(e.text) if m.group().startswith(",")), None)
+    if m is None:
+        return [e]
+    left, right = e.text[:m.start()], e.text[m.end():]
+    if not (any(c.isdigit() for c in left) and any(c.isdigit() for c in right)):
+        return [e]
+    return [PiiEntity(e.type, e.start, e.start + len(left), left, e.score),
+            *_listed_apart(PiiEntity(e.type, e.start + m.end(), e.end, right, e.score))]
+
+
 def address_edges(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
     """The entities with each STREET_ADDRESS's start where the text puts it (module
-    docstring), sorted by start."""
+    docstring), two addresses listed with ", and " apart, sorted by start."""
     out = []
     index: SpanIndex | None = None
+    entities = [p for e in entities for p in (
+        _listed_apart(e) if e.type == "STREET_ADDRESS" else [e])]
     for e in entities:
         if e.type != "STREET_ADDRESS":
             out.append(e)

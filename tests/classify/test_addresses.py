@@ -120,3 +120,10 @@ def test_a_rule_address_trims_what_the_model_read_before_its_street_line(
 def test_one_word_that_is_no_number_is_no_address(value: str) -> None:
     text = f"see {value} today"
     assert guarded([ent("STREET_ADDRESS", text, value)], None, text) == []
+
+
+def test_two_addresses_listed_with_and_are_two() -> None:
+    text = "Send to 12 Elm Road, Leeds LS1 4AP, and 9 Rue Cler, 75007 Paris."
+    model = [ent("STREET_ADDRESS", text, "12 Elm Road, Leeds LS1 4AP, and 9 Rue Cler, 75007 Paris")]
+    assert [e.text for e in address_edges(model, text)] == [
+        "12 Elm Road, Leeds LS1 4AP", "9 Rue Cler, 75007 Paris"]
