@@ -559,6 +559,7 @@ def name_edges(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
       and the adjective alone goes ("Southern"); it loses a code after a listed place ("NEW
       YORK JFK"); in a text that capitalises names, one in lower case that is no listed place
       goes ("pho");
+    - an ORGANIZATION of three words or more loses "The" before it;
     - in a text that capitalises names (``_CASED``), an ORGANIZATION without a capital letter
       goes ("permit", "bank") and lower-case words at its end go ("Kruger Cement plant" ->
       "Kruger Cement"); a closing bracket or quote that it does not open goes ("Mapna
@@ -589,6 +590,10 @@ def name_edges(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
         value = e.text
         if cased and value == value.lower():
             continue
+        first, _, rest = value.partition(" ")
+        if first in ("The", "the") and len(rest.split()) > 1:
+            e = PiiEntity(e.type, e.end - len(rest), e.end, rest, e.score)  # "The Jones, Smith and
+            value = rest  # Davis"; "The Economist" stays
         if cased and (tail := _TRAILING_LOWER.search(value)) and any(
                 ch.isupper() for ch in value[:tail.start()]):
             value = value[:tail.start()]

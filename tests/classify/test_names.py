@@ -150,6 +150,9 @@ def test_bare_organisation_names_after_the_words_that_announce_one(
     ('She works at "Blue Finch" now', '"Blue Finch"', ['"Blue Finch"']),  # balanced quotes
     ("asked stillwater supercomputing inc. for a quote", "stillwater supercomputing inc.",
      ["stillwater supercomputing inc."]),  # a text all in lower case writes names so too
+    ("I work at The Birch, Hale and Moss firm", "The Birch, Hale and Moss",
+     ["Birch, Hale and Moss"]),
+    ("I read The Economist daily", "The Economist", ["The Economist"]),  # one word after it
 ])
 def test_name_edges(text: str, model: str, expected: list[str]) -> None:
     found = name_edges([ent("ORGANIZATION", text, model)], text)
