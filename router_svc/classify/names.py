@@ -606,6 +606,49 @@ def name_edges(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
     return out
 
 
+# --------------------------------------------------------------------------- brands
+
+# Generic top-level domains, and words the list's owners share, that are no brand.
+_NOT_BRANDS = frozenset({"aero", "arpa", "biz", "coop", "gov", "mobi", "pro", "tel", "inc",
+                         "africa", "arab", "bible", "broadway", "caravan", "kiwi", "kosher",
+                         "luxury", "med", "moto", "ping", "sharp", "smart", "spa", "swiss",
+                         "tatar", "tech", "vegas", "webcam", "xyz", "wang", "schmidt", "ist",
+                         "scholarships", "fox", "virgin", "citadel", "fidelity", "vanguard",
+                         "booking", "staples", "mma", "ifm", "sew", "gea", "frl", "bzh",
+                         "praxi", "ikano", "erni", "obi", "dvag", "maif", "kred", "aco", "amica",
+                         "gallo", "gmo", "gallup"})
+
+
+@functools.cache
+def brands() -> frozenset[str]:
+    """Well-known brands: the top-level domains of the public suffix list (shipped offline by
+    ``publicsuffixlist``, a dependency already) whose name its registry owner's name holds
+    ("netflix : Netflix, Inc.", "airtel : Bharti Airtel Limited"), less common words, places,
+    first names and ``_NOT_BRANDS``; as the text writes them (Title Case or upper case)."""
+    import publicsuffixlist
+
+    path = resources.files(publicsuffixlist).joinpath("public_suffix_list.dat")
+    text = path.read_text("utf-8")
+    icann = text[:text.find("===END ICANN DOMAINS===")]
+    out = set()
+    for tld, owner in re.findall(r"^// ([a-z0-9]+) : (.+)$", icann, re.MULTILINE):
+        if (len(tld) < 3 or tld in _NOT_BRANDS or tld in common_words()
+                or is_place(tld.title()) or tld.title() in first_names()
+                or not re.search(rf"\b{tld}", owner.lower().replace("-", ""))):
+            continue
+        out |= {tld.title(), tld.upper()}
+    return frozenset(out)
+
+
+def known_brands(text: str) -> list[PiiEntity]:
+    """ORGANIZATION: a well-known brand's name (``brands``) standing as a word."""
+    out = []
+    for word in capitalised_words(text) & brands():
+        out += [PiiEntity("ORGANIZATION", i, i + len(word), word, LISTED)
+                for i in occurrences(text, word)]
+    return sorted(out, key=lambda e: e.start)
+
+
 # --------------------------------------------------------------------------- region codes
 
 # Two-letter codes that are also words or values a record holds ("status": "OK", "NO", "ID").

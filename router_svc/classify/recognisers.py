@@ -77,6 +77,7 @@ from router_svc.classify.dates import dates
 from router_svc.classify.names import (
     first_names,
     groups_named,
+    known_brands,
     name_edges,
     organisations,
     places,
@@ -674,6 +675,7 @@ RECOGNISERS: tuple[tuple[str, Callable[[str], list[PiiEntity]]], ...] = (
     ("PERSON", people),  # after the lists: "Ho Chi Minh City", "Imam Khomeini Hospital"
     ("NRP", groups_named),  # after names: "Christian Bale" is a person
     ("GPE", region_codes),
+    ("ORGANIZATION", known_brands),
 )
 RULE_TYPES = frozenset({"AGE", "CREDIT_CARD", "DATE_TIME", "DOMAIN_NAME", "EMAIL_ADDRESS",
                         "IBAN_CODE", "IP_ADDRESS", "PHONE_NUMBER", "US_SSN", "ZIP_CODE"})

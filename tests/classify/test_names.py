@@ -7,7 +7,9 @@ import pytest
 
 from router_svc.classify.names import (
     LISTED,
+    brands,
     groups_named,
+    known_brands,
     name_edges,
     organisations,
     places,
@@ -255,3 +257,10 @@ def test_region_codes_as_record_fields(text: str, want: list[str]) -> None:
 ])
 def test_the_models_place_spans(text: str, model: str, expected: list[str]) -> None:
     assert [e.text for e in name_edges([ent("GPE", text, model)], text)] == expected
+
+
+def test_well_known_brands_from_the_public_suffix_list() -> None:
+    assert {"Netflix", "HSBC", "Samsung"} <= brands()
+    assert not {"Reading", "Xyz", "Vegas"} & brands()  # words, generic domains, places
+    text = "I pay for Netflix and bank with HSBC."
+    assert texts(known_brands(text)) == ["Netflix", "HSBC"]
