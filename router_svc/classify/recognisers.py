@@ -844,12 +844,35 @@ def with_rules(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiE
                text: str) -> list[PiiEntity]:
     """What the rules add to the model's entities (the model's names as written,
     ``names.name_edges``; no phone number that the text names as an identifier): their
-    ``union``, then person names
+    ``union``, then person names, an age right after a name (``ages_beside_names``),
     (``people.whole_names``) and address starts (``addresses.address_edges``) as the text
     writes them."""
     model = [e for e in name_edges(model_entities, text) if not (
         e.type == "PHONE_NUMBER" and named_otherwise(text, e.start, e.end))]
-    return address_edges(whole_names(union(model, rule_entities), text), text)
+    return ages_beside_names(address_edges(whole_names(union(model, rule_entities), text),
+                                           text), text)
+
+
+# A person's age written right after the name: "(Brenda Mokoena, 58)", "Jane Ruto (34)".
+_AGE_AFTER_NAME = re.compile(r"(?:,[ \t]*|[ \t]*\([ \t]*)(\d{1,3})[ \t]*(?=[),])")
+
+
+def ages_beside_names(entities: list[PiiEntity], text: str) -> list[PiiEntity]:
+    """A number of up to 110 right after a PERSON, after a comma or in brackets, before a
+    closing bracket or a comma: that person's AGE, over a model entity of another type on it
+    ("58" read as a STREET_ADDRESS)."""
+    ages = []
+    for p in entities:
+        if p.type == "PERSON" and (m := _AGE_AFTER_NAME.match(text, p.end)) and (
+                0 < int(m.group(1)) <= 110):
+            ages.append(_ent("AGE", text, m.start(1), m.end(1), IN_CONTEXT))
+    if not ages:
+        return entities
+    spans = {(a.start, a.end) for a in ages}
+    kept = [e for e in entities if (e.start, e.end) not in spans or e.type in RULE_TYPES - {"AGE"}]
+    taken = SpanIndex(kept)
+    return sorted(kept + [a for a in ages if not taken.overlapping(a.start, a.end)],
+                  key=lambda e: (e.start, e.end, e.type))
 
 
 def _ent(kind: str, text: str, start: int, end: int, score: float = CHECKED) -> PiiEntity:

@@ -243,6 +243,16 @@ def test_a_date_range_to_now_is_its_start() -> None:
     assert [(e.type, e.text) for e in found] == [("DATE_TIME", "2019")]
 
 
+@pytest.mark.parametrize("text, name, age", [
+    ("a customer (Thandiwe Dube, 61) fell", "Thandiwe Dube", "61"),
+    ("Marek Nowak (47), a nurse", "Marek Nowak", "47"),
+    ("Marek Nowak (2019), a paper", "Marek Nowak", None),  # a year, no age
+])
+def test_an_age_right_after_a_name(text: str, name: str, age: str | None) -> None:
+    found = rec.ages_beside_names([ent("PERSON", text, name)], text)
+    assert [e.text for e in found if e.type == "AGE"] == ([age] if age else [])
+
+
 # --------------------------------------------------------------------------- driver's licences
 
 
