@@ -844,9 +844,9 @@ def with_rules(model_entities: Iterable[PiiEntity], rule_entities: Iterable[PiiE
                text: str) -> list[PiiEntity]:
     """What the rules add to the model's entities (the model's names as written,
     ``names.name_edges``; no phone number that the text names as an identifier): their
-    ``union``, then person names, an age right after a name (``ages_beside_names``),
-    (``people.whole_names``) and address starts (``addresses.address_edges``) as the text
-    writes them."""
+    ``union``, then person names (``people.whole_names``) and address starts
+    (``addresses.address_edges``) as the text writes them, and an age right after a name
+    (``ages_beside_names``)."""
     model = [e for e in name_edges(model_entities, text) if not (
         e.type == "PHONE_NUMBER" and named_otherwise(text, e.start, e.end))]
     return ages_beside_names(address_edges(whole_names(union(model, rule_entities), text),
