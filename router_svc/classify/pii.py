@@ -571,6 +571,8 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
     may cut a value that the next window holds whole)."""
     out = []
     for e in field_parts(entities, text):
+        if not e.text.strip():
+            continue  # nothing to act on, and no step after expects it
         if e.type == "PHONE_NUMBER" and _ISO_DATE.fullmatch(e.text):
             e = PiiEntity("DATE_TIME", e.start, e.end, e.text, e.score)
         if e.type == "IP_ADDRESS" and not _is_ip_address(e.text):
@@ -598,7 +600,8 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
             continue  # "The", "IL", "SKU-88412": one word is a number or no address
         if e.type == "DATE_TIME" and (cut := _TO_NOW.search(e.text)) and cut.start() > 0:
             e = PiiEntity(e.type, e.start, e.start + cut.start(), e.text[:cut.start()], e.score)
-        if e.type == "EMAIL_ADDRESS" and _SCP_AFTER.match(text, e.end) and "@" in e.text:
+        if (e.type == "EMAIL_ADDRESS" and _SCP_AFTER.match(text, e.end)
+                and "." in e.text.partition("@")[2]):
             at = e.text.index("@") + 1  # "git@gitlab.example.org:team/repo.git": a host
             e = PiiEntity("DOMAIN_NAME", e.start + at, e.end, e.text[at:], e.score)
         if e.type == "AGE" and (UNIT_AFTER.match(text, e.end) or (
@@ -610,7 +613,8 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
             if len(e.text) < 2 or any(ch.isdigit() for ch in e.text):
                 continue  # "I", "850.00", "20Wanjiku": no name
             e = _whole_hyphenated(e, text)
-        out.append(e)
+        if e.text.strip():  # a step above may have cut it to nothing
+            out.append(e)
     return _merge_overlaps(out)
 
 
