@@ -857,11 +857,23 @@ def _between(a: int, b: int, seps: list[re.Match[str]]) -> list[tuple[int, int]]
     return list(zip(bounds[::2], bounds[1::2], strict=True))
 
 
+_CLOCK_AT_END = re.compile(r"\d{1,2}:\d\d(?::\d\d)?(?:\s?[ap]\.?m\.?)?$", re.IGNORECASE)
+_CLOCK_AT_START = re.compile(r"\d{1,2}:\d\d")
+_DASH = re.compile(r"[ \t]*[–—-][ \t]*")
+
+
+def _time_range(prev: PiiEntity, e: PiiEntity, text: str) -> bool:
+    """A time, a dash and a time: one range ("10:00–11:30"), as the conventions say."""
+    return (_DASH.fullmatch(text, prev.end, e.start) is not None
+            and _CLOCK_AT_END.search(prev.text) is not None
+            and _CLOCK_AT_START.match(e.text) is not None)
+
+
 def whole_dates(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
     """Each DATE_TIME as the dates it holds (``_date_pieces``: a range is two, a line break
     ends a date, a time keeps its zone); then neighbouring DATE_TIME entities are one when
     only ``_DATE_GAP`` separates them and the second holds a digit (a date or time follows;
-    "Monday, Tuesday" stays two)."""
+    "Monday, Tuesday" stays two), or when they are a time range ("10:00–11:30")."""
     out: list[PiiEntity] = []
     pieces = _merge_overlaps(p for e in entities
                              for p in (_date_pieces(e, text) if e.type == "DATE_TIME" else [e]))
@@ -872,7 +884,7 @@ def whole_dates(entities: Sequence[PiiEntity], text: str) -> list[PiiEntity]:
     for e in sorted(pieces, key=lambda e: (e.start, e.end)):
         prev = out[last] if last is not None else None
         if (e.type == "DATE_TIME" and prev is not None and prev.end <= e.start
-                and _DATE_GAP.fullmatch(text[prev.end:e.start])
+                and (_DATE_GAP.fullmatch(text[prev.end:e.start]) or _time_range(prev, e, text))
                 and any(ch.isdigit() for ch in e.text) and others_end <= prev.end):
             out[last] = PiiEntity("DATE_TIME", prev.start, e.end, text[prev.start:e.end],
                                   max(prev.score, e.score))

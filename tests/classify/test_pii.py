@@ -14,6 +14,7 @@ from router_svc.classify.pii import (
     possible_values,
     redact,
     softmax,
+    whole_dates,
     window_spans,
 )
 from router_svc.labels import PII_TAGS
@@ -798,3 +799,16 @@ def test_an_age_is_its_number_under_the_conventions() -> None:
 def test_an_age_that_is_a_quantity_or_a_piece_of_a_code_goes(text: str, value: str) -> None:
     start = text.index(value)
     assert possible_values([PiiEntity("AGE", start, start + len(value), value, 0.9)], text) == []
+
+
+@pytest.mark.parametrize("text, pieces, expected", [
+    ("call 10:00–11:30 today", ["10:00", "11:30"], ["10:00–11:30"]),
+    ("open 9:00 am - 5:30 pm", ["9:00 am", "5:30 pm"], ["9:00 am - 5:30 pm"]),
+    ("2015–2019 at Acme", ["2015", "2019"], ["2015", "2019"]),  # a range of dates is two
+])
+def test_a_time_range_is_one_date(text: str, pieces: list[str], expected: list[str]) -> None:
+    ents = []
+    for p in pieces:
+        start = text.index(p)
+        ents.append(PiiEntity("DATE_TIME", start, start + len(p), p, 0.9))
+    assert [e.text for e in whole_dates(ents, text)] == expected
