@@ -169,7 +169,7 @@ _NUMBER_AND_NAME = re.compile(
     rf"(?:{_NUMBER},? |(?:{_UNIT}), )(?P<words>(?:{_NAME} ){{1,4}})$")
 _OPENER_WORDS = frozenset({"Rue", "Via", "Viale", "Calle", "Avenida", "Av", "Rua", "Ul",
                            "Ulica", "Strada", "Carrer", "Paseo", "Jalan", "Jl"})
-_LOWER_OPENERS = ("rue ", "calle ", "rua ", "ul. ")
+_LOWER_OPENERS = ("rue", "calle", "rua", "ul.")
 # After an opener: name words and the number ("Via dei Mille 24"); or the number before it.
 _OPENER_LINE = re.compile(rf"{_OPENERS} (?P<words>(?:{_NAME} ){{0,3}}{_NAME}),? {_NUMBER}"
                           r"(?![\w/-])")
@@ -281,8 +281,7 @@ def _street_lines(text: str) -> list[tuple[int, int]]:
             spans.append((m.start(), e.end()))
     starts = [i for w in names.capitalised_words(text) & _OPENER_WORDS
               for i in names.occurrences(text, w)]
-    starts += [i for w in _LOWER_OPENERS for i in _finds(text, w)
-               if i == 0 or not text[i - 1].isalnum()]
+    starts += [i for w in _LOWER_OPENERS for i in names.occurrences(text, w)]
     for i in starts:
         before = _NUMBER_BEFORE.search(text, max(0, i - 12), i)
         m = (_OPENER_LINE if before is None else _OPENER_NAME).match(text, i)
@@ -302,14 +301,6 @@ def _street_lines(text: str) -> list[tuple[int, int]]:
     if "Box" in text:
         spans += [m.span() for m in _PO_BOX.finditer(text)]
     return sorted(spans)
-
-
-def _finds(text: str, word: str) -> list[int]:
-    out, i = [], text.find(word)
-    while i >= 0:
-        out.append(i)
-        i = text.find(word, i + 1)
-    return out
 
 
 def street_addresses(text: str) -> list[PiiEntity]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 
 from router_svc.classify import names
-from router_svc.classify.pii import PiiEntity, whole_dates
+from router_svc.classify.pii import PiiEntity, first_of_overlaps, whole_dates
 
 SHAPE = 0.9  # the score of a date found by its shape (no checksum, but a valid calendar value)
 
@@ -159,11 +159,7 @@ def dates(text: str) -> list[PiiEntity]:
         word, alone = m.group("mon"), m.end() == m.end("mon")
         if _month_word_ok(word, alone, text, a):
             out.append(_ent(text, a, m.end() - _month_dot(m.group())))
-    kept: list[PiiEntity] = []
-    for e in sorted(out, key=lambda e: (e.start, -e.end)):
-        if not kept or e.start >= kept[-1].end:
-            kept.append(e)
-    return whole_dates(kept, text)
+    return whole_dates(first_of_overlaps(out), text)
 
 
 def _month_dot(value: str) -> int:

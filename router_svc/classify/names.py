@@ -16,6 +16,12 @@ recognisers add what such lists know, as pure functions ``text -> list[PiiEntity
   One more word must be a name, not a generic one ("Medical Centre", "Customer Services"
   are not organisations), unless the run has three words or more ("Natural History Museum").
 
+``places`` also reads lower-case places after a word that announces one and two-letter
+region codes standing as a record's fields (``lower_case_places``, ``region_codes``);
+``organisations`` also reads bare names in context and well-known brands
+(``organisations_in_context``, ``known_brands``): one recogniser per type, so that each is
+measured whole. ``groups_named`` is the NRP recogniser.
+
 "Generic" is ``data/common_words.txt``: words English text writes in lower case. Both score
 ``LISTED`` (below the model's usual confidence): in the union, the model's own reading of the
 same span stays, a longer one from the lists wins (``recognisers.union``).
@@ -28,7 +34,7 @@ import re
 from collections.abc import Iterable, Iterator
 from importlib import resources
 
-from router_svc.classify.pii import HONORIFICS, PiiEntity, SpanIndex
+from router_svc.classify.pii import HONORIFICS, PiiEntity, SpanIndex, first_of_overlaps
 
 LISTED = 0.8  # the score of a name found on a word list
 
@@ -224,8 +230,7 @@ def places(text: str) -> list[PiiEntity]:
         if _in_address_or_domain(text, end):
             continue
         out.append(PiiEntity("GPE", start, end, text[start:end], LISTED))
-    return out + [e for e in lower_case_places(text) if e.start >= skip_to or not any(
-        o.start < e.end and e.start < o.end for o in out)]
+    return out + _not_overlapping(out, lower_case_places(text) + region_codes(text))
 
 
 def _in_address_or_domain(text: str, end: int) -> bool:
@@ -275,12 +280,7 @@ def lower_case_places(text: str) -> list[PiiEntity]:
             if _ANNOUNCES_PLACE.search(text, max(0, i - 12), i) and not _in_address_or_domain(
                     text, end):
                 out.append(PiiEntity("GPE", i, end, place, LISTED))
-    out.sort(key=lambda e: (e.start, -e.end))
-    kept: list[PiiEntity] = []
-    for e in out:
-        if not kept or e.start >= kept[-1].end:
-            kept.append(e)
-    return kept
+    return first_of_overlaps(out)
 
 
 # Lower-case runs (parts of capitalised words too: ``occurrences`` then finds only whole
@@ -445,10 +445,7 @@ def organisations_in_context(text: str) -> list[PiiEntity]:
             if not text.startswith(" and ", end):
                 break
             pos = end + 5
-    done = SpanIndex(out)
-    for e in _organisations_before_services(text):
-        if not done.overlapping(e.start, e.end):
-            out.append(e)
+    out += _not_overlapping(out, _organisations_before_services(text))
     return sorted(out, key=lambda e: e.start)
 
 
@@ -490,9 +487,20 @@ def organisations(text: str) -> list[PiiEntity]:
         end = b.end() if _key(b) in _DOTTED and b.group().endswith(".") else (
             b.start() + len(_key(b)))
         out.append(PiiEntity("ORGANIZATION", a.start(), end, text[a.start():end], LISTED))
-    out += [e for e in organisations_in_context(text)
-            if not any(o.start < e.end and e.start < o.end for o in out)]
+    out += _not_overlapping(out, organisations_in_context(text))
+    out += _not_overlapping(out, known_brands(text))
     return sorted(out, key=lambda e: e.start)
+
+
+def _not_overlapping(found: list[PiiEntity], more: list[PiiEntity]) -> list[PiiEntity]:
+    """``more``'s entities that overlap none of ``found`` nor one kept before them."""
+    taken = SpanIndex(found)
+    out = []
+    for e in more:
+        if not taken.overlapping(e.start, e.end):
+            out.append(e)
+            taken.add(e)
+    return out
 
 
 # A capitalised word in mid-sentence: the text writes names capitalised.
@@ -757,11 +765,6 @@ def groups_named(text: str) -> list[PiiEntity]:
                     text, i, end):
                 continue
             out.append(PiiEntity("NRP", i, end, text[i:end], LISTED))
-    out.sort(key=lambda e: (e.start, -e.end))
-    kept: list[PiiEntity] = []
-    for e in out:
-        if not kept or e.start >= kept[-1].end:
-            kept.append(e)
-    return kept
+    return first_of_overlaps(out)
 
 

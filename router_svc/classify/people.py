@@ -50,7 +50,7 @@ from collections.abc import Sequence
 
 from router_svc.classify import names
 from router_svc.classify.names import first_names
-from router_svc.classify.pii import HONORIFICS, PiiEntity, SpanIndex
+from router_svc.classify.pii import HONORIFICS, PiiEntity, SpanIndex, first_of_overlaps
 
 # Lower-case words that belong inside a name ("Ludwig van Beethoven", "Ahmad bin Ali").
 PARTICLES = frozenset({"de", "da", "di", "del", "della", "van", "von", "der", "den", "bin",
@@ -375,12 +375,7 @@ def full_names(text: str) -> list[PiiEntity]:
             two = " ".join(text[i:end].split()[:2])
             if not (names.is_place(two) or names.is_place(text[i:end])):
                 out.append(PiiEntity("PERSON", i, end, text[i:end], LISTED))
-    out.sort(key=lambda e: (e.start, -e.end))
-    kept: list[PiiEntity] = []
-    for e in out:
-        if not kept or e.start >= kept[-1].end:
-            kept.append(e)
-    return kept
+    return first_of_overlaps(out)
 
 
 def people(text: str) -> list[PiiEntity]:

@@ -48,6 +48,16 @@ class SpanIndex:
         return [e for e in self._items[lo:hi] if e.end > a]
 
 
+def first_of_overlaps(entities: Iterable[PiiEntity]) -> list[PiiEntity]:
+    """The entities sorted by start, the longest first where several start together; one that
+    overlaps an entity kept before it goes."""
+    kept: list[PiiEntity] = []
+    for e in sorted(entities, key=lambda e: (e.start, -e.end)):
+        if not kept or e.start >= kept[-1].end:
+            kept.append(e)
+    return kept
+
+
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     """Numerically stable softmax (subtracting the max keeps ``exp`` from overflowing)."""
     x = np.asarray(logits)
@@ -543,8 +553,9 @@ def field_parts(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]:
 
 # "2022-present": a range to now is its start (a range of dates is two, the conventions say).
 _TO_NOW = re.compile(r"\s*[-–—]\s*(?:present|now|today|current|date)$", re.IGNORECASE)
-# "user@host:path", git's and scp's remote: the host is a domain, no one's e-mail address.
-_SCP_AFTER = re.compile(r":[\w~/.-]")
+# ":path" after "user@host": git's and scp's remote, whose host is a domain and no one's
+# e-mail address ("git@gitlab.example.org:team/repo.git").
+SCP_PATH = re.compile(r":[\w~/.-]")
 # A unit after a number makes it a quantity ("68 kg", "12 mg", "30%").
 UNIT_AFTER = re.compile(
     r"\s?(?:kg|kgs|lb|lbs|pounds|cm|mm|km|m|g|mg|ml|ft|feet|inches|%|°|mph|min|mins|minutes|"
@@ -600,7 +611,7 @@ def possible_values(entities: Iterable[PiiEntity], text: str) -> list[PiiEntity]
             continue  # "The", "IL", "SKU-88412": one word is a number or no address
         if e.type == "DATE_TIME" and (cut := _TO_NOW.search(e.text)) and cut.start() > 0:
             e = PiiEntity(e.type, e.start, e.start + cut.start(), e.text[:cut.start()], e.score)
-        if (e.type == "EMAIL_ADDRESS" and _SCP_AFTER.match(text, e.end)
+        if (e.type == "EMAIL_ADDRESS" and SCP_PATH.match(text, e.end)
                 and "." in e.text.partition("@")[2]):
             at = e.text.index("@") + 1  # "git@gitlab.example.org:team/repo.git": a host
             e = PiiEntity("DOMAIN_NAME", e.start + at, e.end, e.text[at:], e.score)

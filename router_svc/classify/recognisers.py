@@ -77,16 +77,15 @@ from router_svc.classify.dates import dates
 from router_svc.classify.names import (
     first_names,
     groups_named,
-    known_brands,
     name_edges,
     organisations,
     places,
-    region_codes,
 )
 from router_svc.classify.people import people, whole_names
 from router_svc.classify.pii import (
     _EMAIL,
     DATE_LIKE,
+    SCP_PATH,
     UNIT_AFTER,
     PiiEntity,
     SpanIndex,
@@ -231,7 +230,6 @@ _EMAIL_FIND = re.compile(r"[\w.%+'-]+@[^\W_](?:[\w-]*[^\W_])?(?:\.[\w-]+)+")
 _LOCAL_PART = re.compile(r"[\w.%+'-]+$")
 
 
-_SCP_REMOTE = re.compile(r":[\w~/.-]")
 _SCP_HOST = re.compile(r"(?<=@)(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}(?=:[\w~/.-])")
 
 
@@ -251,7 +249,7 @@ def emails(text: str) -> list[PiiEntity]:
         value = m.group().rstrip(".-")
         domain = value.rpartition("@")[2]
         end = m.start() + len(value)
-        if _SCP_REMOTE.match(text, end):
+        if SCP_PATH.match(text, end):
             pass  # "git@host:team/repo.git": a remote, its host a domain (found as one)
         elif _EMAIL.fullmatch(value) and _registrable(domain.lower()):
             out.append(_ent("EMAIL_ADDRESS", text, m.start(), end))
@@ -674,8 +672,6 @@ RECOGNISERS: tuple[tuple[str, Callable[[str], list[PiiEntity]]], ...] = (
     ("GPE", places),
     ("PERSON", people),  # after the lists: "Ho Chi Minh City", "Imam Khomeini Hospital"
     ("NRP", groups_named),  # after names: "Christian Bale" is a person
-    ("GPE", region_codes),
-    ("ORGANIZATION", known_brands),
 )
 RULE_TYPES = frozenset({"AGE", "CREDIT_CARD", "DATE_TIME", "DOMAIN_NAME", "EMAIL_ADDRESS",
                         "IBAN_CODE", "IP_ADDRESS", "PHONE_NUMBER", "US_SSN", "ZIP_CODE"})
