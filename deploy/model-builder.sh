@@ -8,6 +8,8 @@
 #                                    tokenizer.json   (the router reads it from the same volume)
 #                                    category_exemplars.npz (the router's category vote; written
 #                                    for an older model without one when the data is here)
+#                                    model.int8.onnx + model.int8.json (what a CPU Triton serves;
+#                                    written for an older model without them)
 #
 # Environment: MODEL_REPOSITORY (default /models), MODEL_CONFIG (the config.pbtxt to copy),
 # DATA_DIR (default /data: the training data, ../shared/data bind-mounted read-only),
@@ -35,6 +37,9 @@ if [ -f "$model/1/model.onnx" ] && [ -f "$model/1/tokenizer.json" ]; then
     router-svc model exemplars --model-dir "$model/1" --data-dir "$data" \
       || echo "model-builder: warning: no category exemplars written; the router's head decides alone" >&2
   fi
+  # The int8 model the CPU Triton serves, for a model built before builds wrote it (seconds).
+  python -c "import sys; from pathlib import Path; from router_svc.ops.up import ensure_int8; ensure_int8(Path(sys.argv[1]))" "$model/1" \
+    || echo "model-builder: warning: no int8 model written; a CPU Triton serves model.onnx" >&2
   exit 0
 fi
 
@@ -50,7 +55,7 @@ trap 'rm -rf "$scratch"' EXIT
 echo "model-builder: building the model into $model/1 (router-svc model build ${MODEL_BUILD_ARGS:-})"
 # shellcheck disable=SC2086  # MODEL_BUILD_ARGS is a list of arguments
 router-svc model build --out "$scratch/1" --data-dir "$data" ${MODEL_BUILD_ARGS:-}
-for f in tokenizer.json build_report.json category_exemplars.npz model.onnx; do  # model.onnx last: it marks "done"
+for f in tokenizer.json build_report.json category_exemplars.npz model.int8.onnx model.int8.json model.onnx; do  # model.onnx last: it marks "done"
   if [ -f "$scratch/1/$f" ]; then
     cp "$scratch/1/$f" "$model/1/.$f.tmp" && mv "$model/1/.$f.tmp" "$model/1/$f"
   fi

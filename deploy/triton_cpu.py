@@ -1,6 +1,6 @@
 """The CPU Triton of ``compose.cpu.yaml``: the ``tritonserver`` 2.51 from the nvidia-pytriton wheel
-(Python backend running ``model.onnx`` with onnxruntime) in the router image, for machines
-without a GPU.
+(Python backend running the int8 ``model.int8.onnx`` with onnxruntime, or ``model.onnx`` with
+``--fp32``) in the router image, for machines without a GPU.
 
 ``router_svc.triton.launcher.TritonServer`` binds Triton to 127.0.0.1 (right for the embedded
 ``router-svc up``); in a container the router and Prometheus reach it from other containers, so
@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 
 from router_svc.triton.launcher import TritonServer, TritonStartError
+from router_svc.triton.repository import INT8_MODEL_FILE, int8_is_current
 
 ADDRESS_FLAGS = ("--http-address=", "--grpc-address=", "--metrics-address=")
 
@@ -74,9 +75,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--grpc-port", type=int, default=8001)
     ap.add_argument("--metrics-port", type=int, default=8002)
     ap.add_argument("--work-dir", type=Path, help="scratch folder (default: a new temporary one)")
+    ap.add_argument("--fp32", action="store_true",
+                    help="serve model.onnx instead of the int8 model.int8.onnx the model "
+                    "build writes beside it")
     ap.add_argument("--startup-timeout", type=float, default=120.0,
                     help="seconds for Triton to load the model (default: %(default)s)")
     return ap.parse_args(argv)
+
+
+def served_file(model_dir: Path, fp32: bool) -> str:
+    """The int8 model, as ``router-svc up`` serves on a CPU, when the build made it from this
+    ``model.onnx``; else (a model built before builds wrote it, or ``--fp32``) ``model.onnx``.
+    This image has no ONNX quantiser, so a missing int8 model is said, not made."""
+    if fp32:
+        return "model.onnx"
+    if int8_is_current(model_dir):
+        return INT8_MODEL_FILE
+    print(f"triton-cpu: warning: serving fp32 model.onnx: {model_dir / INT8_MODEL_FILE} is "
+          "missing or was not made from this model.onnx (`router-svc model build` writes it; "
+          "--fp32 says fp32 is meant)", file=sys.stderr, flush=True)
+    return "model.onnx"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"triton-cpu: error: {args.model_dir / 'model.onnx'} not found (the model-builder "
               "service writes it into the models volume)", file=sys.stderr)
         return 2
+    model_file = served_file(args.model_dir, args.fp32)
     server = ListeningTritonServer(
         args.model_dir, host=args.host, work_dir=args.work_dir, http_port=args.http_port,
+        model_file=model_file,
         grpc_port=args.grpc_port, metrics_port=args.metrics_port,
         startup_timeout_s=args.startup_timeout)
     stop = threading.Event()

@@ -18,7 +18,7 @@ import numpy as np
 
 from router_svc.classify.exemplars import FILE_NAME as EXEMPLARS_FILE
 from router_svc.labels import CATEGORIES, PII_TAGS
-from router_svc.triton.repository import INT8_MODEL_FILE
+from router_svc.triton.repository import INT8_MODEL_FILE, INT8_STAMP_FILE
 
 DEFAULT_OUT = Path("model_repository/semantic_router/1")
 DEFAULT_DATA = Path("../shared/data")
@@ -52,7 +52,8 @@ class BuildOptions:
     max_length: int = 128
     seed: int = 0
     threshold: float = 0.6
-    quantize: bool = False
+    # The int8 model the CPU Triton serves by default (model.int8.onnx and its stamp).
+    quantize: bool = True
     # ORT applies the same graph optimisations when a session loads, and the saved optimised
     # graph holds CPU-only fused ops; measured no faster here, so it is an extra file, off.
     optimize: bool = False
@@ -190,8 +191,8 @@ def build(opts: BuildOptions) -> dict:
         export_onnx,
         optimize_onnx,
         parity,
-        quantize_int8,
         shared_encoder,
+        write_int8,
     )
     from export.train import (
         UNIFORM,
@@ -376,9 +377,7 @@ def build(opts: BuildOptions) -> dict:
     if not par.ok:
         raise BuildError(f"ONNX parity check failed: {par}")
     if opts.quantize:
-        q = out / INT8_MODEL_FILE
-        timer.run("quantise int8", quantize_int8, onnx_path, q)
-        report["int8"] = str(q)
+        report["int8"] = str(timer.run("quantise int8", write_int8, out))
     if opts.pair_verifier:
         from export.pair_verifier import VerifierOptions
         from export.pair_verifier import train as train_pair_verifier
@@ -400,8 +399,9 @@ def build(opts: BuildOptions) -> dict:
 def drop_stale_outputs(out: Path, opts: BuildOptions) -> None:
     """Files an earlier build left in ``out`` that this one will not write: an int8 or
     optimised model of the old weights would be served (``--int8``) as this build's."""
-    if not opts.quantize:
-        (out / INT8_MODEL_FILE).unlink(missing_ok=True)  # `up --int8` quantises this one
+    if not opts.quantize:  # `up` quantises this build's model.onnx when it serves int8
+        (out / INT8_MODEL_FILE).unlink(missing_ok=True)
+        (out / INT8_STAMP_FILE).unlink(missing_ok=True)
     if not opts.optimize:
         (out / "model.opt.onnx").unlink(missing_ok=True)
 

@@ -31,10 +31,14 @@ def _add_triton_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_int8_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--int8", action="store_true",
-                   help="serve model.int8.onnx from --model-dir (`router-svc model build "
-                   "--quantize`): about 2x faster on CPU, a little less accurate "
-                   "(perf/README.md)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--fp32", dest="int8", action="store_false",
+                   help="the embedded CPU Triton serves model.onnx (fp32) instead of the int8 "
+                   "model.int8.onnx it serves by default (made from model.onnx when missing "
+                   "or out of date; perf/README.md, 'int8 as the CPU default')")
+    g.add_argument("--int8", dest="int8", action="store_true",
+                   help="serve model.int8.onnx (the default)")
+    p.set_defaults(int8=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs the PII rows set among exam sentences train in; 0: all")
     b.add_argument("--head-layers", type=int, default=2)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--quantize", action="store_true", help="also write an int8 model.int8.onnx")
+    b.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=True,
+                   help="write model.int8.onnx, the int8 model the CPU Triton serves by "
+                   "default (default: on; --no-quantize skips it, `up` then quantises on start)")
     b.add_argument("--threads", type=int, help="torch threads (default: one per core)")
     b.add_argument("--quick", action="store_true",
                    help="small frozen-encoder build in about a minute (tests, smoke runs)")

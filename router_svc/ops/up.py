@@ -57,7 +57,7 @@ class UpOptions:
     port: int | None = None  # None: the config's listen.port
     model_dir: Path = DEFAULT_MODEL_DIR  # model.onnx + tokenizer.json, built there if missing
     data_dir: Path = DEFAULT_DATA_DIR  # training data for a build
-    int8: bool = False  # serve model.int8.onnx (quantised from model.onnx if missing)
+    int8: bool = True  # serve model.int8.onnx (quantised from model.onnx if missing); False: fp32
     triton_url: str | None = None  # gRPC host:port of a running Triton; None: start one
     no_backends: bool = False  # the config's own backends instead of the demo ones
     backend_base_port: int = 9101  # first port of the demo backends, one per model
@@ -73,7 +73,7 @@ class ServedModelOptions:
     triton_url: str | None = None
     model_dir: Path = DEFAULT_MODEL_DIR  # model.onnx and tokenizer.json
     model_name: str = MODEL_NAME
-    int8: bool = False  # serve model.int8.onnx from model_dir
+    int8: bool = True  # serve model.int8.onnx from model_dir, as `up` does; False: model.onnx
     # classifier.category_model.exemplars for the measurement: "auto" (the build's file in
     # model_dir, if any), "off" (the category head alone), or a path
     exemplars: str = "auto"
@@ -95,7 +95,7 @@ class Plan:
     model_dir: Path
     triton_url: str | None  # None: start the embedded Triton
     demo: list[tuple[str, str, int]]  # (backend model name, host, port) per demo backend
-    int8: bool = False  # serve model.int8.onnx (made from model.onnx if missing)
+    int8: bool = True  # serve model.int8.onnx (made from model.onnx if missing)
     milvus_port: int | None = None  # start milvus-lite there (`--cache milvus`)
 
 
@@ -256,19 +256,19 @@ def ensure_exemplars(model_dir: Path, data_dir: Path) -> None:
 
 
 def ensure_int8(model_dir: Path) -> None:
-    """``model.int8.onnx`` quantised from ``model.onnx`` if missing (seconds; no torch)."""
-    from router_svc.triton.repository import INT8_MODEL_FILE
+    """``model.int8.onnx`` quantised from ``model.onnx`` unless the one there was made from
+    this very ``model.onnx`` with the present scheme (seconds; no torch)."""
+    from router_svc.triton.repository import INT8_MODEL_FILE, int8_is_current
+
+    if int8_is_current(model_dir):
+        return
+    from export.onnx_export import write_int8
 
     target = model_dir / INT8_MODEL_FILE
-    if target.is_file():
-        return
-    from export.onnx_export import quantize_int8
-
-    print(f"router-svc: {target} missing: quantising {model_dir / 'model.onnx'} (int8, "
-          "dynamic)", file=sys.stderr, flush=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    quantize_int8(model_dir / "model.onnx", tmp)
-    tmp.replace(target)
+    why = "out of date" if target.is_file() else "missing"
+    print(f"router-svc: {target} {why}: quantising {model_dir / 'model.onnx'} (int8, dynamic, "
+          "per-channel weights)", file=sys.stderr, flush=True)
+    write_int8(model_dir)
 
 
 def served_model_file(model_dir: Path, int8: bool) -> str:

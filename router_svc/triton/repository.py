@@ -228,8 +228,38 @@ def onnx_output_dims(model_onnx: Path) -> dict[str, list]:
     return {o.name: list(o.shape) for o in sess.get_outputs()}
 
 
-# What ``router-svc model build --quantize`` writes next to model.onnx.
+# What ``router-svc model build`` writes next to model.onnx, and what the CPU Triton serves by
+# default; its stamp records which model.onnx and which scheme it was quantised from.
 INT8_MODEL_FILE = "model.int8.onnx"
+INT8_STAMP_FILE = "model.int8.json"
+INT8_SCHEME = "dynamic int8, QInt8 weights per channel"
+
+
+def int8_stamp(model_dir: Path) -> dict[str, object]:
+    """What an int8 model made now from ``model_dir/model.onnx`` would be stamped with."""
+    import hashlib
+
+    src = Path(model_dir) / "model.onnx"
+    h = hashlib.sha256()
+    with open(src, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return {"source": "model.onnx", "source_sha256": h.hexdigest(), "scheme": INT8_SCHEME}
+
+
+def write_int8_stamp(model_dir: Path) -> None:
+    (Path(model_dir) / INT8_STAMP_FILE).write_text(json.dumps(int8_stamp(model_dir), indent=2))
+
+
+def int8_is_current(model_dir: Path) -> bool:
+    """Whether ``model_dir`` holds an int8 model quantised from its present ``model.onnx``
+    with the present scheme: one left by an older build or an older scheme is not."""
+    model_dir = Path(model_dir)
+    try:
+        stamp = json.loads((model_dir / INT8_STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (model_dir / INT8_MODEL_FILE).is_file() and stamp == int8_stamp(model_dir)
 
 
 def model_file_for(int8: bool) -> str:

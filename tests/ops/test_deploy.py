@@ -1193,3 +1193,25 @@ def test_stop_grace_period_covers_the_routers_drain(configs, name):
     for variant in ("gpu", "cpu"):
         grace = configs[variant]["services"][name].get("stop_grace_period", "10s")
         assert _seconds(str(grace)) > drain, (variant, grace)
+
+
+def test_cpu_triton_serves_the_int8_model_the_build_made_from_this_model(
+        tiny_model_dir, tmp_path, capsys):
+    import importlib.util
+    import shutil
+
+    from router_svc.ops.up import ensure_int8
+
+    spec = importlib.util.spec_from_file_location("triton_cpu", TRITON_CPU)
+    triton_cpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(triton_cpu)
+    model_dir = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model_dir)
+    assert triton_cpu.served_file(model_dir, fp32=False) == "model.onnx"  # none: said, fp32
+    assert "model.int8.onnx is missing or was not made from this model.onnx" in (
+        capsys.readouterr().err)
+    ensure_int8(model_dir)
+    capsys.readouterr()
+    assert triton_cpu.served_file(model_dir, fp32=False) == "model.int8.onnx"
+    assert triton_cpu.served_file(model_dir, fp32=True) == "model.onnx"
+    assert capsys.readouterr().err == ""

@@ -208,8 +208,37 @@ def test_int8_is_quantised_from_the_built_model_when_missing(tiny_model_dir, tmp
     repo = write_python_repository(tmp_path / "repo", model_dir, model_file=INT8_MODEL_FILE)
     assert (repo / "semantic_router" / "1" / "model.onnx").resolve() == q.resolve()
     mtime = q.stat().st_mtime_ns
-    ensure_int8(model_dir)  # present: left as it is
+    ensure_int8(model_dir)  # present and made from this model.onnx: left as it is
     assert q.stat().st_mtime_ns == mtime
+
+
+def test_an_int8_model_of_other_weights_or_an_older_scheme_is_quantised_again(
+        tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from router_svc.triton.repository import (
+        INT8_MODEL_FILE,
+        INT8_STAMP_FILE,
+        int8_is_current,
+    )
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model_dir)
+    (model_dir / INT8_MODEL_FILE).write_bytes(b"an int8 model of a build before")
+    assert not int8_is_current(model_dir)  # no stamp: unknown origin
+    ensure_int8(model_dir)
+    assert int8_is_current(model_dir)
+    made = (model_dir / INT8_MODEL_FILE).read_bytes()
+    assert made != b"an int8 model of a build before"
+    stamp = json.loads((model_dir / INT8_STAMP_FILE).read_text())
+    (model_dir / INT8_STAMP_FILE).write_text(json.dumps({**stamp, "scheme": "per tensor"}))
+    assert not int8_is_current(model_dir)  # an older scheme
+    ensure_int8(model_dir)
+    assert int8_is_current(model_dir)
+    onnx = model_dir / "model.onnx"  # a rebuilt model.onnx (here: the same bytes and one more)
+    onnx.write_bytes(onnx.read_bytes() + b"\0")
+    assert not int8_is_current(model_dir)
 
 
 @pytest.mark.integration
