@@ -184,7 +184,9 @@ async def served_classifier(served: ServedModelOptions, pii_threshold: float = 0
         tok = TextTokenizer(Path(served.model_dir) / "tokenizer.json")
         exemplars = open_exemplars(served.exemplars, Path(served.model_dir), info)
         yield Classifier(tok, batcher, list(info.categories), list(info.pii_tags),
-                         pii_threshold=pii_threshold, window=min(256, info.max_sequence_length),
+                         pii_threshold=pii_threshold,
+                         window=min(served.window_tokens, info.max_sequence_length),
+                         stride=served.window_stride,
                          pii_type_thresholds=pii_type_thresholds, exemplars=exemplars)
 
 

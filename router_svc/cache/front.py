@@ -58,17 +58,6 @@ def model_id(model_name: str, embedding_dim: int, tokenizer: Path) -> str:
     return f"{model_name}:{embedding_dim}:{digest}"
 
 
-def one_blas_thread() -> None:
-    """Keep BLAS to one thread in this process. The cache's exact search (a matrix-vector
-    product over at most a few thousand vectors, well under a millisecond on one thread) is
-    the router's only BLAS call, and OpenBLAS's default of a thread per core, spinning after
-    each call, takes the cores Triton and onnxruntime need on the same host: measured, it
-    made a semantic cache hit slower than a miss (perf/cache_hit_e2e.py)."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1, user_api="blas")
-
-
 VERIFIER_FILE = "pair_verifier.onnx"  # written by export/pair_verifier.py next to the tokenizer
 
 
@@ -115,7 +104,6 @@ async def open_cache(config: CacheConfig, *, dim: int, model: str,
                      metrics: Metrics | None = None) -> AsyncIterator[HnswCache]:
     """The cache for the app's lifetime: snapshot loaded, sweeps and snapshots in the
     background, a last snapshot saved on the way out."""
-    one_blas_thread()
     cache = HnswCache(dim, capacity=config.capacity, ttl_s=config.ttl_s, model_id=model,
                       events=metrics, tenant_quota=config.max_entries_per_tenant)
     snap = config.persistence_dir

@@ -677,23 +677,6 @@ def merge_windows(entities_per_window: Iterable[Iterable[PiiEntity]]) -> list[Pi
     return _merge_overlaps(e for window in entities_per_window for e in window)
 
 
-def window_spans(n_tokens: int, window: int, stride: int) -> list[tuple[int, int]]:
-    """Token ranges ``[start, end)`` of overlapping windows that cover ``n_tokens``.
-
-    Windows start every ``stride`` tokens; the last is aligned to end at ``n_tokens`` (a full
-    window rather than a short tail, so the tail gets as much context as the rest).
-    """
-    if window < 1 or stride < 1 or stride > window:
-        raise ValueError(f"need 1 <= stride <= window, got window={window}, stride={stride}")
-    if n_tokens <= 0:
-        return []
-    if n_tokens <= window:
-        return [(0, n_tokens)]
-    spans = [(s, s + window) for s in range(0, n_tokens - window, stride)]
-    spans.append((n_tokens - window, n_tokens))
-    return spans
-
-
 def overlap_clusters(text: str,
                      entities: Iterable[PiiEntity]) -> list[tuple[int, int, PiiEntity]]:
     """The entities' spans (clipped to ``text``, empty ones dropped) with overlapping ones

@@ -25,12 +25,17 @@ class Window:
 
 
 def window_starts(n_tokens: int, size: int, stride: int) -> list[int]:
-    """Start positions of windows of ``size`` tokens every ``stride`` tokens, covering all."""
+    """Start positions of the fewest windows of ``size`` tokens, one start at most ``stride``
+    after the one before, that cover ``n_tokens``: spread evenly from 0 to ``n_tokens - size``,
+    so every overlap is alike (at least ``size - stride`` tokens) rather than a last window
+    that repeats all but a few tokens of the one before."""
+    if size < 1 or stride < 1 or stride > size:
+        raise ValueError(f"need 1 <= stride <= size, got size={size}, stride={stride}")
     if n_tokens <= size:
         return [0]
-    starts = list(range(0, n_tokens - size, stride))
-    starts.append(n_tokens - size)  # the last window ends exactly at the end
-    return starts
+    span = n_tokens - size
+    gaps = -(-span // stride)  # windows - 1
+    return [(i * span + gaps // 2) // gaps for i in range(gaps + 1)]
 
 
 class TextTokenizer:

@@ -62,6 +62,18 @@ def tokenizer_path(config: Config, tokenizer: Path | None = None) -> Path:
     return tokenizer or config.tokenizer or DEFAULT_TOKENIZER
 
 
+def one_blas_thread() -> None:
+    """Keep BLAS to one thread in this process. The router's BLAS calls (the exemplars' vote
+    and the cache's exact search: matrix-vector products, well under a millisecond on one
+    thread) are small, and OpenBLAS's default of a thread per core, spinning after each call,
+    takes the cores Triton and onnxruntime need on the same host: measured, it doubled a
+    ~500-token classification on 2 cores and made a semantic cache hit slower than a miss
+    (perf/README.md, "Classification latency by prompt length")."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 class Runtime:
     """The started parts. ``router``, ``triton``, ``model_info`` and ``proxy`` are set while
     ``running()``; ``cache`` and ``metrics`` exist from construction (the cache disabled
@@ -92,6 +104,7 @@ class Runtime:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
+        one_blas_thread()
         async with contextlib.AsyncExitStack() as stack:
             self.tracing.start()
             stack.push_async_callback(self.tracing.shutdown)

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from router_svc.config.schema import PiiModelConfig
 from router_svc.labels import MODEL_NAME
 
 
@@ -28,6 +29,12 @@ def _add_triton_args(p: argparse.ArgumentParser) -> None:
                    help="the category's exemplar vote: auto (the build's "
                    "category_exemplars.npz in --model-dir, if any), off (the head alone), or a "
                    "file (default: %(default)s)")
+    p.add_argument("--window-tokens", type=int, default=PiiModelConfig.window_tokens,
+                   help="tokens per model window, as classifier.pii_model.window_tokens "
+                   "(default: the router's, %(default)s)")
+    p.add_argument("--window-stride", type=int, default=PiiModelConfig.window_stride,
+                   help="the most tokens from one window's start to the next's, as "
+                   "classifier.pii_model.window_stride (default: the router's, %(default)s)")
 
 
 def _add_int8_arg(p: argparse.ArgumentParser) -> None:
@@ -256,7 +263,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         served = ServedModelOptions(triton_url=args.triton_url, model_dir=args.model_dir,
                                     model_name=args.model_name, int8=args.int8,
-                                    exemplars=args.exemplars)
+                                    exemplars=args.exemplars,
+                                    window_tokens=args.window_tokens,
+                                    window_stride=args.window_stride)
         if args.eval_command == "conversations":
             from router_svc.ops import conversation_eval as ce
 

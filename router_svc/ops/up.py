@@ -36,6 +36,7 @@ from router_svc.config.loading import (
     _UniqueKeyLoader,
     parse_config,
 )
+from router_svc.config.schema import PiiModelConfig
 from router_svc.labels import MODEL_NAME
 
 log = logging.getLogger("router_svc.up")
@@ -77,6 +78,10 @@ class ServedModelOptions:
     # classifier.category_model.exemplars for the measurement: "auto" (the build's file in
     # model_dir, if any), "off" (the category head alone), or a path
     exemplars: str = "auto"
+    # The PII windows the texts are read in (classifier.pii_model.window_tokens / window_stride):
+    # the router's defaults unless told otherwise.
+    window_tokens: int = PiiModelConfig.window_tokens
+    window_stride: int = PiiModelConfig.window_stride
 
 
 class PortInUse(Exception):

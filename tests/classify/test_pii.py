@@ -15,8 +15,8 @@ from router_svc.classify.pii import (
     redact,
     softmax,
     whole_dates,
-    window_spans,
 )
+from router_svc.classify.tokenization import window_starts
 from router_svc.labels import PII_TAGS
 
 TAGS = list(PII_TAGS)
@@ -410,28 +410,39 @@ def test_all_o_gives_nothing() -> None:
 # --------------------------------------------------------------------------- windows
 
 
-@pytest.mark.parametrize("n", [0, 1, 255, 256, 257, 448, 449, 1000, 5000])
-@pytest.mark.parametrize(("window", "stride"), [(256, 192), (256, 256), (64, 1), (10, 7)])
-def test_window_spans_cover_everything(n: int, window: int, stride: int) -> None:
+def window_spans(n: int, window: int, stride: int) -> list[tuple[int, int]]:
+    return [(s, min(s + window, n)) for s in window_starts(n, window, stride)]
+
+
+@pytest.mark.parametrize("n", [1, 255, 256, 257, 448, 449, 512, 1000, 5000])
+@pytest.mark.parametrize(("window", "stride"), [(256, 192), (256, 256), (64, 1), (10, 7),
+                                                 (126, 96)])
+def test_windows_cover_everything_evenly_with_the_fewest_windows(n: int, window: int,
+                                                                 stride: int) -> None:
     ws = window_spans(n, window, stride)
-    if n == 0:
-        assert ws == []
-        return
     assert ws[0][0] == 0 and ws[-1][1] == n
-    assert all(0 <= s < e <= n and e - s <= window for s, e in ws)
-    assert all(b[0] <= a[1] for a, b in itertools.pairwise(ws))  # no gaps
-    assert all(b[0] > a[0] for a, b in itertools.pairwise(ws))  # progress
+    assert all(0 <= s < e <= n and e - s == min(window, n) for s, e in ws)
+    steps = [b[0] - a[0] for a, b in itertools.pairwise(ws)]
+    assert all(0 < d <= stride for d in steps)  # progress, and overlaps of window - stride
+    assert not steps or max(steps) - min(steps) <= 1  # spread evenly
+    assert len(ws) == 1 or (len(ws) - 2) * stride < n - window  # one fewer could not cover
     covered = np.zeros(n, bool)
     for s, e in ws:
         covered[s:e] = True
     assert covered.all()
 
 
-def test_window_spans_rejects_gaps() -> None:
+def test_a_text_just_over_a_window_gets_two_halfway_overlapping_windows_not_a_sliver() -> None:
+    # 512 tokens in windows of 126 every 96 at most: six, 77 or 78 apart (not five 96 apart
+    # and a sixth 2 tokens after the fifth)
+    assert window_starts(512, 126, 96) == [0, 77, 154, 232, 309, 386]
+
+
+def test_window_layout_rejects_gaps() -> None:
     with pytest.raises(ValueError):
-        window_spans(100, 10, 11)
+        window_starts(100, 10, 11)
     with pytest.raises(ValueError):
-        window_spans(100, 0, 0)
+        window_starts(100, 0, 0)
 
 
 def test_long_text_pii_near_the_end_found_once_after_merging() -> None:
@@ -439,16 +450,16 @@ def test_long_text_pii_near_the_end_found_once_after_merging() -> None:
     words = [f"w{i}" for i in range(n)]
     # PII inside the overlap of the last two windows, and one straddling a window edge
     words[4800], words[4801] = "Ada", "Lovelace"
-    words[4862:4866] = ["4111", "1111", "1111", "1111"]
+    words[4808:4812] = ["4111", "1111", "1111", "1111"]
     text = " ".join(words)
     offsets = offsets_of(text, words)
     tags = ["O"] * n
     tags[4800:4802] = ["B-PERSON", "I-PERSON"]
-    tags[4862:4866] = ["B-CREDIT_CARD"] + ["I-CREDIT_CARD"] * 3
+    tags[4808:4812] = ["B-CREDIT_CARD"] + ["I-CREDIT_CARD"] * 3
     probs = probs_for(tags, 0.95)
 
     windows = window_spans(n, 256, 192)
-    assert windows[-2:] == [(4608, 4864), (4744, 5000)]
+    assert windows[-2:] == [(4554, 4810), (4744, 5000)]
     per_window = [decode_bio(probs[s:e], offsets[s:e], TAGS, text, 0.5) for s, e in windows]
     assert sum(len(w) for w in per_window) == 4  # PERSON twice, the card (part + whole)
 

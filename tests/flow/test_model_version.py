@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
+from threadpoolctl import threadpool_info, threadpool_limits
 from tritonclient.grpc.aio import InferenceServerClient
 
 from router_svc.classify.exemplars import Exemplars
@@ -55,8 +56,12 @@ async def test_labels_follow_the_served_version(tiny_model_dir, tmp_path):
                             "category_model": {"exemplars": str(exemplars)}}}
     rt = Runtime(parse_config(data, tmp_path), startup_timeout_s=30)
     admin = InferenceServerClient(server.grpc_url)
+    threadpool_limits(limits=2, user_api="blas")  # as a 2-core host would have it
     try:
         async with rt.running():
+            # One BLAS thread (the exemplars' vote): its spinning threads would take the cores
+            # Triton runs on.
+            assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == {1}
             assert rt.router is not None and rt.model_info is not None
             assert rt.model_info.version == "1"
             await rt.router.route("chat", BODY)
