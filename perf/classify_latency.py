@@ -11,10 +11,12 @@ Variants, each its own stack (the embedded CPU Triton and ``router-svc serve``, 
 process, with the example config; semantic cache off, ``classifier.pii_model.memory_entries``
 0):
 
-- ``fp32``: Triton serves ``model.onnx``, default PII windows (``window_tokens`` 128,
-  ``window_stride`` 96, from the example config): the baseline;
+- ``fp32``: Triton serves ``model.onnx``, default PII windows (``window_tokens`` 144,
+  ``window_stride`` 128, from the example config): the baseline unless ``--before``;
 - ``int8``: Triton serves ``model.int8.onnx`` (quantised from ``model.onnx`` first if missing,
   ``router_svc.ops.up.ensure_int8``), same windows;
+- ``--before DIR``: the router of another checkout (an earlier commit) serving fp32 in
+  ``--before-windows``, against the same Triton setup: the baseline, first;
 - ``--windows 256/224,...``: more window settings (``window_tokens/window_stride``), each for
   every precision of ``--precisions``; named e.g. ``int8 256/224``.
 
@@ -132,7 +134,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--windows", default="",
                     help="more PII window settings WINDOW/STRIDE, comma-separated, e.g. "
                          "128/64,256/224: each a variant for every precision, beside the "
-                         "example config's (128/96)")
+                         "example config's (144/128)")
+    ap.add_argument("--before", type=Path,
+                    help="a checkout of an earlier commit (e.g. `git worktree add /tmp/before "
+                         "COMMIT`): its router, serving fp32 in --before-windows, is one more "
+                         "variant and the baseline")
+    ap.add_argument("--before-windows", default="128/96",
+                    help="that router's PII windows (default: %(default)s, the example "
+                         "config's before 144/128)")
     ap.add_argument("--rounds", type=int, default=5, help="(default: %(default)s)")
     ap.add_argument("--requests-per-round", type=int, default=20,
                     help="requests per length per variant in each round (default: %(default)s)")
@@ -150,6 +159,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:
         args.length_list = sorted({int(x) for x in args.lengths.split(",") if x.strip()})
         args.window_list = parse_windows(args.windows)
+        (args.before_window,) = parse_windows(args.before_windows)
     except ValueError as e:
         ap.error(f"--lengths/--windows: {e}")
     if not args.length_list or args.length_list[0] < 4:
@@ -171,15 +181,20 @@ class Variant:
     window: int
     stride: int
     default_window: bool
+    root: Path | None = None  # the router of another checkout (``--before``)
 
     @property
     def name(self) -> str:
+        if self.root is not None:
+            return f"before {self.precision} {self.window}/{self.stride}"
         return self.precision if self.default_window else (
             f"{self.precision} {self.window}/{self.stride}")
 
     @property
     def key(self) -> str:
-        """The name as a summary-line key: ``fp32``, ``int8_w256s224``."""
+        """The name as a summary-line key: ``fp32``, ``int8_w256s224``, ``before``."""
+        if self.root is not None:
+            return "before"
         return self.precision if self.default_window else (
             f"{self.precision}_w{self.window}s{self.stride}")
 
@@ -306,7 +321,7 @@ def start_stack(stack: contextlib.ExitStack, v: Variant, model_dir: Path, work: 
                         "http://127.0.0.1:9/v1", free_port())
     cfg["classifier"]["pii_model"].update(window_tokens=v.window, window_stride=v.stride,
                                           memory_entries=0)
-    router, base = start_router(work, cfg, label=f"router-{label}")
+    router, base = start_router(work, cfg, label=f"router-{label}", root=v.root)
     stack.callback(router.stop)
     port = int(base.rsplit(":", 1)[1])
     s = Stack(v, "127.0.0.1", port)
@@ -502,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_model_dir(args.model_dir)
     variants = make_variants(args.precision_list, args.window_list, default_windows())
+    if args.before is not None:
+        variants.insert(0, Variant("fp32", *args.before_window, False, root=args.before))
     tok = load_tokenizer(args.model_dir / "tokenizer.json")
     per_length = args.warmup + args.rounds * args.requests_per_round
     texts = make_texts(tok, mmlu_questions(args.data_dir), args.length_list, per_length,
