@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from router_svc.core.normalize import fold
 
@@ -39,3 +43,19 @@ def test_one_character_may_become_several() -> None:
     f = fold("x\ufb01y")  # the 'fi' ligature folds to two letters from one character
     assert f.text == "xfiy"
     assert f.span(1, 3) == (1, 2) and f.span(1, 2) == (1, 2)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(st.characters(codec="utf-8"), max_size=40))
+def test_the_fast_path_reads_every_text_as_the_character_pass_does(text: str) -> None:
+    from router_svc.core import normalize
+
+    slow_out, changed = [], False
+    for ch in text:  # the character pass, written out
+        if unicodedata.category(ch) == "Cf":
+            changed = True
+            continue
+        folded = unicodedata.normalize("NFKC", ch)
+        changed |= folded != ch
+        slow_out.append(folded)
+    assert normalize.fold(text).text == ("".join(slow_out) if changed else text)
