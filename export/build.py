@@ -78,6 +78,9 @@ class BuildOptions:
     threads: int | None = None  # torch intra-op threads (None: one per core)
     presidio_repeat: int = 3
     context_fraction: float = 0.3
+    # Rows of 2-4 PII examples one after another (``data.joined_examples``), trained like the
+    # context rows (``context_epochs``): PII a few lines into a long prompt.
+    joined_rows: int = 2000
     # The hand-written short user-style questions (export/category_seeds.jsonl) as category
     # training rows, and the generic conversation turns (export/exemplars.GENERIC_TURNS) as
     # no-topic rows, each this many times: exam questions are all the head sees otherwise.
@@ -94,7 +97,7 @@ def quick_options(**overrides) -> BuildOptions:
     """A real but small build for the test suite (a few minutes on 2 cores): one trainable
     head layer (a linear PII head on the frozen encoder misses card numbers), on a subset."""
     base = {"head_layers": 1, "epochs": 3, "generated_pii": 3000, "offtopic": 400,
-            "limit": 2500}
+            "limit": 2500, "joined_rows": 0}
     return BuildOptions(**{**base, **overrides})
 
 
@@ -266,6 +269,7 @@ def build(opts: BuildOptions) -> dict:
     # short sentences do; truncation at max_length keeps the example's start in view.
     pii_context = D.with_context(pii_train, [e.text for e in mmlu_train if len(e.text) < 300],
                                  opts.context_fraction, opts.seed)
+    pii_joined = D.joined_examples(pii_train, opts.joined_rows, opts.seed)
     from export.exemplars import GENERIC_TURNS, SEEDS, load_examples
 
     def uniform_examples(texts: list[str]) -> list[Example]:
@@ -282,6 +286,7 @@ def build(opts: BuildOptions) -> dict:
                 * opts.seed_repeat
                 + pii_examples(pii_train)
                 + pii_examples(pii_context, opts.context_epochs)
+                + pii_examples(pii_joined, opts.context_epochs)
                 + uniform_examples(list(GENERIC_TURNS)) * opts.seed_repeat
                 + uniform_examples(off_train))
     val_ex = cat_examples(mmlu_val)

@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs the exam and seed questions train in; 0: all")
     b.add_argument("--context-epochs", type=int, default=2,
                    help="epochs the PII rows set among exam sentences train in; 0: all")
+    b.add_argument("--joined-rows", type=int, default=2000,
+                   help="training rows of 2-4 PII examples one after another (PII a few "
+                   "lines into a long prompt), trained like --context-epochs (default: "
+                   "%(default)s; 0: none)")
     b.add_argument("--head-layers", type=int, default=2)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=True,
@@ -249,6 +253,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 epochs=args.epochs,
                 category_epochs=args.category_epochs or None,
                 context_epochs=args.context_epochs or None,
+                joined_rows=args.joined_rows,
                 head_layers=args.head_layers,
                 seed=args.seed,
                 quantize=args.quantize,

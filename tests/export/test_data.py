@@ -442,3 +442,23 @@ def test_embed_in_context_shifts_spans_exactly() -> None:
     some = with_context(examples, ["Ctx one.", "Ctx two."], 0.5, seed=1)
     assert 0 < len(some) < len(examples)
     assert some == with_context(examples, ["Ctx one.", "Ctx two."], 0.5, seed=1)
+
+
+def test_joined_examples_keep_every_entity_exactly_where_its_text_is() -> None:
+    from export.data import JOINED_SUFFIX, joined_examples
+
+    records = [PiiExample("Call Ana Lima at 555-0100.", [Span("PERSON", 5, 13),
+                                                         Span("PHONE_NUMBER", 17, 25)], 1, "a"),
+               PiiExample("I live in Porto", [Span("GPE", 10, 15)], 2, "b"),
+               PiiExample("no PII here", [], 3, "c")]
+    entity = {(s.type, r.text[s.start:s.end]) for r in records for s in r.spans}
+    rows = joined_examples(records, 40, seed=2)
+    assert len(rows) == 40 and rows == joined_examples(records, 40, seed=2)
+    for row in rows:
+        assert row.source.endswith(JOINED_SUFFIX)
+        n = sum(row.text.count(r.text) for r in records)
+        assert 2 <= n <= 4
+        assert len(row.spans) == sum(row.text.count(r.text) * len(r.spans) for r in records)
+        assert {(s.type, row.text[s.start:s.end]) for s in row.spans} <= entity
+    assert any("\n" in r.text for r in rows) and any("\n" not in r.text for r in rows)
+    assert joined_examples([], 5, seed=0) == []
