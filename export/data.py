@@ -502,6 +502,17 @@ JOINED_SUFFIX = "+joined"
 JOINERS = ("\n", "\n", " ", "\n\n", "\n- ", "; ")
 
 
+def concat_examples(parts: Sequence[PiiExample], joiner: str, source: str,
+                    template_id: int | None = None) -> PiiExample:
+    """``parts`` one after another with ``joiner`` between them, every span shifted."""
+    text, spans = "", []
+    for e in parts:
+        shift = len(text) + (len(joiner) if text else 0)
+        text = f"{text}{joiner}{e.text}" if text else e.text
+        spans += [Span(sp.type, sp.start + shift, sp.end + shift) for sp in e.spans]
+    return PiiExample(text, spans, template_id, source)
+
+
 def joined_examples(examples: Sequence[PiiExample], count: int, seed: int,
                     parts: tuple[int, int] = (2, 4)) -> list[PiiExample]:
     """``count`` rows of ``parts`` random examples one after another (a list, a log, an e-mail
@@ -511,13 +522,27 @@ def joined_examples(examples: Sequence[PiiExample], count: int, seed: int,
     out = []
     for _ in range(count if examples else 0):
         chosen = [rng.choice(examples) for _ in range(rng.randint(*parts))]
-        joiner = rng.choice(JOINERS)
-        text, spans = "", []
-        for e in chosen:
-            shift = len(text) + (len(joiner) if text else 0)
-            text = f"{text}{joiner}{e.text}" if text else e.text
-            spans += [Span(sp.type, sp.start + shift, sp.end + shift) for sp in e.spans]
-        out.append(PiiExample(text, spans, None, chosen[0].source + JOINED_SUFFIX))
+        out.append(concat_examples(chosen, rng.choice(JOINERS), chosen[0].source + JOINED_SUFFIX))
+    return out
+
+
+def long_texts(examples: Sequence[PiiExample], tokens: int, count_tokens: Callable[[str], int],
+               seed: int = 0) -> list[PiiExample]:
+    """The examples, shuffled, one per line in texts of at least ``tokens`` tokens (the last
+    may be shorter): an evaluation of PII a few lines into a long prompt."""
+    order = list(examples)
+    random.Random(seed).shuffle(order)
+    out: list[PiiExample] = []
+    group: list[PiiExample] = []
+    have = 0
+    for e in order:
+        group.append(e)
+        have += count_tokens(e.text) + 1
+        if have >= tokens:
+            out.append(concat_examples(group, "\n", e.source + JOINED_SUFFIX, len(out)))
+            group, have = [], 0
+    if group:
+        out.append(concat_examples(group, "\n", group[-1].source + JOINED_SUFFIX, len(out)))
     return out
 
 

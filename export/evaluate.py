@@ -75,6 +75,9 @@ class PiiEvalOptions:
     # Choose per-type thresholds on one half of the data (split by template id), report them
     # on the other half and write pii_thresholds.yaml (``choose_thresholds``).
     choose_thresholds: bool = False
+    # > 0: the records, shuffled, one per line in texts of about this many tokens (PII a few
+    # lines into a long prompt, read in the router's windows); 0: each record alone.
+    join_tokens: int = 0
 
 
 @dataclass
@@ -435,6 +438,12 @@ async def eval_pii(opts: PiiEvalOptions) -> str:
     from export.data import load_presidio
 
     examples, rep = load_presidio(opts.data)
+    if opts.join_tokens > 0:
+        from export.data import long_texts
+        from router_svc.classify.tokenization import TextTokenizer
+
+        tok = TextTokenizer(Path(opts.served.model_dir) / "tokenizer.json")
+        examples = long_texts(examples, opts.join_tokens, tok.count)
     texts = [e.text for e in examples]
     annotated = [[(s.type, s.start, s.end) for s in e.spans] for e in examples]
     # Scored under the router's span conventions (README "PII span conventions"): a file

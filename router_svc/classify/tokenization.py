@@ -61,6 +61,10 @@ class TextTokenizer:
         self.cls_id, self.sep_id = cls_id, sep_id
         self.pad_id = self._tok.token_to_id("[PAD]") or 0
 
+    def count(self, text: str) -> int:
+        """The text's tokens, special tokens not counted."""
+        return len(self._tok.encode(text, add_special_tokens=False).ids)
+
     def windows(self, text: str, window: int = 256, stride: int = 192) -> list[Window]:
         """All windows of ``text``; one window when it fits."""
         return self.windows_batch([text], window, stride)[0]

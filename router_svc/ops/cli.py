@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "within 0.005 of the best) on one half of --data split by template id, "
                     "report them against --threshold on the other half, and write "
                     "pii_thresholds.yaml (a config snippet) to --out")
+    ep.add_argument("--join-tokens", type=int, default=0, metavar="N",
+                    help="read the records, shuffled, one per line in texts of about N tokens "
+                    "(PII a few lines into a long prompt, e.g. 500); 0: each alone (default)")
     ep.add_argument("--out", type=Path, default=Path("eval_out"))
     _add_triton_args(ep)
     ca = esub.add_parser("cache", help="semantic cache hit precision/recall on paraphrase pairs")
@@ -299,7 +302,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             served=served, recognisers=args.recognisers,
             type_thresholds=(evaluate.read_type_thresholds(args.type_thresholds)
                              if args.type_thresholds else None),
-            choose_thresholds=args.choose_thresholds))
+            choose_thresholds=args.choose_thresholds, join_tokens=args.join_tokens))
     if args.command == "auth":
         from router_svc.core.auth import hash_key
 

@@ -462,3 +462,18 @@ def test_joined_examples_keep_every_entity_exactly_where_its_text_is() -> None:
         assert {(s.type, row.text[s.start:s.end]) for s in row.spans} <= entity
     assert any("\n" in r.text for r in rows) and any("\n" not in r.text for r in rows)
     assert joined_examples([], 5, seed=0) == []
+
+
+def test_long_texts_hold_every_record_once_with_its_entities_in_place() -> None:
+    from export.data import long_texts
+
+    records = [e for e in data.generate_pii(120, 7) if "\n" not in e.text]
+    words = lambda text: len(text.split())  # noqa: E731 (a stand-in token count)
+    texts = long_texts(records, 60, words, seed=0)
+    assert texts == long_texts(records, 60, words, seed=0)
+    lines = [line for t in texts for line in t.text.split("\n")]
+    assert sorted(lines) == sorted(r.text for r in records)  # each record once, one per line
+    assert all(words(t.text) >= 60 - len(t.text.split("\n")) for t in texts[:-1])
+    want = sorted((s.type, r.text[s.start:s.end]) for r in records for s in r.spans)
+    assert sorted((s.type, t.text[s.start:s.end]) for t in texts for s in t.spans) == want
+    assert [t.template_id for t in texts] == list(range(len(texts)))
