@@ -365,11 +365,12 @@ async def _serve(p: Plan, stop: asyncio.Event) -> None:
             _say(f"Milvus (milvus-lite) on {milvus.uri}, data in {MILVUS_DB}")
         triton_url, triton_http = p.triton_url, None
         if triton_url is None:
-            served = p.model_dir / model_file_for(p.int8)
+            model_file = model_file_for(p.int8)
             precision = "int8; --fp32 for model.onnx" if p.int8 else "fp32"
-            _say(f"starting Triton (CPU, Python backend) with {served} ({precision})")
+            _say(f"starting Triton (CPU, Python backend) with {p.model_dir / model_file} "
+                 f"({precision})")
             t0 = time.monotonic()
-            triton = TritonServer(p.model_dir, model_file=model_file_for(p.int8),
+            triton = TritonServer(p.model_dir, model_file=model_file,
                                   startup_timeout_s=180,
                                   avoid_ports=[p.port, *(port for _, _, port in p.demo)])
             await triton.astart()

@@ -239,12 +239,9 @@ def int8_stamp(model_dir: Path) -> dict[str, object]:
     """What an int8 model made now from ``model_dir/model.onnx`` would be stamped with."""
     import hashlib
 
-    src = Path(model_dir) / "model.onnx"
-    h = hashlib.sha256()
-    with open(src, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return {"source": "model.onnx", "source_sha256": h.hexdigest(), "scheme": INT8_SCHEME}
+    with open(Path(model_dir) / "model.onnx", "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"source": "model.onnx", "source_sha256": digest, "scheme": INT8_SCHEME}
 
 
 def write_int8_stamp(model_dir: Path) -> None:
